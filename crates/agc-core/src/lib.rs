@@ -1,0 +1,48 @@
+//! Models and kernels of agc, generic over any Burn [`Backend`](burn::prelude::Backend).
+//!
+//! - [`ResNet`]: torchvision-compatible ResNets (18 to 152, and a tiny preset), with
+//!   [`ResNet::load_torchvision`] for `.pth` and `.safetensors` weights;
+//! - [`ChipGrid`]: cuts images into chips and lays chip embeddings back out as a map;
+//! - [`AttentionPool`]: softmax attention pooling over a grid of embeddings;
+//! - [`MetaResNet`] (CropNet is a `MetaResNet` trained on crops), [`ChipNet`], [`AttnResNet`];
+//! - [`attention_box`] and [`CentreCrop::map_box`]: from an attention map to a square crop box in
+//!   the original image.
+//!
+//! This crate does no file I/O beyond reading weight files.
+
+pub mod attention;
+pub mod boxes;
+pub mod chips;
+pub mod dropout2d;
+pub mod models;
+pub mod resnet;
+pub mod weights;
+
+pub use attention::{AttentionPool, AttentionPoolConfig, AttentionPoolOutput, AttentionReduce};
+pub use boxes::{
+    AttentionBox, BoxConfig, CentreCrop, Fallback, Rect, attention_box, attention_boxes,
+    upsample_bilinear,
+};
+pub use chips::ChipGrid;
+pub use dropout2d::{Dropout2d, Dropout2dConfig};
+pub use models::{
+    AttentionOutput, AttnResNet, AttnResNetConfig, ChipNet, ChipNetConfig, MetaResNet,
+    MetaResNetConfig, MetaResNetOutput, PooledHead,
+};
+pub use resnet::{BlockKind, ResNet, ResNetConfig, global_avg_pool};
+pub use weights::{LoadOptions, LoadReport, WeightsError};
+
+#[cfg(test)]
+pub(crate) mod test_util {
+    //! The backends unit tests run on: Flex, Burn's pure-Rust CPU backend that trains.
+
+    /// Inference backend of the unit tests.
+    pub type TestBackend = burn::backend::Flex;
+    /// Training backend of the unit tests.
+    pub type TestAutodiff = burn::backend::Autodiff<TestBackend>;
+
+    /// The CPU device.
+    pub fn device() -> burn::prelude::Device<TestBackend> {
+        burn::backend::flex::FlexDevice
+    }
+}

@@ -1,0 +1,267 @@
+//! agc's ResNet loads torchvision weights and reproduces torchvision's eval-mode outputs.
+//!
+//! The fixtures come from `scripts/make_resnet_fixtures.py` (torch 2.15, torchvision 0.29): a
+//! BasicBlock ResNet (`[2, 2, 1, 1]`, width 8) and a Bottleneck ResNet (`[1, 2, 1, 1]`,
+//! width 4), both with projection shortcuts and randomised batch-norm statistics, and the
+//! torchvision outputs for one `[2, 3, 64, 96]` input. Relative error = max |agc − torch| /
+//! max |torch|, over the whole tensor.
+
+use std::path::PathBuf;
+
+use agc_core::{BlockKind, LoadOptions, ResNet, ResNetConfig, WeightsError};
+use burn::prelude::*;
+use safetensors::SafeTensors;
+
+type Flex = burn::backend::Flex;
+type NdArray = burn::backend::NdArray;
+
+const TOLERANCE: f64 = 1e-4;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// A tensor of `resnet_io.safetensors` as shape and values.
+fn reference(name: &str) -> (Vec<usize>, Vec<f32>) {
+    let bytes = std::fs::read(fixture("resnet_io.safetensors")).expect("fixture present");
+    let file = SafeTensors::deserialize(&bytes).expect("valid safetensors");
+    let view = file.tensor(name).expect("tensor present");
+    let values = view
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    (view.shape().to_vec(), values)
+}
+
+fn tensor<B: Backend, const D: usize>(name: &str, device: &B::Device) -> Tensor<B, D> {
+    let (shape, values) = reference(name);
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+fn relative_error<B: Backend, const D: usize>(ours: Tensor<B, D>, name: &str) -> f64 {
+    let (shape, expected) = reference(name);
+    assert_eq!(ours.dims().to_vec(), shape, "{name}: shape");
+    let ours = ours.into_data().to_vec::<f32>().expect("f32 output");
+    let diff = ours
+        .iter()
+        .zip(&expected)
+        .map(|(a, b)| f64::from((a - b).abs()))
+        .fold(0.0, f64::max);
+    let scale = expected
+        .iter()
+        .map(|v| f64::from(v.abs()))
+        .fold(0.0, f64::max);
+    diff / scale
+}
+
+fn config(kind: &str, head: bool) -> ResNetConfig {
+    let config = match kind {
+        "basic" => ResNetConfig::new([2, 2, 1, 1]).with_width(8),
+        "bottleneck" => ResNetConfig::new([1, 2, 1, 1])
+            .with_width(4)
+            .with_block(BlockKind::Bottleneck),
+        _ => unreachable!("two fixtures"),
+    };
+    config.with_num_classes(head.then_some(10))
+}
+
+fn options(kind: &str) -> LoadOptions {
+    // The bottleneck .pth nests its state dict as {"state_dict": ..., "epoch": 3}.
+    LoadOptions {
+        top_level_key: (kind == "bottleneck").then(|| "state_dict".to_string()),
+        ..LoadOptions::default()
+    }
+}
+
+fn check_parity<B: Backend>(kind: &str, format: &str) {
+    let device = Default::default();
+    let mut model: ResNet<B> = config(kind, true).init(&device);
+    let opts = if format == "pth" {
+        options(kind)
+    } else {
+        LoadOptions::default()
+    };
+    let report = model
+        .load_torchvision(fixture(&format!("resnet_{kind}.{format}")), &opts)
+        .expect("weights load");
+    assert!(
+        report.unused.is_empty(),
+        "{kind}.{format}: unused {:?}",
+        report.unused
+    );
+
+    let x = tensor::<B, 4>("input", &device);
+    let checks = [
+        (
+            "features",
+            relative_error(model.features(x.clone()), &format!("{kind}.features")),
+        ),
+        (
+            "embedding",
+            relative_error(model.embed(x.clone()), &format!("{kind}.embedding")),
+        ),
+        (
+            "logits",
+            relative_error(model.forward(x), &format!("{kind}.logits")),
+        ),
+    ];
+    for (what, err) in checks {
+        eprintln!("{kind}.{format} {what}: relative error {err:.2e}");
+        assert!(
+            err <= TOLERANCE,
+            "{kind}.{format} {what}: relative error {err:e}"
+        );
+    }
+}
+
+#[test]
+fn basic_block_resnet_from_pth_matches_torchvision() {
+    check_parity::<Flex>("basic", "pth");
+}
+
+#[test]
+fn basic_block_resnet_from_safetensors_matches_torchvision() {
+    check_parity::<Flex>("basic", "safetensors");
+}
+
+#[test]
+fn bottleneck_resnet_from_nested_pth_matches_torchvision() {
+    check_parity::<Flex>("bottleneck", "pth");
+}
+
+#[test]
+fn bottleneck_resnet_from_safetensors_matches_torchvision() {
+    check_parity::<Flex>("bottleneck", "safetensors");
+}
+
+#[test]
+fn ndarray_backend_matches_torchvision_too() {
+    check_parity::<NdArray>("basic", "safetensors");
+    check_parity::<NdArray>("bottleneck", "pth");
+}
+
+#[test]
+fn backbone_without_head_loads_and_reports_fc_unused() {
+    let device = Default::default();
+    for format in ["pth", "safetensors"] {
+        let mut model: ResNet<Flex> = config("basic", false).init(&device);
+        let report = model
+            .load_torchvision(
+                fixture(&format!("resnet_basic.{format}")),
+                &LoadOptions::default(),
+            )
+            .expect("backbone loads");
+        let mut unused = report.unused.clone();
+        unused.sort();
+        assert_eq!(unused, ["fc.bias", "fc.weight"], "{format}");
+        let x = tensor::<Flex, 4>("input", &device);
+        let err = relative_error(model.embed(x), "basic.embedding");
+        assert!(err <= TOLERANCE, "{format}: {err:e}");
+    }
+}
+
+#[test]
+fn skip_head_keeps_a_differently_sized_head() {
+    let device = Default::default();
+    let mut model: ResNet<Flex> = config("basic", false)
+        .with_num_classes(Some(1))
+        .init(&device);
+    let fc_before = model.fc.as_ref().expect("head").weight.val().into_data();
+    let options = LoadOptions {
+        skip_head: true,
+        ..LoadOptions::default()
+    };
+    model
+        .load_torchvision(fixture("resnet_basic.pth"), &options)
+        .expect("loads");
+    let fc_after = model
+        .fc
+        .as_ref()
+        .expect("head kept")
+        .weight
+        .val()
+        .into_data();
+    assert_eq!(fc_before, fc_after);
+    let x = tensor::<Flex, 4>("input", &device);
+    assert!(relative_error(model.embed(x), "basic.embedding") <= TOLERANCE);
+}
+
+#[test]
+fn wrong_architecture_names_the_mis_shaped_tensor_and_leaves_the_model_unchanged() {
+    let device = Default::default();
+    let mut model: ResNet<Flex> = config("basic", true).with_width(16).init(&device);
+    let before = model.conv1.weight.val().into_data();
+    let err = model
+        .load_torchvision(fixture("resnet_basic.safetensors"), &LoadOptions::default())
+        .expect_err("widths differ");
+    match &err {
+        WeightsError::ShapeMismatch {
+            key,
+            expected,
+            found,
+            ..
+        } => {
+            assert!(!key.is_empty());
+            assert_ne!(expected, found);
+        }
+        other => panic!("expected a shape mismatch, got {other}"),
+    }
+    assert!(
+        err.to_string().contains("resnet_basic.safetensors"),
+        "{err}"
+    );
+    assert_eq!(
+        model.conv1.weight.val().into_data(),
+        before,
+        "model untouched on error"
+    );
+}
+
+#[test]
+fn missing_blocks_are_named() {
+    let device = Default::default();
+    let mut model: ResNet<Flex> = ResNetConfig::new([2, 2, 1, 2]).with_width(8).init(&device);
+    let err = model
+        .load_torchvision(fixture("resnet_basic.pth"), &LoadOptions::default())
+        .expect_err("layer4.1 is not in the file");
+    match err {
+        WeightsError::Missing { keys, .. } => {
+            assert!(keys.iter().all(|k| k.starts_with("layer4.1.")), "{keys:?}");
+            assert!(keys.iter().any(|k| k.contains("conv1.weight")), "{keys:?}");
+        }
+        other => panic!("expected missing tensors, got {other}"),
+    }
+}
+
+#[test]
+fn unreadable_or_unknown_files_are_errors_naming_the_path() {
+    let device = Default::default();
+    let mut model: ResNet<Flex> = config("basic", true).init(&device);
+    let err = model
+        .load_torchvision("no/such/file.pth", &LoadOptions::default())
+        .expect_err("missing");
+    assert!(
+        matches!(err, WeightsError::NotFound { .. })
+            && err.to_string().contains("no/such/file.pth")
+    );
+    let err = model
+        .load_torchvision(fixture("resnet_fixtures.json"), &LoadOptions::default())
+        .expect_err("json is not a weight format");
+    assert!(matches!(err, WeightsError::UnknownFormat { .. }), "{err}");
+
+    let dir = std::env::temp_dir().join(format!("agc-weights-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let corrupt = dir.join("corrupt.safetensors");
+    std::fs::write(&corrupt, b"not a safetensors file").expect("write");
+    let err = model
+        .load_torchvision(&corrupt, &LoadOptions::default())
+        .expect_err("corrupt");
+    assert!(
+        matches!(err, WeightsError::Read { .. }) && err.to_string().contains("corrupt.safetensors"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
