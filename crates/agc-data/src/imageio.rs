@@ -1,0 +1,320 @@
+//! Decoding images (with JPEG DCT scaling) and the centre-crop-and-resize of preprocessing.
+//!
+//! JPEGs much larger than the output are decoded at a reduced scale (1/2, 1/4 or 1/8, chosen so
+//! the shorter side stays at least `min_decode_factor × size`), as libjpeg's `scale_denom` and
+//! PIL's `draft` do; then the centre square is resized with a SIMD convolution resizer
+//! (bilinear with antialiasing, as PIL and torchvision do). Other formats (PNG, greyscale,
+//! RGBA, 16-bit) go through the `image` crate and are converted to 8-bit RGB.
+
+use std::io::{BufReader, Read};
+use std::path::Path;
+
+use fast_image_resize::images::{CroppedImage, Image, ImageRef};
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use image::RgbImage;
+
+use crate::error::{DataError, Result};
+
+/// Where the square that preprocessing resized came from in the original image.
+///
+/// The same rule as `agc_core::CentreCrop::centre_square` (agc-data knows no model, so the
+/// training crate converts between the two): side = the shorter side, offsets rounded down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct CropGeometry {
+    /// Width of the original image.
+    pub width: u32,
+    /// Height of the original image.
+    pub height: u32,
+    /// Left edge of the square.
+    pub x: u32,
+    /// Top edge of the square.
+    pub y: u32,
+    /// Side of the square.
+    pub side: u32,
+}
+
+impl CropGeometry {
+    /// The centre square of a `width`×`height` image.
+    pub fn centre_square(width: u32, height: u32) -> Self {
+        let side = width.min(height);
+        Self {
+            width,
+            height,
+            x: (width - side) / 2,
+            y: (height - side) / 2,
+            side,
+        }
+    }
+}
+
+/// An image decoded to 8-bit RGB, possibly at a reduced scale.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    /// The pixels, at `scale` of the original size.
+    pub image: RgbImage,
+    /// Width of the original image.
+    pub width: u32,
+    /// Height of the original image.
+    pub height: u32,
+}
+
+/// Decodes an image to 8-bit RGB. With `min_short_side`, a JPEG is decoded at the smallest DCT
+/// scale whose shorter side is still at least that.
+///
+/// # Errors
+/// A missing, truncated or corrupt file, or a format the decoders do not know; the error names
+/// the file.
+pub fn decode(path: &Path, min_short_side: Option<u32>) -> Result<Decoded> {
+    let bad = |message: String| DataError::Image {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| BufReader::new(f).read_to_end(&mut bytes))
+        .map_err(|e| bad(e.to_string()))?;
+    if bytes.starts_with(&[0xFF, 0xD8, 0xFF])
+        && let Some(decoded) = decode_jpeg(&bytes, min_short_side).map_err(bad)?
+    {
+        return Ok(decoded);
+    }
+    let image = image::ImageReader::new(std::io::Cursor::new(&bytes))
+        .with_guessed_format()
+        .map_err(|e| bad(e.to_string()))?
+        .decode()
+        .map_err(|e| bad(e.to_string()))?;
+    let image = image.to_rgb8();
+    let (width, height) = image.dimensions();
+    Ok(Decoded {
+        image,
+        width,
+        height,
+    })
+}
+
+/// Decodes a JPEG with DCT scaling; `Ok(None)` for pixel formats left to the `image` crate
+/// (CMYK).
+fn decode_jpeg(
+    bytes: &[u8],
+    min_short_side: Option<u32>,
+) -> std::result::Result<Option<Decoded>, String> {
+    let mut decoder = jpeg_decoder::Decoder::new(bytes);
+    decoder.read_info().map_err(|e| e.to_string())?;
+    let info = decoder.info().ok_or("no JPEG header")?;
+    let (width, height) = (u32::from(info.width), u32::from(info.height));
+    if width == 0 || height == 0 {
+        return Err(format!("empty image {width}×{height}"));
+    }
+    if let Some(min) = min_short_side {
+        // The decoder picks the smallest scale reaching the request in at least one axis: ask
+        // for the shorter side at `min` and the longer one in proportion.
+        let short = width.min(height);
+        if short > min {
+            let w = (u64::from(width) * u64::from(min)).div_ceil(u64::from(short));
+            let h = (u64::from(height) * u64::from(min)).div_ceil(u64::from(short));
+            decoder
+                .scale(w.min(65_535) as u16, h.min(65_535) as u16)
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    let pixels = decoder.decode().map_err(|e| e.to_string())?;
+    let info = decoder.info().ok_or("no JPEG header")?;
+    let (w, h) = (u32::from(info.width), u32::from(info.height));
+    let rgb = match info.pixel_format {
+        jpeg_decoder::PixelFormat::RGB24 => pixels,
+        jpeg_decoder::PixelFormat::L8 => pixels.iter().flat_map(|&v| [v, v, v]).collect(),
+        jpeg_decoder::PixelFormat::L16 => pixels
+            .chunks_exact(2)
+            .flat_map(|b| [b[0], b[0], b[0]])
+            .collect(),
+        jpeg_decoder::PixelFormat::CMYK32 => return Ok(None),
+    };
+    let image = RgbImage::from_raw(w, h, rgb).ok_or("decoded buffer has the wrong size")?;
+    Ok(Some(Decoded {
+        image,
+        width,
+        height,
+    }))
+}
+
+/// Cuts the square `[x, y, side]` (in original coordinates) out of a decoded image and resizes
+/// it to `out`×`out` with bilinear antialiasing, reading no pixel outside the square (as a
+/// crop followed by a resize does in PIL and torchvision). The decoded image may be at a reduced
+/// scale; the square is scaled with it and rounded to whole pixels there.
+///
+/// # Errors
+/// If the square is empty or leaves the image.
+pub fn crop_resize(decoded: &Decoded, [x, y, side]: [u32; 3], out: u32) -> Result<Vec<u8>> {
+    let (w, h) = decoded.image.dimensions();
+    let invalid = |message: String| DataError::Invalid {
+        name: "crop",
+        message,
+    };
+    if side == 0 || x + side > decoded.width || y + side > decoded.height {
+        return Err(invalid(format!(
+            "square x {x}, y {y}, side {side} is not inside the {}×{} image",
+            decoded.width, decoded.height
+        )));
+    }
+    // Scale the square into the decoded image's pixels.
+    let scale = |v: u32, decoded_len: u32, original: u32| {
+        (u64::from(v) * u64::from(decoded_len) + u64::from(original) / 2) / u64::from(original)
+    };
+    let (left, top) = (
+        scale(x, w, decoded.width) as u32,
+        scale(y, h, decoded.height) as u32,
+    );
+    let right = (scale(x + side, w, decoded.width) as u32).clamp(left + 1, w);
+    let bottom = (scale(y + side, h, decoded.height) as u32).clamp(top + 1, h);
+    let src = ImageRef::new(w, h, decoded.image.as_raw(), PixelType::U8x3)
+        .map_err(|e| invalid(e.to_string()))?;
+    let square = CroppedImage::new(&src, left, top, right - left, bottom - top)
+        .map_err(|e| invalid(e.to_string()))?;
+    let mut dst = Image::new(out, out, PixelType::U8x3);
+    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
+    Resizer::new()
+        .resize(&square, &mut dst, &options)
+        .map_err(|e| invalid(e.to_string()))?;
+    Ok(dst.into_vec())
+}
+
+/// Preprocesses one image: decode (DCT-scaled for large JPEGs), centre square crop, resize to
+/// `size`. Returns the `size·size·3` RGB bytes and the crop geometry in the original.
+///
+/// # Errors
+/// As [`decode`].
+pub fn preprocess_image(
+    path: &Path,
+    size: u32,
+    min_decode_factor: f64,
+) -> Result<(Vec<u8>, CropGeometry)> {
+    let min_side = (f64::from(size) * min_decode_factor).ceil() as u32;
+    let decoded = decode(path, (min_decode_factor > 0.0).then_some(min_side))?;
+    let crop = CropGeometry::centre_square(decoded.width, decoded.height);
+    let pixels = crop_resize(&decoded, [crop.x, crop.y, crop.side], size)?;
+    Ok((pixels, crop))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gradient(width: u32, height: u32) -> RgbImage {
+        RgbImage::from_fn(width, height, |x, y| {
+            image::Rgb([
+                (x * 255 / width) as u8,
+                (y * 255 / height) as u8,
+                ((x + y) % 256) as u8,
+            ])
+        })
+    }
+
+    #[test]
+    fn large_jpeg_is_decoded_at_a_reduced_scale_with_original_geometry() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("big.jpg");
+        gradient(2400, 1600).save(&path).expect("save jpeg");
+        let d = decode(&path, Some(448)).expect("decodes");
+        assert_eq!((d.width, d.height), (2400, 1600));
+        // 1/2 gives 800 ≥ 448, 1/4 would give 400 < 448.
+        assert_eq!(d.image.dimensions(), (1200, 800));
+        let full = decode(&path, None).expect("decodes");
+        assert_eq!(full.image.dimensions(), (2400, 1600));
+    }
+
+    #[test]
+    fn greyscale_rgba_and_16_bit_pngs_become_rgb() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let grey = dir.path().join("grey.png");
+        image::GrayImage::from_pixel(40, 30, image::Luma([100]))
+            .save(&grey)
+            .expect("save");
+        let rgba = dir.path().join("rgba.png");
+        image::RgbaImage::from_pixel(40, 30, image::Rgba([10, 20, 30, 0]))
+            .save(&rgba)
+            .expect("save");
+        let deep = dir.path().join("deep.png");
+        image::ImageBuffer::<image::Rgb<u16>, _>::from_pixel(
+            40,
+            30,
+            image::Rgb([65535u16, 0, 32896]),
+        )
+        .save(&deep)
+        .expect("save");
+        assert_eq!(
+            decode(&grey, None).expect("grey").image.get_pixel(3, 3).0,
+            [100, 100, 100]
+        );
+        assert_eq!(
+            decode(&rgba, None).expect("rgba").image.get_pixel(3, 3).0,
+            [10, 20, 30]
+        );
+        assert_eq!(
+            decode(&deep, None).expect("16-bit").image.get_pixel(3, 3).0,
+            [255, 0, 128]
+        );
+        let grey_jpg = dir.path().join("grey.jpg");
+        image::GrayImage::from_pixel(64, 48, image::Luma([90]))
+            .save(&grey_jpg)
+            .expect("save");
+        let px = decode(&grey_jpg, Some(16))
+            .expect("grey jpeg")
+            .image
+            .get_pixel(2, 2)
+            .0;
+        assert!(
+            px[0] == px[1] && px[1] == px[2] && px[0].abs_diff(90) <= 2,
+            "{px:?}"
+        );
+    }
+
+    #[test]
+    fn corrupt_truncated_and_missing_images_are_errors_naming_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let good = dir.path().join("good.jpg");
+        gradient(300, 200).save(&good).expect("save");
+        let bytes = std::fs::read(&good).expect("read");
+        let truncated = dir.path().join("truncated.jpg");
+        std::fs::write(&truncated, &bytes[..bytes.len() / 3]).expect("write");
+        let garbage = dir.path().join("garbage.jpg");
+        std::fs::write(&garbage, b"this is not an image").expect("write");
+        for path in [truncated, garbage, dir.path().join("missing.jpg")] {
+            let err = decode(&path, None).expect_err("must fail").to_string();
+            let name = path.file_name().and_then(|n| n.to_str()).expect("name");
+            assert!(err.contains(name), "{err}");
+        }
+    }
+
+    #[test]
+    fn centre_crop_resize_keeps_the_centre_square_content() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Left and right thirds red, centre square blue: the output is all blue.
+        let path = dir.path().join("wide.png");
+        RgbImage::from_fn(900, 300, |x, _| {
+            if (300..600).contains(&x) {
+                image::Rgb([0, 0, 255])
+            } else {
+                image::Rgb([255, 0, 0])
+            }
+        })
+        .save(&path)
+        .expect("save");
+        let (pixels, crop) = preprocess_image(&path, 64, 2.0).expect("preprocess");
+        assert_eq!((crop.x, crop.y, crop.side), (300, 0, 300));
+        assert_eq!(pixels.len(), 64 * 64 * 3);
+        assert!(
+            pixels.chunks_exact(3).all(|p| p == [0, 0, 255]),
+            "red leaked in"
+        );
+    }
+
+    #[test]
+    fn image_smaller_than_the_output_is_upsampled() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("small.png");
+        gradient(50, 40).save(&path).expect("save");
+        let (pixels, crop) = preprocess_image(&path, 224, 2.0).expect("preprocess");
+        assert_eq!(crop.side, 40);
+        assert_eq!(pixels.len(), 224 * 224 * 3);
+    }
+}
