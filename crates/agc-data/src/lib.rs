@@ -5,12 +5,16 @@
 //! [`DataError`] that names the file (and row or value); outputs are written atomically and
 //! originals are never written to.
 
+pub mod cache;
 pub mod error;
+pub mod folds;
 pub mod fsutil;
 pub mod imageio;
 pub mod metadata;
 pub mod npy;
 
+pub use cache::{CacheJob, CacheOptions, CacheReport, ImageCache, IndexEntry, build_cache};
 pub use error::{DataError, Result};
+pub use folds::{Folds, balanced_epoch};
 pub use imageio::{CropGeometry, Decoded, crop_resize, decode, preprocess_image};
 pub use metadata::{MetadataEncoder, Record, Split, read_labels, read_metadata};

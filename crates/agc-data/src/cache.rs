@@ -1,0 +1,751 @@
+//! Image caches: many images cut and resized to S×S, stored as one `.npy` array `[N, S, S, 3]`
+//! of `uint8` (the SIIM-ISIC seed's format, readable with `np.load(..., mmap_mode="r")`), with an
+//! index CSV of each image's geometry in its original.
+//!
+//! [`build_cache`] makes the preprocessing cache (centre squares) and the crop caches (given
+//! squares); both use all cores, show a progress bar, never write the originals, and resume:
+//!
+//! - the array is filled in `<cache>.npy.partial`, chunk by chunk; after each chunk,
+//!   `<cache>.npy.progress.json` records what is done (written atomically), so a killed run
+//!   loses at most one chunk and the same call goes on from there;
+//! - when all is done, the index is written, the array renamed into place and, last,
+//!   `<cache>.npy.manifest.json` records a fingerprint of the inputs (names, paths, file sizes
+//!   and modification times, and the options). A later call with the same fingerprint does
+//!   nothing.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use memmap2::Mmap;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{DataError, Result, io};
+use crate::fsutil::{partial_path, write_atomic};
+use crate::imageio::{CropGeometry, crop_resize, decode};
+use crate::npy;
+
+/// One image to put in a cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheJob {
+    /// The image's name (the CSV's `image_name`).
+    pub name: String,
+    /// The original image file (read only).
+    pub path: PathBuf,
+    /// The square to cut, `[x, y, side]` in original pixels; `None` for the centre square.
+    pub square: Option<[u32; 3]>,
+}
+
+/// Options of [`build_cache`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheOptions {
+    /// Side S of the cached images.
+    pub size: u32,
+    /// Large JPEGs are decoded at a reduced DCT scale that keeps the square's side at least this
+    /// many times S; 0 decodes at full resolution.
+    pub min_decode_factor: f64,
+    /// Skip images that cannot be decoded (their slot is zeros and the index marks them) instead
+    /// of stopping with an error.
+    pub skip_bad: bool,
+    /// Images per resumable chunk.
+    pub chunk: usize,
+    /// Draw a progress bar on the terminal.
+    pub progress: bool,
+}
+
+impl Default for CacheOptions {
+    fn default() -> Self {
+        Self {
+            size: 224,
+            min_decode_factor: 2.0,
+            skip_bad: false,
+            chunk: 256,
+            progress: true,
+        }
+    }
+}
+
+/// One row of a cache's index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexEntry {
+    /// The image's name.
+    pub image_name: String,
+    /// Width of the original.
+    pub width: u32,
+    /// Height of the original.
+    pub height: u32,
+    /// Left edge of the square in the original.
+    pub crop_x: u32,
+    /// Top edge of the square in the original.
+    pub crop_y: u32,
+    /// Side of the square in the original.
+    pub crop_side: u32,
+    /// Empty when the image is in the cache; otherwise why it was skipped.
+    pub skipped: String,
+}
+
+impl IndexEntry {
+    /// The square's geometry in the original.
+    pub fn geometry(&self) -> CropGeometry {
+        CropGeometry {
+            width: self.width,
+            height: self.height,
+            x: self.crop_x,
+            y: self.crop_y,
+            side: self.crop_side,
+        }
+    }
+
+    fn skipped(name: &str, why: String) -> Self {
+        Self {
+            image_name: name.to_string(),
+            width: 0,
+            height: 0,
+            crop_x: 0,
+            crop_y: 0,
+            crop_side: 0,
+            skipped: why,
+        }
+    }
+
+    /// Whether the image is in the cache.
+    pub fn is_ok(&self) -> bool {
+        self.skipped.is_empty()
+    }
+}
+
+/// What [`build_cache`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CacheReport {
+    /// The cache was complete with the same inputs: nothing was done.
+    pub up_to_date: bool,
+    /// Images decoded and written by this call.
+    pub written: usize,
+    /// Images a previous, interrupted call had already written.
+    pub resumed: usize,
+    /// Images skipped (with `skip_bad`), with the reason.
+    pub skipped: Vec<(String, String)>,
+    /// Images whose square was smaller than S (upsampled).
+    pub upscaled: usize,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Progress {
+    fingerprint: String,
+    done: BTreeMap<usize, IndexEntry>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Manifest {
+    fingerprint: String,
+    count: usize,
+    size: u32,
+}
+
+fn sidecar(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path
+        .file_name()
+        .map(std::ffi::OsStr::to_os_string)
+        .unwrap_or_default();
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
+/// The index CSV of a cache: `train_224.npy` → `train_224.index.csv`.
+pub fn index_path(cache: &Path) -> PathBuf {
+    cache.with_extension("index.csv")
+}
+
+/// Builds (or completes, or confirms) the cache `path` (`.npy`) from `jobs`.
+///
+/// # Errors
+/// An image that cannot be decoded (unless `skip_bad`), a square outside its image, an empty
+/// job list, or a cache file that cannot be written; each names the file.
+pub fn build_cache(jobs: &[CacheJob], path: &Path, options: &CacheOptions) -> Result<CacheReport> {
+    if jobs.is_empty() {
+        return Err(DataError::Invalid {
+            name: "cache",
+            message: format!("{}: no images to cache", path.display()),
+        });
+    }
+    if options.size == 0 || options.chunk == 0 {
+        return Err(DataError::Invalid {
+            name: "cache",
+            message: "size and chunk must be positive".into(),
+        });
+    }
+    let fingerprint = fingerprint(jobs, options);
+    let manifest_path = sidecar(path, ".manifest.json");
+    if path.is_file()
+        && let Ok(bytes) = std::fs::read(&manifest_path)
+        && let Ok(m) = serde_json::from_slice::<Manifest>(&bytes)
+        && m.fingerprint == fingerprint
+    {
+        return Ok(CacheReport {
+            up_to_date: true,
+            ..CacheReport::default()
+        });
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+    }
+
+    // Resume only when both the progress record and the array it describes survive.
+    let partial_exists = partial_path(path).is_file();
+    let partial = PartialCache::open(path, jobs.len(), options.size as usize)?;
+    let progress_path = sidecar(path, ".progress.json");
+    let mut progress = std::fs::read(&progress_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Progress>(&b).ok())
+        .filter(|p| partial_exists && p.fingerprint == fingerprint && !p.done.is_empty())
+        .unwrap_or(Progress {
+            fingerprint: fingerprint.clone(),
+            done: BTreeMap::new(),
+        });
+    partial.prepare(!progress.done.is_empty())?;
+
+    let mut report = CacheReport {
+        resumed: progress.done.len(),
+        ..CacheReport::default()
+    };
+    let bar = progress_bar(options.progress, jobs.len(), path);
+    bar.inc(progress.done.len() as u64);
+    let todo: Vec<usize> = (0..jobs.len())
+        .filter(|i| !progress.done.contains_key(i))
+        .collect();
+    for chunk in todo.chunks(options.chunk) {
+        let results: Vec<_> = chunk
+            .par_iter()
+            .map(|&i| (i, cache_one(&jobs[i], options)))
+            .collect();
+        for (i, result) in results {
+            let entry = match result {
+                Ok((pixels, entry)) => {
+                    partial.write(i, &pixels)?;
+                    report.upscaled += usize::from(entry.crop_side < options.size);
+                    report.written += 1;
+                    entry
+                }
+                Err(e) if options.skip_bad => {
+                    tracing::warn!("skipping {}: {e}", jobs[i].path.display());
+                    report.skipped.push((jobs[i].name.clone(), e.to_string()));
+                    partial.write(i, &vec![0u8; partial.item])?;
+                    IndexEntry::skipped(&jobs[i].name, e.to_string())
+                }
+                Err(e) => return Err(e),
+            };
+            progress.done.insert(i, entry);
+            bar.inc(1);
+        }
+        partial.sync()?;
+        write_json(&progress_path, &progress)?;
+    }
+    bar.finish_and_clear();
+
+    // Index, then the array, then the manifest that marks the cache complete.
+    write_index(&index_path(path), progress.done.values())?;
+    partial.commit(path)?;
+    write_json(
+        &manifest_path,
+        &Manifest {
+            fingerprint,
+            count: jobs.len(),
+            size: options.size,
+        },
+    )?;
+    std::fs::remove_file(&progress_path).ok();
+    Ok(report)
+}
+
+/// The array being filled: `<cache>.npy.partial`, written at each image's offset.
+struct PartialCache {
+    file: std::fs::File,
+    path: PathBuf,
+    header: Vec<u8>,
+    item: usize,
+    len: usize,
+}
+
+impl PartialCache {
+    fn open(cache: &Path, len: usize, size: usize) -> Result<Self> {
+        let path = partial_path(cache);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        Ok(Self {
+            file,
+            path,
+            header: npy::header_u8(&[len, size, size, 3]),
+            item: size * size * 3,
+            len,
+        })
+    }
+
+    /// Sizes the file and writes the header; `keep` keeps the images already written.
+    fn prepare(&self, keep: bool) -> Result<()> {
+        if !keep {
+            self.file.set_len(0).map_err(io(&self.path))?;
+        }
+        self.file
+            .set_len((self.header.len() + self.len * self.item) as u64)
+            .map_err(io(&self.path))?;
+        self.file
+            .write_all_at(&self.header, 0)
+            .map_err(io(&self.path))
+    }
+
+    fn write(&self, i: usize, pixels: &[u8]) -> Result<()> {
+        let offset = (self.header.len() + i * self.item) as u64;
+        self.file
+            .write_all_at(pixels, offset)
+            .map_err(io(&self.path))
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.file.sync_data().map_err(io(&self.path))
+    }
+
+    fn commit(self, cache: &Path) -> Result<()> {
+        self.sync()?;
+        drop(self.file);
+        std::fs::rename(&self.path, cache).map_err(io(cache))
+    }
+}
+
+fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
+    let json = serde_json::to_vec_pretty(value).map_err(|e| DataError::Json {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    write_atomic(path, &json)
+}
+
+fn cache_one(job: &CacheJob, options: &CacheOptions) -> Result<(Vec<u8>, IndexEntry)> {
+    // Decode at the smallest DCT scale that keeps the square at min_decode_factor × S.
+    let header = image::ImageReader::open(&job.path)
+        .and_then(image::ImageReader::with_guessed_format)
+        .ok()
+        .and_then(|r| r.into_dimensions().ok());
+    let min_short = header.and_then(|(w, h)| {
+        let short = w.min(h);
+        let side = job.square.map_or(short, |[_, _, side]| side.max(1));
+        let want = f64::from(options.size) * options.min_decode_factor * f64::from(short)
+            / f64::from(side);
+        (options.min_decode_factor > 0.0).then(|| want.ceil() as u32)
+    });
+    let decoded = decode(&job.path, min_short)?;
+    let geometry = match job.square {
+        None => CropGeometry::centre_square(decoded.width, decoded.height),
+        Some([x, y, side]) => CropGeometry {
+            width: decoded.width,
+            height: decoded.height,
+            x,
+            y,
+            side,
+        },
+    };
+    let pixels = crop_resize(
+        &decoded,
+        [geometry.x, geometry.y, geometry.side],
+        options.size,
+    )
+    .map_err(|e| DataError::Image {
+        path: job.path.clone(),
+        message: e.to_string(),
+    })?;
+    let entry = IndexEntry {
+        image_name: job.name.clone(),
+        width: geometry.width,
+        height: geometry.height,
+        crop_x: geometry.x,
+        crop_y: geometry.y,
+        crop_side: geometry.side,
+        skipped: String::new(),
+    };
+    Ok((pixels, entry))
+}
+
+fn progress_bar(show: bool, len: usize, path: &Path) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len as u64);
+    let style =
+        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} images, {per_sec}, eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style.progress_chars("=> "));
+    bar.set_message(
+        path.file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+    );
+    bar
+}
+
+fn write_index<'a>(path: &Path, entries: impl Iterator<Item = &'a IndexEntry>) -> Result<()> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    for e in entries {
+        writer.serialize(e).map_err(|e| DataError::Csv {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    }
+    let bytes = writer.into_inner().map_err(|e| DataError::Csv {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    write_atomic(path, &bytes)
+}
+
+/// Reads a cache's index CSV.
+///
+/// # Errors
+/// If the file cannot be read or parsed.
+pub fn read_index(path: &Path) -> Result<Vec<IndexEntry>> {
+    let mut reader = csv::Reader::from_path(path).map_err(|e| DataError::Csv {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    reader
+        .deserialize()
+        .map(|r| {
+            r.map_err(|e| DataError::Csv {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// FNV-1a over everything that decides a cache's content.
+fn fingerprint(jobs: &[CacheJob], options: &CacheOptions) -> String {
+    let mut h = Fnv::default();
+    h.write(b"agc-cache-v1");
+    h.write(&options.size.to_le_bytes());
+    h.write(&options.min_decode_factor.to_le_bytes());
+    h.write(&[u8::from(options.skip_bad)]);
+    for job in jobs {
+        h.write(job.name.as_bytes());
+        h.write(&[0]);
+        h.write(job.path.as_os_str().as_encoded_bytes());
+        h.write(&[0]);
+        if let Some(square) = job.square {
+            for v in square {
+                h.write(&v.to_le_bytes());
+            }
+        }
+        let meta = std::fs::metadata(&job.path).ok();
+        h.write(
+            &meta
+                .as_ref()
+                .map_or(0, std::fs::Metadata::len)
+                .to_le_bytes(),
+        );
+        let mtime = meta
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        h.write(&mtime.to_le_bytes());
+    }
+    format!("{:016x}", h.0)
+}
+
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+/// A finished cache, memory-mapped: image `i` is `S·S·3` bytes of RGB in row-major order.
+#[derive(Debug)]
+pub struct ImageCache {
+    map: Mmap,
+    offset: usize,
+    len: usize,
+    size: usize,
+    index: Vec<IndexEntry>,
+}
+
+impl ImageCache {
+    /// Opens a cache written by [`build_cache`] (or any `[N, S, S, 3]` `uint8` `.npy` beside an
+    /// index CSV with N rows).
+    ///
+    /// # Errors
+    /// If a file is missing, the array is not `[N, S, S, 3]` `uint8`, it is shorter than its
+    /// shape, or the index has another number of rows.
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = std::fs::File::open(path).map_err(io(path))?;
+        let map = mmap::map(&file).map_err(io(path))?;
+        let (shape, offset) = npy::parse_header_u8(&map, path)?;
+        let bad = |message: String| DataError::Cache {
+            path: path.to_path_buf(),
+            message,
+        };
+        let [len, h, w, c] = shape[..] else {
+            return Err(bad(format!("shape {shape:?} is not [N, S, S, 3]")));
+        };
+        if h != w || c != 3 {
+            return Err(bad(format!("shape {shape:?} is not [N, S, S, 3]")));
+        }
+        if map.len() < offset + len * h * w * 3 {
+            return Err(bad(format!("file is shorter than its shape {shape:?}")));
+        }
+        let index = read_index(&index_path(path))?;
+        if index.len() != len {
+            return Err(bad(format!(
+                "index has {} rows for {len} images",
+                index.len()
+            )));
+        }
+        Ok(Self {
+            map,
+            offset,
+            len,
+            size: h,
+            index,
+        })
+    }
+
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the cache holds no image.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Side S of the images.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The index rows, in cache order.
+    pub fn index(&self) -> &[IndexEntry] {
+        &self.index
+    }
+
+    /// Image `i` as `S·S·3` RGB bytes.
+    ///
+    /// # Panics
+    /// If `i >= len`.
+    pub fn image(&self, i: usize) -> &[u8] {
+        assert!(i < self.len, "image {i} of a cache of {}", self.len);
+        let item = self.size * self.size * 3;
+        &self.map[self.offset + i * item..self.offset + (i + 1) * item]
+    }
+}
+
+mod mmap {
+    //! The one place that maps a file.
+    #![allow(unsafe_code)]
+
+    /// Maps a file read-only.
+    pub fn map(file: &std::fs::File) -> std::io::Result<memmap2::Mmap> {
+        // SAFETY: the map is read-only, and agc never truncates or rewrites a finished cache in
+        // place (a rebuild writes a new file and renames it over the old one, which leaves this
+        // mapping on the old inode).
+        unsafe { memmap2::Mmap::map(file) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::RgbImage;
+
+    /// `n` PNG originals of varied sizes, the i-th filled with grey level 10·i.
+    fn originals(dir: &Path, n: usize) -> Vec<CacheJob> {
+        (0..n)
+            .map(|i| {
+                let path = dir.join(format!("img{i}.png"));
+                let v = (10 * i) as u8;
+                RgbImage::from_pixel(60 + 7 * i as u32, 40 + 3 * i as u32, image::Rgb([v, v, v]))
+                    .save(&path)
+                    .expect("save");
+                CacheJob {
+                    name: format!("img{i}"),
+                    path,
+                    square: None,
+                }
+            })
+            .collect()
+    }
+
+    fn options() -> CacheOptions {
+        CacheOptions {
+            size: 16,
+            chunk: 2,
+            progress: false,
+            ..CacheOptions::default()
+        }
+    }
+
+    #[test]
+    fn builds_a_numpy_cache_with_an_index_and_does_nothing_the_second_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let jobs = originals(dir.path(), 5);
+        let cache_path = dir.path().join("cache/train_16.npy");
+        let report = build_cache(&jobs, &cache_path, &options()).expect("builds");
+        assert_eq!((report.written, report.up_to_date), (5, false));
+        let cache = ImageCache::open(&cache_path).expect("opens");
+        assert_eq!((cache.len(), cache.size()), (5, 16));
+        for i in 0..5 {
+            assert!(
+                cache.image(i).iter().all(|&v| v == (10 * i) as u8),
+                "image {i}"
+            );
+        }
+        let e = &cache.index()[3];
+        assert_eq!(
+            (
+                e.image_name.as_str(),
+                e.width,
+                e.height,
+                e.crop_x,
+                e.crop_y,
+                e.crop_side
+            ),
+            ("img3", 81, 49, 16, 0, 49)
+        );
+        let (shape, _) = npy::read_u8(&cache_path).expect("plain npy");
+        assert_eq!(shape, [5, 16, 16, 3]);
+
+        let again = build_cache(&jobs, &cache_path, &options()).expect("second run");
+        assert!(again.up_to_date && again.written == 0);
+        // A changed original invalidates the cache.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        RgbImage::from_pixel(61, 40, image::Rgb([200, 200, 200]))
+            .save(&jobs[0].path)
+            .expect("save");
+        let rebuilt = build_cache(&jobs, &cache_path, &options()).expect("rebuild");
+        assert_eq!(rebuilt.written, 5);
+        assert!(
+            ImageCache::open(&cache_path)
+                .expect("opens")
+                .image(0)
+                .iter()
+                .all(|&v| v == 200)
+        );
+    }
+
+    #[test]
+    fn an_interrupted_build_resumes_and_gives_the_same_cache() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let jobs = originals(dir.path(), 6);
+        let cache_path = dir.path().join("c.npy");
+        build_cache(&jobs, &cache_path, &options()).expect("builds");
+        let complete = std::fs::read(&cache_path).expect("read");
+
+        // Recreate the state a kill after two of three chunks leaves: the partial array with
+        // chunks 0 and 1 written (chunk 2 zeroed), and the progress file, but no final cache.
+        let fingerprint = fingerprint(&jobs, &options());
+        let index = read_index(&index_path(&cache_path)).expect("index");
+        let done = (0..4).map(|i| (i, index[i].clone())).collect();
+        let progress = Progress { fingerprint, done };
+        let item = 16 * 16 * 3;
+        let mut partial = complete.clone();
+        let data_start = partial.len() - 6 * item;
+        partial[data_start + 4 * item..].fill(0);
+        std::fs::write(partial_path(&cache_path), &partial).expect("write partial");
+        std::fs::write(
+            sidecar(&cache_path, ".progress.json"),
+            serde_json::to_vec(&progress).expect("json"),
+        )
+        .expect("write");
+        std::fs::remove_file(&cache_path).expect("rm");
+        std::fs::remove_file(sidecar(&cache_path, ".manifest.json")).expect("rm");
+
+        let report = build_cache(&jobs, &cache_path, &options()).expect("resumes");
+        assert_eq!((report.resumed, report.written), (4, 2));
+        assert_eq!(std::fs::read(&cache_path).expect("read"), complete);
+        assert!(!sidecar(&cache_path, ".progress.json").exists());
+    }
+
+    #[test]
+    fn a_bad_image_stops_the_build_or_is_skipped_and_listed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut jobs = originals(dir.path(), 3);
+        std::fs::write(&jobs[1].path, b"corrupt").expect("write");
+        jobs.push(CacheJob {
+            name: "gone".into(),
+            path: dir.path().join("gone.jpg"),
+            square: None,
+        });
+        let cache_path = dir.path().join("c.npy");
+        let err = build_cache(&jobs, &cache_path, &options())
+            .expect_err("corrupt image")
+            .to_string();
+        assert!(err.contains("img1.png"), "{err}");
+        assert!(!cache_path.exists(), "no cache after a failed build");
+
+        let skip = CacheOptions {
+            skip_bad: true,
+            ..options()
+        };
+        let report = build_cache(&jobs, &cache_path, &skip).expect("skips");
+        let names: Vec<&str> = report.skipped.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["img1", "gone"]);
+        let cache = ImageCache::open(&cache_path).expect("opens");
+        assert!(!cache.index()[1].is_ok() && cache.index()[1].skipped.contains("img1.png"));
+        assert!(cache.index()[2].is_ok());
+    }
+
+    #[test]
+    fn crops_cut_the_given_square_from_the_original() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("orig.png");
+        // Black image with a white 100×100 square at (300, 50).
+        RgbImage::from_fn(800, 400, |x, y| {
+            let inside = (300..400).contains(&x) && (50..150).contains(&y);
+            image::Rgb(if inside { [255; 3] } else { [0; 3] })
+        })
+        .save(&path)
+        .expect("save");
+        let jobs = [CacheJob {
+            name: "orig".into(),
+            path,
+            square: Some([300, 50, 100]),
+        }];
+        let cache_path = dir.path().join("crops.npy");
+        build_cache(&jobs, &cache_path, &options()).expect("crops");
+        let cache = ImageCache::open(&cache_path).expect("opens");
+        assert!(
+            cache.image(0).iter().all(|&v| v == 255),
+            "the crop is all white"
+        );
+        assert_eq!(
+            cache.index()[0].geometry(),
+            CropGeometry {
+                width: 800,
+                height: 400,
+                x: 300,
+                y: 50,
+                side: 100
+            }
+        );
+        let outside = [CacheJob {
+            square: Some([750, 0, 100]),
+            ..jobs[0].clone()
+        }];
+        let err =
+            build_cache(&outside, &dir.path().join("bad.npy"), &options()).expect_err("outside");
+        assert!(err.to_string().contains("orig.png"), "{err}");
+    }
+}
