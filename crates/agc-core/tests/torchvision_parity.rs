@@ -143,6 +143,13 @@ fn ndarray_backend_matches_torchvision_too() {
     check_parity::<NdArray>("bottleneck", "pth");
 }
 
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_backend_matches_torchvision_too() {
+    check_parity::<burn::backend::Cuda>("basic", "pth");
+    check_parity::<burn::backend::Cuda>("bottleneck", "safetensors");
+}
+
 #[test]
 fn backbone_without_head_loads_and_reports_fc_unused() {
     let device = Default::default();

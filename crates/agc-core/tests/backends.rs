@@ -1,0 +1,123 @@
+//! The same ChipNet weights give the same outputs on every backend, and every backend trains.
+//!
+//! Flex is the reference; ndarray always runs, CUDA with `--features cuda` on a GPU machine.
+
+use agc_core::{ChipNet, ChipNetConfig, MetaResNetConfig, ResNetConfig};
+use burn::backend::Autodiff;
+use burn::module::{AutodiffModule, Module};
+use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+use burn::tensor::{Distribution, backend::AutodiffBackend};
+
+type Flex = burn::backend::Flex;
+
+fn config() -> ChipNetConfig {
+    ChipNetConfig::new(ResNetConfig::tiny()).with_attention_hidden(32)
+}
+
+/// A ChipNet on `B` with the weights of `reference`.
+fn transfer<B: Backend>(reference: &ChipNet<Flex>, device: &B::Device) -> ChipNet<B> {
+    let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::new();
+    let bytes = recorder
+        .record(reference.clone().into_record(), ())
+        .expect("record to bytes");
+    let record = recorder.load(bytes, device).expect("record from bytes");
+    config().init::<B>(device).load_record(record)
+}
+
+fn images(device: &Device<Flex>) -> Tensor<Flex, 4> {
+    Flex::seed(device, 11);
+    Tensor::random([3, 3, 224, 224], Distribution::Normal(0.0, 1.0), device)
+}
+
+fn max_relative_difference<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<Flex, D>) -> f32 {
+    let a = a.into_data().convert::<f32>().to_vec::<f32>().expect("f32");
+    let b = b.into_data().to_vec::<f32>().expect("f32");
+    let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    a.iter()
+        .zip(&b)
+        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
+        / scale
+}
+
+fn check_backend<B: Backend>(device: &B::Device) {
+    let flex_device = Default::default();
+    let reference = config().init::<Flex>(&flex_device);
+    let x = images(&flex_device);
+    let expected = reference.forward(x.clone());
+    let model = transfer::<B>(&reference, device);
+    let data = x.into_data();
+    let out = model.forward(Tensor::from_data(data, device));
+    let logit = max_relative_difference(out.logit, expected.logit);
+    let attention = max_relative_difference(out.attention, expected.attention);
+    eprintln!(
+        "{}: logit {logit:.2e}, attention {attention:.2e}",
+        std::any::type_name::<B>()
+    );
+    assert!(
+        logit < 1e-3 && attention < 1e-3,
+        "logit {logit:e}, attention {attention:e}"
+    );
+}
+
+/// Five Adam steps on a fixed batch lower the loss.
+fn check_training<B: AutodiffBackend>(device: &B::Device) {
+    B::seed(device, 5);
+    let mut model = MetaResNetConfig::new(ResNetConfig::tiny())
+        .with_meta_dim(4)
+        .init::<B>(device);
+    let mut optim = AdamConfig::new().init();
+    let x = Tensor::<B, 4>::random([8, 3, 64, 64], Distribution::Normal(0.0, 1.0), device);
+    let meta = Tensor::<B, 2>::random([8, 4], Distribution::Default, device);
+    let y = Tensor::<B, 2>::from_floats(
+        [[1.0], [0.0], [1.0], [0.0], [1.0], [0.0], [1.0], [0.0]],
+        device,
+    );
+    let loss_of = |model: &agc_core::MetaResNet<B>| {
+        let logit = model.forward(x.clone(), Some(meta.clone())).logit;
+        (logit - y.clone()).powf_scalar(2.0).mean()
+    };
+    let first = loss_of(&model.valid_like()).into_scalar().elem::<f32>();
+    for _ in 0..5 {
+        let loss = loss_of(&model);
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(1e-2, model, grads);
+    }
+    let last = loss_of(&model.valid_like()).into_scalar().elem::<f32>();
+    assert!(last < first, "loss went from {first} to {last}");
+}
+
+/// Evaluating on the autodiff backend itself would run batch norm in training mode; these
+/// helpers go through `valid()` and back, so the loss is measured in eval mode.
+trait ValidLike {
+    fn valid_like(&self) -> Self;
+}
+
+impl<B: AutodiffBackend> ValidLike for agc_core::MetaResNet<B> {
+    fn valid_like(&self) -> Self {
+        <Self as AutodiffModule<B>>::from_inner(self.valid())
+    }
+}
+
+#[test]
+fn ndarray_gives_the_same_chipnet_outputs_as_flex() {
+    check_backend::<burn::backend::NdArray>(&Default::default());
+}
+
+#[test]
+fn flex_trains() {
+    check_training::<Autodiff<Flex>>(&Default::default());
+}
+
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_gives_the_same_chipnet_outputs_as_flex() {
+    check_backend::<burn::backend::Cuda>(&Default::default());
+}
+
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_trains() {
+    check_training::<Autodiff<burn::backend::Cuda>>(&Default::default());
+}
