@@ -5,6 +5,8 @@
 //! [`DataError`] that names the file (and row or value); outputs are written atomically and
 //! originals are never written to.
 
+pub mod augment;
+pub mod batch;
 pub mod cache;
 pub mod error;
 pub mod folds;
@@ -12,9 +14,16 @@ pub mod fsutil;
 pub mod imageio;
 pub mod metadata;
 pub mod npy;
+pub mod synth;
 
+pub use augment::{
+    AugmentConfig, AugmentDraw, Augmenter, ColorJitter, HairBank, IMAGENET_MEAN, IMAGENET_STD,
+    JitterStep, flip_horizontal, flip_vertical, normalize, rotate, sample_seed,
+};
+pub use batch::{CacheDataset, ImageBatch, ImageBatcher, ImageItem};
 pub use cache::{CacheJob, CacheOptions, CacheReport, ImageCache, IndexEntry, build_cache};
 pub use error::{DataError, Result};
 pub use folds::{Folds, balanced_epoch};
 pub use imageio::{CropGeometry, Decoded, crop_resize, decode, preprocess_image};
 pub use metadata::{MetadataEncoder, Record, Split, read_labels, read_metadata};
+pub use synth::{SynthConfig, SynthReport, SynthSplit, generate, sample};
