@@ -8,6 +8,7 @@
 pub mod augment;
 pub mod batch;
 pub mod cache;
+pub mod data_dir;
 pub mod error;
 pub mod folds;
 pub mod fsutil;
@@ -22,6 +23,7 @@ pub use augment::{
 };
 pub use batch::{CacheDataset, ImageBatch, ImageBatcher, ImageItem};
 pub use cache::{CacheJob, CacheOptions, CacheReport, ImageCache, IndexEntry, build_cache};
+pub use data_dir::{DataDir, DataDirOptions};
 pub use error::{DataError, Result};
 pub use folds::{Folds, balanced_epoch};
 pub use imageio::{CropGeometry, Decoded, crop_resize, decode, preprocess_image};
