@@ -16,6 +16,7 @@ use utils::{Bench, device, images, materialise};
 fn attention_pool(c: &mut Criterion) {
     let dev = device();
     let mut group = c.benchmark_group("attention_pool/7x7/dim512/hidden512");
+    group.sample_size(10);
     let pool = AttentionPoolConfig::new(512).init::<Bench>(&dev);
     for batch in [16, 64] {
         let maps = Tensor::<Bench, 4>::random([batch, 512, 7, 7], Distribution::Default, &dev);

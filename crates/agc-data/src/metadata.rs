@@ -100,15 +100,7 @@ pub fn read_metadata(path: &Path, split: Split) -> Result<Vec<Record>> {
         if name.is_empty() {
             return Err(bad(columns::IMAGE, "", "empty image name"));
         }
-        if let Some(&first_row) = seen.get(&name) {
-            return Err(DataError::DuplicateImage {
-                path: path.to_path_buf(),
-                row,
-                first_row,
-                name,
-            });
-        }
-        seen.insert(name.clone(), row);
+        remember(&mut seen, path, row, &name)?;
         let age = match cell(age) {
             "" => None,
             v => match v.parse::<f32>() {
@@ -169,18 +161,24 @@ pub fn read_labels(path: &Path) -> Result<Vec<(String, u8)>> {
                 message: "target must be 0 or 1".into(),
             });
         };
-        if let Some(&first_row) = seen.get(&name) {
-            return Err(DataError::DuplicateImage {
-                path: path.to_path_buf(),
-                row,
-                first_row,
-                name,
-            });
-        }
-        seen.insert(name.clone(), row);
+        remember(&mut seen, path, row, &name)?;
         labels.push((name, t));
     }
     Ok(labels)
+}
+
+/// Records that `name` is in `row`; a name seen before is an error naming both rows.
+fn remember(seen: &mut HashMap<String, usize>, path: &Path, row: usize, name: &str) -> Result<()> {
+    if let Some(&first_row) = seen.get(name) {
+        return Err(DataError::DuplicateImage {
+            path: path.to_path_buf(),
+            row,
+            first_row,
+            name: name.to_string(),
+        });
+    }
+    seen.insert(name.to_string(), row);
+    Ok(())
 }
 
 fn parse_target(v: &str) -> Option<u8> {
