@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Result, io};
 use crate::fsutil::{partial_path, write_atomic};
-use crate::imageio::{CropGeometry, crop_resize, decode};
+use crate::imageio::{CropGeometry, crop_resize, decode_with};
 use crate::npy;
 
 /// One image to put in a cache.
@@ -328,18 +328,14 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
 
 fn cache_one(job: &CacheJob, options: &CacheOptions) -> Result<(Vec<u8>, IndexEntry)> {
     // Decode at the smallest DCT scale that keeps the square at min_decode_factor × S.
-    let header = image::ImageReader::open(&job.path)
-        .and_then(image::ImageReader::with_guessed_format)
-        .ok()
-        .and_then(|r| r.into_dimensions().ok());
-    let min_short = header.and_then(|(w, h)| {
+    let min_short = |w: u32, h: u32| {
         let short = w.min(h);
         let side = job.square.map_or(short, |[_, _, side]| side.max(1));
         let want = f64::from(options.size) * options.min_decode_factor * f64::from(short)
             / f64::from(side);
         (options.min_decode_factor > 0.0).then(|| want.ceil() as u32)
-    });
-    let decoded = decode(&job.path, min_short)?;
+    };
+    let decoded = decode_with(&job.path, min_short)?;
     let geometry = match job.square {
         None => CropGeometry::centre_square(decoded.width, decoded.height),
         Some([x, y, side]) => CropGeometry {

@@ -65,6 +65,18 @@ pub struct Decoded {
 /// A missing, truncated or corrupt file, or a format the decoders do not know; the error names
 /// the file.
 pub fn decode(path: &Path, min_short_side: Option<u32>) -> Result<Decoded> {
+    decode_with(path, |_, _| min_short_side)
+}
+
+/// [`decode`], with the smallest shorter side computed from the original's width and height
+/// (read from the JPEG header, so the file is read once).
+///
+/// # Errors
+/// As [`decode`].
+pub fn decode_with(
+    path: &Path,
+    min_short_side: impl Fn(u32, u32) -> Option<u32>,
+) -> Result<Decoded> {
     let bad = |message: String| DataError::Image {
         path: path.to_path_buf(),
         message,
@@ -96,7 +108,7 @@ pub fn decode(path: &Path, min_short_side: Option<u32>) -> Result<Decoded> {
 /// (CMYK).
 fn decode_jpeg(
     bytes: &[u8],
-    min_short_side: Option<u32>,
+    min_short_side: impl Fn(u32, u32) -> Option<u32>,
 ) -> std::result::Result<Option<Decoded>, String> {
     let mut decoder = jpeg_decoder::Decoder::new(bytes);
     decoder.read_info().map_err(|e| e.to_string())?;
@@ -105,7 +117,7 @@ fn decode_jpeg(
     if width == 0 || height == 0 {
         return Err(format!("empty image {width}×{height}"));
     }
-    if let Some(min) = min_short_side {
+    if let Some(min) = min_short_side(width, height) {
         // The decoder picks the smallest scale reaching the request in at least one axis: ask
         // for the shorter side at `min` and the longer one in proportion.
         let short = width.min(height);

@@ -26,6 +26,6 @@ pub use cache::{CacheJob, CacheOptions, CacheReport, ImageCache, IndexEntry, bui
 pub use data_dir::{DataDir, DataDirOptions};
 pub use error::{DataError, Result};
 pub use folds::{Folds, balanced_epoch};
-pub use imageio::{CropGeometry, Decoded, crop_resize, decode, preprocess_image};
+pub use imageio::{CropGeometry, Decoded, crop_resize, decode, decode_with, preprocess_image};
 pub use metadata::{MetadataEncoder, Record, Split, read_labels, read_metadata};
 pub use synth::{SynthConfig, SynthReport, SynthSplit, generate, sample};
