@@ -1,0 +1,123 @@
+//! Losses on one logit per image.
+
+use burn::prelude::*;
+use burn::tensor::activation::log_sigmoid;
+
+/// A binary classification loss on logits.
+#[derive(Config, Debug, PartialEq, Copy)]
+pub enum Loss {
+    /// Focal loss (Lin et al., 2017) as the SIIM-ISIC seed wrote it: `alpha · (1 − p_t)^gamma ·
+    /// BCE`, with `p_t = exp(−BCE)` the probability given to the true class. `alpha` scales the
+    /// whole loss (it is not a class weight); the seed used `alpha = 1`, `gamma = 2`.
+    Focal {
+        /// Overall scale.
+        alpha: f64,
+        /// Focusing exponent; 0 gives `alpha · BCE`.
+        gamma: f64,
+    },
+    /// Binary cross-entropy.
+    Bce,
+}
+
+impl Default for Loss {
+    fn default() -> Self {
+        Self::Focal {
+            alpha: 1.0,
+            gamma: 2.0,
+        }
+    }
+}
+
+impl Loss {
+    /// The mean loss over a batch.
+    ///
+    /// # Shapes
+    /// - `logits`: `[batch, 1]`
+    /// - `targets`: `[batch]`, 0 or 1
+    /// - output: `[1]`
+    ///
+    /// # Panics
+    /// If the shapes disagree.
+    pub fn forward<B: Backend>(&self, logits: Tensor<B, 2>, targets: Tensor<B, 1>) -> Tensor<B, 1> {
+        let [batch, one] = logits.dims();
+        assert_eq!(one, 1, "one logit per image, got {one}");
+        assert_eq!(targets.dims(), [batch], "one target per logit");
+        let z = logits.squeeze_dim::<1>(1);
+        // Numerically stable BCE from logits.
+        let bce = (targets.clone() * log_sigmoid(z.clone())
+            + (targets.neg() + 1.0) * log_sigmoid(z.neg()))
+        .neg();
+        match *self {
+            Self::Bce => bce.mean(),
+            Self::Focal { alpha, gamma } => {
+                let p_t = bce.clone().neg().exp();
+                ((p_t.neg() + 1.0).powf_scalar(gamma) * bce * alpha).mean()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Autodiff;
+
+    type B = burn::backend::Flex;
+
+    fn loss(l: Loss, logits: &[f32], targets: &[f32]) -> f32 {
+        let dev = Default::default();
+        let z = Tensor::<B, 1>::from_floats(logits, &dev).unsqueeze_dim::<2>(1);
+        let y = Tensor::<B, 1>::from_floats(targets, &dev);
+        l.forward(z, y).into_scalar()
+    }
+
+    #[test]
+    fn bce_at_zero_logit_is_ln_two_and_grows_with_confident_mistakes() {
+        let ln2 = std::f32::consts::LN_2;
+        assert!((loss(Loss::Bce, &[0.0, 0.0], &[0.0, 1.0]) - ln2).abs() < 1e-6);
+        // z = 3, y = 0: log(1 + e^3).
+        let expected = (1.0f32 + 3.0f32.exp()).ln();
+        assert!((loss(Loss::Bce, &[3.0], &[0.0]) - expected).abs() < 1e-5);
+        // Stable far out: z = −100, y = 1 is 100, not infinity.
+        assert!((loss(Loss::Bce, &[-100.0], &[1.0]) - 100.0).abs() < 1e-3);
+    }
+
+    #[test]
+    fn focal_with_gamma_zero_is_alpha_times_bce_and_gamma_two_down_weights_easy_cases() {
+        let (z, y) = ([0.3f32, -1.2, 2.0, -0.5], [1.0f32, 0.0, 1.0, 1.0]);
+        let bce = loss(Loss::Bce, &z, &y);
+        let focal0 = loss(
+            Loss::Focal {
+                alpha: 0.5,
+                gamma: 0.0,
+            },
+            &z,
+            &y,
+        );
+        assert!((focal0 - 0.5 * bce).abs() < 1e-6);
+        // At z = 0, p_t = 0.5: (1 − 0.5)² · ln 2.
+        let f = loss(Loss::default(), &[0.0], &[1.0]);
+        assert!((f - 0.25 * std::f32::consts::LN_2).abs() < 1e-6, "{f}");
+        // An easy example (z = 4, y = 1) loses far more weight than a hard one (z = −4, y = 1).
+        let easy = loss(Loss::default(), &[4.0], &[1.0]) / loss(Loss::Bce, &[4.0], &[1.0]);
+        let hard = loss(Loss::default(), &[-4.0], &[1.0]) / loss(Loss::Bce, &[-4.0], &[1.0]);
+        assert!(easy < 1e-3 && hard > 0.9, "easy {easy}, hard {hard}");
+    }
+
+    #[test]
+    fn gradients_push_logits_towards_the_targets() {
+        let dev = Default::default();
+        let z = Tensor::<Autodiff<B>, 1>::from_floats([0.0, 0.0], &dev).require_grad();
+        let y = Tensor::<Autodiff<B>, 1>::from_floats([1.0, 0.0], &dev);
+        let grads = Loss::default()
+            .forward(z.clone().unsqueeze_dim::<2>(1), y)
+            .backward();
+        let g = z
+            .grad(&grads)
+            .expect("gradient")
+            .into_data()
+            .to_vec::<f32>()
+            .expect("f32");
+        assert!(g[0] < 0.0 && g[1] > 0.0, "{g:?}");
+    }
+}
