@@ -2,11 +2,14 @@
 //! ensembles and reports.
 //!
 //! So far: the losses ([`Loss`], focal and binary cross-entropy on one logit) and the metrics
-//! ([`roc_auc`], [`bootstrap_auc`], [`accuracy`]). The training loop, the crop step and the
-//! ensembles come with the agc-train issue.
+//! ([`roc_auc`], [`bootstrap_auc`], [`accuracy`]), and ensembles ([`weighted_average`],
+//! [`fit_weights`] on out-of-fold predictions). The training loop and the crop step come with
+//! the agc-train issue.
 
+pub mod ensemble;
 pub mod loss;
 pub mod metrics;
 
+pub use ensemble::{fit_weights, weighted_average};
 pub use loss::Loss;
 pub use metrics::{AucInterval, accuracy, bootstrap_auc, roc_auc};
