@@ -3,9 +3,11 @@
 //!
 //! So far: the losses ([`Loss`], focal and binary cross-entropy on one logit) and the metrics
 //! ([`roc_auc`], [`bootstrap_auc`], [`accuracy`]), and ensembles ([`weighted_average`],
-//! [`fit_weights`] on out-of-fold predictions). The training loop and the crop step come with
+//! [`fit_weights`] on out-of-fold predictions), and atomic checkpoints ([`checkpoint`]). The
+//! training loop and the crop step come with
 //! the agc-train issue.
 
+pub mod checkpoint;
 pub mod ensemble;
 pub mod loss;
 pub mod metrics;
