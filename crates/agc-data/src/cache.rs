@@ -23,7 +23,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Result, io};
-use crate::fsutil::{partial_path, write_atomic};
+use crate::fsutil::{partial_path, sidecar, write_atomic, write_json};
 use crate::imageio::{CropGeometry, crop_resize, decode_with};
 use crate::npy;
 
@@ -142,15 +142,6 @@ struct Manifest {
     fingerprint: String,
     count: usize,
     size: u32,
-}
-
-fn sidecar(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(std::ffi::OsStr::to_os_string)
-        .unwrap_or_default();
-    name.push(suffix);
-    path.with_file_name(name)
 }
 
 /// The index CSV of a cache: `train_224.npy` → `train_224.index.csv`.
@@ -316,14 +307,6 @@ impl PartialCache {
         drop(self.file);
         std::fs::rename(&self.path, cache).map_err(io(cache))
     }
-}
-
-fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
-    let json = serde_json::to_vec_pretty(value).map_err(|e| DataError::Json {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    write_atomic(path, &json)
 }
 
 fn cache_one(job: &CacheJob, options: &CacheOptions) -> Result<(Vec<u8>, IndexEntry)> {

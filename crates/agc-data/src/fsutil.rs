@@ -5,14 +5,20 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Result, io};
 
-/// The temporary sibling a file is written to before it is renamed into place.
-pub fn partial_path(path: &Path) -> PathBuf {
+/// `path` with `suffix` appended to its file name: `c.npy` + `.manifest.json` →
+/// `c.npy.manifest.json`.
+pub fn sidecar(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path
         .file_name()
         .map(std::ffi::OsStr::to_os_string)
         .unwrap_or_default();
-    name.push(".partial");
+    name.push(suffix);
     path.with_file_name(name)
+}
+
+/// The temporary sibling a file is written to before it is renamed into place.
+pub fn partial_path(path: &Path) -> PathBuf {
+    sidecar(path, ".partial")
 }
 
 /// Writes `bytes` to `path` atomically: readers see the old file or the new one, never a mix.
@@ -31,10 +37,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(io(path))
 }
 
-/// Renames a finished temporary file into place.
+/// Writes `value` as pretty JSON to `path`, atomically.
 ///
 /// # Errors
-/// If the rename fails.
-pub fn commit(tmp: &Path, path: &Path) -> Result<()> {
-    std::fs::rename(tmp, path).map_err(io(path))
+/// If the value cannot be serialised or the file cannot be written.
+pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    let json = serde_json::to_vec_pretty(value).map_err(|e| crate::error::DataError::Json {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    write_atomic(path, &json)
 }

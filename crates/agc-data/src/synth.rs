@@ -32,7 +32,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Result, io};
-use crate::fsutil::{partial_path, write_atomic};
+use crate::fsutil::{write_atomic, write_json};
 use crate::metadata::{Record, columns};
 
 /// What to generate.
@@ -605,11 +605,7 @@ pub fn generate(config: &SynthConfig, out: &Path, progress: bool) -> Result<Synt
             });
         }
     }
-    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| DataError::Json {
-        path: manifest_path.clone(),
-        message: e.to_string(),
-    })?;
-    write_atomic(&manifest_path, &json)?;
+    write_json(&manifest_path, &manifest)?;
 
     let mut report = SynthReport::default();
     let mut tables = Vec::new();
@@ -683,9 +679,7 @@ fn write_sample(
             path: path.clone(),
             message: e.to_string(),
         })?;
-    let tmp = partial_path(&path);
-    std::fs::write(&tmp, &bytes).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    write_atomic(&path, &bytes)?;
     Ok((s.record, true))
 }
 
