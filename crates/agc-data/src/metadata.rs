@@ -369,7 +369,11 @@ mod tests {
         let path = shared_test_metadata();
         if !path.exists() {
             // CI always has ../shared beside the clone; only a bare checkout may lack it.
-            assert!(std::env::var_os("CI").is_none(), "{} is missing in CI", path.display());
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{} is missing in CI",
+                path.display()
+            );
             eprintln!("skipped: {} not present", path.display());
             return;
         }

@@ -1,10 +1,9 @@
 //! Atomic model checkpoints: a killed run never leaves a half-written checkpoint behind.
 //!
 //! Burn's file recorders delete the old file and then write the new one; here the record is
-//! serialised to bytes (named MessagePack, full precision), written to a `.partial` sibling,
-//! synced and renamed over the target.
+//! serialised to bytes (named MessagePack, full precision) and written with
+//! `agc_data::fsutil::write_atomic` (a `.partial` sibling, synced, renamed over the target).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
@@ -24,6 +23,9 @@ pub enum CheckpointError {
         #[source]
         source: std::io::Error,
     },
+    /// The checkpoint could not be written.
+    #[error(transparent)]
+    Write(agc_data::DataError),
     /// The bytes are not a record of this model.
     #[error("{path}: not a checkpoint of this model: {message}")]
     Record {
@@ -52,20 +54,7 @@ pub fn save<B: Backend, M: Module<B>>(model: &M, path: &Path) -> Result<(), Chec
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-    }
-    let mut name = path
-        .file_name()
-        .map(std::ffi::OsStr::to_os_string)
-        .unwrap_or_default();
-    name.push(".partial");
-    let tmp = path.with_file_name(name);
-    let mut file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-    file.write_all(&bytes).map_err(io(&tmp))?;
-    file.sync_all().map_err(io(&tmp))?;
-    drop(file);
-    std::fs::rename(&tmp, path).map_err(io(path))
+    agc_data::fsutil::write_atomic(path, &bytes).map_err(CheckpointError::Write)
 }
 
 /// Loads a checkpoint written by [`save`] into `model` (built with the same configuration).
