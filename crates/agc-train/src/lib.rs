@@ -1,16 +1,30 @@
 //! Training for agc: losses, metrics, the training loop, cross-validation, the crop step,
 //! ensembles and reports.
 //!
-//! So far: the losses ([`Loss`], focal and binary cross-entropy on one logit), the metrics
-//! ([`roc_auc`], [`bootstrap_auc`], [`accuracy`]), ensembles ([`weighted_average`],
-//! [`fit_weights`] on out-of-fold predictions) and atomic checkpoints ([`checkpoint`]). The
-//! training loop and the crop step come with the agc-train issue.
+//! - [`Loss`] (focal and binary cross-entropy on one logit); [`roc_auc`], [`bootstrap_auc`],
+//!   [`accuracy`];
+//! - [`Net`] and [`ModelSpec`]: the models a run trains; [`train_fold`]: one model on one fold,
+//!   resumable; [`predict`] with test-time augmentation;
+//! - [`weighted_average`] and [`fit_weights`] for ensembles; atomic [`checkpoint`]s;
+//! - [`plot`]: ROC curves and attention overlays as PNG.
 
 pub mod checkpoint;
 pub mod ensemble;
+pub mod error;
 pub mod loss;
 pub mod metrics;
+pub mod model;
+pub mod pipeline;
+pub mod report;
+pub mod plot;
+pub mod train;
 
 pub use ensemble::{fit_weights, weighted_average};
+pub use error::{Result, TrainError};
 pub use loss::Loss;
 pub use metrics::{AucInterval, accuracy, bootstrap_auc, roc_auc};
+pub use model::{ModelKind, ModelSpec, Net, NetOutput};
+pub use train::{
+    EpochRecord, FoldOutcome, FoldPredictions, FoldState, FoldTask, Images, Predictions, TestFrom,
+    TrainConfig, predict, train_fold,
+};

@@ -1,0 +1,73 @@
+//! The errors of agc-train: each names the file, the model or the value at fault.
+
+use std::path::{Path, PathBuf};
+
+use crate::checkpoint::CheckpointError;
+
+/// Everything that can stop training, cropping, ensembling or reporting.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrainError {
+    /// A configuration value cannot be used.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// Reading or writing data failed.
+    #[error(transparent)]
+    Data(#[from] agc_data::DataError),
+    /// Pretrained weights could not be loaded.
+    #[error(transparent)]
+    Weights(#[from] agc_core::WeightsError),
+    /// A checkpoint could not be saved or loaded.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The operating-system error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A JSON or CSV file of a run could not be parsed.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A step needs the output of an earlier one that is not there.
+    #[error("{path} is missing: run `{step}` first")]
+    MissingStep {
+        /// The artefact that is missing.
+        path: PathBuf,
+        /// The step that writes it.
+        step: String,
+    },
+    /// A metric is undefined (a fold or a label set with one class).
+    #[error("{0}")]
+    Undefined(String),
+    /// A plot could not be written.
+    #[error(transparent)]
+    Plot(#[from] crate::plot::PlotError),
+}
+
+/// A `Result` with [`TrainError`].
+pub type Result<T, E = TrainError> = std::result::Result<T, E>;
+
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Reads a JSON file.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let bytes = std::fs::read(path).map_err(io(path))?;
+    serde_json::from_slice(&bytes).map_err(|e| TrainError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}

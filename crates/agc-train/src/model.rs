@@ -1,0 +1,295 @@
+//! The models a pipeline trains, behind one type: [`Net`] wraps a `MetaResNet` (the whole-image
+//! ResNet and CropNet), a `ChipNet` or an `AttnResNet`, and [`ModelSpec`] says how to build one.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use agc_core::{
+    AttnResNet, AttnResNetConfig, ChipGrid, ChipNet, ChipNetConfig, LoadOptions, MetaResNet,
+    MetaResNetConfig, ResNet, ResNetConfig,
+};
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::TrainError;
+
+/// Which model of the method a run trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    /// `MetaResNet` on the whole (preprocessed) image.
+    Resnet,
+    /// `ChipNet`: the attention model whose maps choose the crops.
+    Chipnet,
+    /// `AttnResNet`: the whole-image attention baseline.
+    Attnresnet,
+    /// `MetaResNet` on the crops chosen by ChipNet's attention.
+    Cropnet,
+    /// `MetaResNet` on crops by the true lesion boxes (synthetic data only): the upper bound
+    /// of what a crop can give.
+    OracleCropnet,
+}
+
+impl ModelKind {
+    /// Every kind, in report order.
+    pub const ALL: [Self; 5] = [
+        Self::Resnet,
+        Self::Chipnet,
+        Self::Attnresnet,
+        Self::Cropnet,
+        Self::OracleCropnet,
+    ];
+
+    /// The name used on the command line, in file names and in `metrics.json`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Resnet => "resnet",
+            Self::Chipnet => "chipnet",
+            Self::Attnresnet => "attnresnet",
+            Self::Cropnet => "cropnet",
+            Self::OracleCropnet => "oracle_cropnet",
+        }
+    }
+
+    /// Whether the model produces an attention map.
+    pub fn has_attention(self) -> bool {
+        matches!(self, Self::Chipnet | Self::Attnresnet)
+    }
+
+    /// Whether the model is a `MetaResNet` (and so takes the metadata vector).
+    pub fn is_meta_resnet(self) -> bool {
+        matches!(self, Self::Resnet | Self::Cropnet | Self::OracleCropnet)
+    }
+}
+
+impl fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for ModelKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown model {s:?} (expected one of: {})",
+                    Self::ALL.map(ModelKind::name).join(", ")
+                )
+            })
+    }
+}
+
+/// How to build a [`Net`]: everything but the learning schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelSpec {
+    /// ResNet preset of the backbone: `tiny`, `resnet18`, `resnet34`, `resnet50`, `resnet101`,
+    /// `resnet152`.
+    pub backbone: String,
+    /// ImageNet weights for the backbone (a torchvision `.pth` or `.safetensors`), or none to
+    /// start from random weights.
+    pub weights: Option<PathBuf>,
+    /// Chip side of ChipNet, in pixels (32 gives 7×7 chips of a 224 image).
+    pub chip: usize,
+    /// Dropout before the classifier.
+    pub dropout: f64,
+    /// Channel dropout on ChipNet's and AttnResNet's embedding map before attention scoring.
+    pub attention_dropout: f64,
+    /// Hidden channels of the attention scoring convolutions.
+    pub attention_hidden: usize,
+    /// Widths of the metadata MLP.
+    pub meta_hidden: [usize; 2],
+}
+
+impl Default for ModelSpec {
+    /// The seed's models on a ResNet-18 backbone.
+    fn default() -> Self {
+        Self {
+            backbone: "resnet18".into(),
+            weights: None,
+            chip: 32,
+            dropout: 0.5,
+            attention_dropout: 0.7,
+            attention_hidden: 512,
+            meta_hidden: [512, 128],
+        }
+    }
+}
+
+impl ModelSpec {
+    /// The backbone configuration.
+    ///
+    /// # Errors
+    /// If the preset name is unknown.
+    pub fn backbone_config(&self) -> Result<ResNetConfig, TrainError> {
+        ResNetConfig::preset(&self.backbone).ok_or_else(|| {
+            TrainError::Config(format!(
+                "unknown backbone {:?} (expected tiny, resnet18, resnet34, resnet50, resnet101 \
+                 or resnet152)",
+                self.backbone
+            ))
+        })
+    }
+
+    /// Builds a `kind` model (with `meta_dim` metadata inputs for the MetaResNets), loading the
+    /// ImageNet weights into its backbone when `weights` is set.
+    ///
+    /// # Errors
+    /// An unknown backbone, or weights that cannot be loaded.
+    pub fn init<B: Backend>(
+        &self,
+        kind: ModelKind,
+        meta_dim: usize,
+        device: &B::Device,
+    ) -> Result<Net<B>, TrainError> {
+        let backbone = self.backbone_config()?;
+        let mut net = match kind {
+            ModelKind::Resnet | ModelKind::Cropnet | ModelKind::OracleCropnet => Net::Meta(
+                MetaResNetConfig::new(backbone)
+                    .with_meta_dim(meta_dim)
+                    .with_meta_hidden(self.meta_hidden)
+                    .with_dropout(self.dropout)
+                    .init(device),
+            ),
+            ModelKind::Chipnet => Net::Chip(
+                ChipNetConfig::new(backbone)
+                    .with_grid(ChipGrid {
+                        chip: self.chip,
+                        stride: None,
+                    })
+                    .with_attention_hidden(self.attention_hidden)
+                    .with_attention_dropout(self.attention_dropout)
+                    .with_dropout(self.dropout)
+                    .init(device),
+            ),
+            ModelKind::Attnresnet => Net::Attn(
+                AttnResNetConfig::new(backbone)
+                    .with_attention_hidden(self.attention_hidden)
+                    .with_attention_dropout(self.attention_dropout)
+                    .with_dropout(self.dropout)
+                    .init(device),
+            ),
+        };
+        if let Some(path) = &self.weights {
+            net.backbone_mut()
+                .load_torchvision(path, &LoadOptions::default())?;
+        }
+        Ok(net)
+    }
+}
+
+/// One of the method's models.
+#[derive(Module, Debug)]
+pub enum Net<B: Backend> {
+    /// The whole-image ResNet and CropNet.
+    Meta(MetaResNet<B>),
+    /// ChipNet.
+    Chip(ChipNet<B>),
+    /// AttnResNet.
+    Attn(AttnResNet<B>),
+}
+
+/// What a [`Net`] predicts for a batch.
+#[derive(Debug, Clone)]
+pub struct NetOutput<B: Backend> {
+    /// `[batch, 1]`.
+    pub logit: Tensor<B, 2>,
+    /// `[batch, grid_h, grid_w]`, each map summing to 1; `None` for a MetaResNet.
+    pub attention: Option<Tensor<B, 3>>,
+}
+
+impl<B: Backend> Net<B> {
+    /// # Shapes
+    /// - `images`: `[batch, 3, S, S]`
+    /// - `meta`: `[batch, meta_dim]` for a MetaResNet with a metadata branch (ignored by the
+    ///   attention models)
+    pub fn forward(&self, images: Tensor<B, 4>, meta: Option<Tensor<B, 2>>) -> NetOutput<B> {
+        match self {
+            Self::Meta(m) => {
+                let meta = if m.meta.is_some() { meta } else { None };
+                NetOutput {
+                    logit: m.forward(images, meta).logit,
+                    attention: None,
+                }
+            }
+            Self::Chip(m) => {
+                let out = m.forward(images);
+                NetOutput {
+                    logit: out.logit,
+                    attention: Some(out.attention),
+                }
+            }
+            Self::Attn(m) => {
+                let out = m.forward(images);
+                NetOutput {
+                    logit: out.logit,
+                    attention: Some(out.attention),
+                }
+            }
+        }
+    }
+
+    /// The ResNet backbone (the parameter group with the lower learning rate).
+    pub fn backbone(&self) -> &ResNet<B> {
+        match self {
+            Self::Meta(m) => &m.backbone,
+            Self::Chip(m) => &m.backbone,
+            Self::Attn(m) => &m.backbone,
+        }
+    }
+
+    fn backbone_mut(&mut self) -> &mut ResNet<B> {
+        match self {
+            Self::Meta(m) => &mut m.backbone,
+            Self::Chip(m) => &mut m.backbone,
+            Self::Attn(m) => &mut m.backbone,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type B = burn::backend::Flex;
+
+    #[test]
+    fn model_names_round_trip_and_unknown_names_are_listed() {
+        for kind in ModelKind::ALL {
+            assert_eq!(kind.name().parse::<ModelKind>(), Ok(kind));
+        }
+        let err = "vit".parse::<ModelKind>().expect_err("unknown");
+        assert!(err.contains("chipnet"), "{err}");
+    }
+
+    #[test]
+    fn every_kind_builds_and_predicts_one_logit_per_image() {
+        let dev = Default::default();
+        let spec = ModelSpec {
+            backbone: "tiny".into(),
+            attention_hidden: 8,
+            meta_hidden: [8, 4],
+            ..ModelSpec::default()
+        };
+        let images = Tensor::<B, 4>::ones([2, 3, 64, 64], &dev);
+        let meta = Tensor::<B, 2>::ones([2, 5], &dev);
+        for kind in ModelKind::ALL {
+            let net: Net<B> = spec.init(kind, 5, &dev).expect("init");
+            let out = net.forward(images.clone(), Some(meta.clone()));
+            assert_eq!(out.logit.dims(), [2, 1], "{kind}");
+            assert_eq!(out.attention.is_some(), kind.has_attention(), "{kind}");
+        }
+        let err = ModelSpec {
+            backbone: "vgg".into(),
+            ..ModelSpec::default()
+        }
+        .init::<B>(ModelKind::Resnet, 0, &dev)
+        .expect_err("unknown backbone");
+        assert!(err.to_string().contains("vgg"), "{err}");
+    }
+}

@@ -1,0 +1,684 @@
+//! Training one model on one fold: class-balanced epochs, Adam with a learning rate for the
+//! backbone and one for the rest, a per-epoch decay, validation AUC every epoch, early stopping,
+//! best and last checkpoints, resumption, and out-of-fold and test predictions with test-time
+//! augmentation.
+//!
+//! The loop is written out rather than run through Burn's `Learner`: Burn 0.21 has no parameter
+//! groups, steps its learning-rate schedulers per iteration, computes AUC per batch, and does not
+//! checkpoint its early-stopping state (see `shared/BURN-0.21.md` §3). Here every epoch is a pure
+//! function of the state saved after the previous one (weights, both optimizers' moments, the
+//! history) and of seeds derived from the run seed, the fold and the epoch, so a run killed at
+//! any point resumes from its last finished epoch and ends with the same predictions as one that
+//! was never stopped.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use agc_data::{
+    AugmentConfig, Augmenter, CacheDataset, ImageBatch, ImageBatcher, ImageCache, ImageItem,
+    balanced_epoch, sample_seed,
+};
+use burn::data::dataloader::batcher::Batcher;
+use burn::data::dataset::Dataset;
+use burn::module::AutodiffModule;
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{Adam, AdamConfig, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+use burn::tensor::activation::sigmoid;
+use burn::tensor::backend::AutodiffBackend;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint;
+use crate::error::{Result, TrainError, io, read_json};
+use crate::loss::Loss;
+use crate::metrics::roc_auc;
+use crate::model::{ModelKind, ModelSpec, Net};
+
+/// Which weights make the test (and out-of-fold) predictions of a fold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TestFrom {
+    /// The checkpoint with the best validation AUC.
+    #[default]
+    Best,
+    /// The average of the predictions after each of the last `patience` epochs (the seed's
+    /// choice).
+    LastEpochs,
+}
+
+/// The learning schedule of one model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Most epochs per fold.
+    pub max_epochs: usize,
+    /// Stop after this many epochs without a better validation AUC.
+    pub patience: usize,
+    /// Images per training batch.
+    pub batch_size: usize,
+    /// Images per inference batch.
+    pub eval_batch_size: usize,
+    /// Adam learning rate of the ResNet backbone.
+    pub lr_backbone: f64,
+    /// Adam learning rate of everything else (metadata branch, attention head, classifier).
+    pub lr_head: f64,
+    /// Both learning rates are multiplied by this after every epoch.
+    pub lr_decay: f64,
+    /// Adam's epsilon (PyTorch's default 1e-8; Burn's is 1e-5).
+    pub adam_epsilon: f32,
+    /// The training loss.
+    pub loss: Loss,
+    /// Class-balanced oversampling of the positives in every training epoch.
+    pub balanced: bool,
+    /// Training augmentation (hair, flips, rotation, colour jitter); `None` trains on the
+    /// images as they are.
+    pub augment: Option<AugmentConfig>,
+    /// Rounds of test-time augmentation (flips and jitter) averaged for the out-of-fold and
+    /// test predictions; 0 predicts on the plain images.
+    pub tta: usize,
+    /// Which weights predict the test set.
+    pub test_from: TestFrom,
+}
+
+impl TrainConfig {
+    /// The seed's schedule for `kind`: MetaResNet/CropNet backbone 1e-5 and head 5e-5,
+    /// ChipNet/AttnResNet backbone 5e-5 and head 1e-4, ×0.95 per epoch, focal loss, up to 20
+    /// epochs with patience 3, 3 rounds of TTA.
+    pub fn seed_defaults(kind: ModelKind) -> Self {
+        let (lr_backbone, lr_head) = if kind.has_attention() {
+            (5e-5, 1e-4)
+        } else {
+            (1e-5, 5e-5)
+        };
+        Self {
+            max_epochs: 20,
+            patience: 3,
+            batch_size: 32,
+            eval_batch_size: 64,
+            lr_backbone,
+            lr_head,
+            lr_decay: 0.95,
+            adam_epsilon: 1e-8,
+            loss: Loss::default(),
+            balanced: true,
+            augment: Some(AugmentConfig::train()),
+            tta: 3,
+            test_from: TestFrom::Best,
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        let bad = |what: &str| Err(TrainError::Config(what.to_string()));
+        if self.max_epochs == 0 {
+            return bad("max_epochs must be at least 1");
+        }
+        if self.batch_size < 2 || self.eval_batch_size == 0 {
+            return bad(
+                "batch_size must be at least 2 (batch norm) and eval_batch_size at least 1",
+            );
+        }
+        if !(self.lr_backbone >= 0.0 && self.lr_head >= 0.0 && self.lr_decay > 0.0) {
+            return bad("learning rates must be non-negative and lr_decay positive");
+        }
+        if self.test_from == TestFrom::LastEpochs && self.patience == 0 {
+            return bad(
+                "test_from = last_epochs averages the last `patience` epochs: set patience",
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A set of cached images with their metadata vectors and labels, indexed by cache row.
+#[derive(Debug, Clone)]
+pub struct Images {
+    /// The image cache.
+    pub cache: Arc<ImageCache>,
+    /// One metadata vector per cache row (empty vectors for no metadata).
+    pub meta: Arc<Vec<Vec<f32>>>,
+    /// One label per cache row (0 where unknown).
+    pub targets: Arc<Vec<f32>>,
+}
+
+impl Images {
+    /// # Errors
+    /// If `meta` or `targets` do not have one entry per cache row.
+    pub fn new(cache: Arc<ImageCache>, meta: Vec<Vec<f32>>, targets: Vec<f32>) -> Result<Self> {
+        if meta.len() != cache.len() || targets.len() != cache.len() {
+            return Err(TrainError::Config(format!(
+                "{} metadata rows and {} labels for a cache of {} images",
+                meta.len(),
+                targets.len(),
+                cache.len()
+            )));
+        }
+        Ok(Self {
+            cache,
+            meta: Arc::new(meta),
+            targets: Arc::new(targets),
+        })
+    }
+
+    fn labels(&self) -> Vec<u8> {
+        self.targets.iter().map(|&t| u8::from(t > 0.5)).collect()
+    }
+
+    fn dataset(&self, rows: Vec<usize>) -> CacheDataset {
+        CacheDataset::new(
+            Arc::clone(&self.cache),
+            rows,
+            Arc::clone(&self.meta),
+            Arc::clone(&self.targets),
+        )
+    }
+}
+
+/// Predictions of one model for a list of cache rows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Predictions {
+    /// Probability of the positive class, one per row.
+    pub probabilities: Vec<f32>,
+    /// Attention maps, `grid · grid` values per row in row-major order; empty for a model
+    /// without attention.
+    pub attention: Vec<f32>,
+    /// Side of the attention grid (0 without attention).
+    pub grid: usize,
+}
+
+/// Splits `dataset` into batches in order, preparing the items of a batch in parallel.
+fn batches<B: Backend>(
+    dataset: &CacheDataset,
+    batch_size: usize,
+    device: &B::Device,
+) -> impl Iterator<Item = ImageBatch<B>> {
+    let n = dataset.len();
+    (0..n.div_ceil(batch_size)).map(move |b| {
+        let items: Vec<ImageItem> = (b * batch_size..((b + 1) * batch_size).min(n))
+            .into_par_iter()
+            .map(|i| dataset.get(i).expect("index below the dataset's length"))
+            .collect();
+        ImageBatcher.batch(items, device)
+    })
+}
+
+/// Predicts `rows` of `images` with `net` (an inference-backend model: call `.valid()` on a
+/// training one). With `tta > 0` the probabilities are the mean over `tta` rounds of test-time
+/// augmentation seeded by `seed`; attention maps always come from the plain images.
+pub fn predict<B: Backend>(
+    net: &Net<B>,
+    images: &Images,
+    rows: &[usize],
+    batch_size: usize,
+    tta: usize,
+    seed: u64,
+    device: &B::Device,
+) -> Predictions {
+    let mut out = Predictions::default();
+    let plain = images.dataset(rows.to_vec());
+    let mut sums = vec![0f32; rows.len()];
+    let mut k = 0;
+    for batch in batches::<B>(&plain, batch_size, device) {
+        let o = net.forward(batch.images, batch.meta);
+        if let Some(att) = o.attention {
+            let [_, g, _] = att.dims();
+            out.grid = g;
+            out.attention
+                .extend(att.into_data().convert::<f32>().iter::<f32>());
+        }
+        if tta == 0 {
+            for p in sigmoid(o.logit).into_data().convert::<f32>().iter::<f32>() {
+                sums[k] = p;
+                k += 1;
+            }
+        }
+    }
+    if tta > 0 {
+        let augmenter = Arc::new(Augmenter::new(
+            AugmentConfig::tta(),
+            images.cache.size() as u32,
+            seed,
+        ));
+        for round in 0..tta {
+            let augmented = plain
+                .clone()
+                .with_augment(Arc::clone(&augmenter), seed, round as u64);
+            let mut k = 0;
+            for batch in batches::<B>(&augmented, batch_size, device) {
+                let logit = net.forward(batch.images, batch.meta).logit;
+                for p in sigmoid(logit).into_data().convert::<f32>().iter::<f32>() {
+                    sums[k] += p / tta as f32;
+                    k += 1;
+                }
+            }
+        }
+    }
+    out.probabilities = sums;
+    out
+}
+
+/// One epoch's record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// 0-based epoch.
+    pub epoch: usize,
+    /// Mean training loss.
+    pub train_loss: f64,
+    /// Validation loss (on the plain images).
+    pub valid_loss: f64,
+    /// Validation ROC AUC (on the plain images).
+    pub valid_auc: f64,
+    /// Backbone learning rate of the epoch.
+    pub lr_backbone: f64,
+    /// Seconds the epoch took.
+    pub seconds: f64,
+    /// Out-of-fold and test predictions after this epoch (`test_from = last_epochs` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predictions: Option<FoldPredictions>,
+}
+
+/// Out-of-fold and test predictions of a fold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FoldPredictions {
+    /// Probabilities of the fold's validation rows, in the order of [`FoldTask::valid_rows`].
+    pub valid: Vec<f32>,
+    /// Probabilities of the test rows (empty without a test set).
+    pub test: Vec<f32>,
+}
+
+/// The saved progress of a fold (`state.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct FoldState {
+    /// Finished epochs, in order.
+    pub history: Vec<EpochRecord>,
+    /// The epoch of `best.mpk`.
+    pub best_epoch: Option<usize>,
+    /// Its validation AUC.
+    pub best_auc: Option<f64>,
+    /// Set when training ended (early stop or the last epoch); predictions are in
+    /// `predictions.json`.
+    pub finished: bool,
+    /// Why training ended.
+    #[serde(default)]
+    pub stop_reason: String,
+}
+
+/// Everything [`train_fold`] needs.
+#[derive(Debug, Clone)]
+pub struct FoldTask<'a> {
+    /// The model to train.
+    pub kind: ModelKind,
+    /// How to build it.
+    pub spec: &'a ModelSpec,
+    /// How to train it.
+    pub config: &'a TrainConfig,
+    /// Length of the metadata vectors.
+    pub meta_dim: usize,
+    /// The training images (all folds).
+    pub images: &'a Images,
+    /// Rows of `images` to train on.
+    pub train_rows: Vec<usize>,
+    /// Rows of `images` to validate on (the out-of-fold rows).
+    pub valid_rows: Vec<usize>,
+    /// The test images, if any.
+    pub test: Option<&'a Images>,
+    /// Where the fold's checkpoints and state go.
+    pub dir: PathBuf,
+    /// Seed of the fold (initialisation, sampling, augmentation, dropout).
+    pub seed: u64,
+    /// Show progress bars.
+    pub progress: bool,
+}
+
+/// What a finished fold gives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FoldOutcome {
+    /// The saved state, history included.
+    pub state: FoldState,
+    /// Out-of-fold and test predictions.
+    pub predictions: FoldPredictions,
+}
+
+struct Optimizers<B: AutodiffBackend> {
+    backbone: OptimizerAdaptor<Adam, Net<B>, B>,
+    head: OptimizerAdaptor<Adam, Net<B>, B>,
+}
+
+type AdamRecord<B> = <OptimizerAdaptor<Adam, Net<B>, B> as Optimizer<Net<B>, B>>::Record;
+
+impl<B: AutodiffBackend> Optimizers<B> {
+    fn new(config: &TrainConfig) -> Self {
+        let adam = AdamConfig::new().with_epsilon(config.adam_epsilon);
+        Self {
+            backbone: adam.init(),
+            head: adam.init(),
+        }
+    }
+
+    fn save(&self, path: &Path) -> Result<()> {
+        let record = (self.backbone.to_record(), self.head.to_record());
+        let bytes = NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
+            .record(record, ())
+            .map_err(|e| TrainError::Parse {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        agc_data::fsutil::write_atomic(path, &bytes)?;
+        Ok(())
+    }
+
+    fn load(self, path: &Path, device: &B::Device) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(io(path))?;
+        let (backbone, head): (AdamRecord<B>, AdamRecord<B>) =
+            NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
+                .load(bytes, device)
+                .map_err(|e| TrainError::Parse {
+                    path: path.to_path_buf(),
+                    message: format!("not an optimizer state of this model: {e}"),
+                })?;
+        Ok(Self {
+            backbone: self.backbone.load_record(backbone),
+            head: self.head.load_record(head),
+        })
+    }
+}
+
+fn epoch_seed(seed: u64, epoch: usize) -> u64 {
+    sample_seed(seed, epoch as u64, u64::MAX)
+}
+
+fn mean_loss(loss: &Loss, probabilities: &[f32], labels: &[u8]) -> f64 {
+    if probabilities.is_empty() {
+        return f64::NAN;
+    }
+    let total: f64 = probabilities
+        .iter()
+        .zip(labels)
+        .map(|(&p, &y)| {
+            let p = f64::from(p).clamp(1e-7, 1.0 - 1e-7);
+            let (pt, bce) = if y == 1 {
+                (p, -p.ln())
+            } else {
+                (1.0 - p, -(1.0 - p).ln())
+            };
+            match *loss {
+                Loss::Focal { alpha, gamma } => alpha * (1.0 - pt).powf(gamma) * bce,
+                Loss::Bce => bce,
+            }
+        })
+        .sum();
+    total / probabilities.len() as f64
+}
+
+/// Trains (or resumes, or just reloads) one model on one fold.
+///
+/// Files in `task.dir`: `state.json` (the history and where training stands), `last.mpk` and
+/// `optim.mpk` (weights and optimizer moments after the last finished epoch), `best.mpk` (the
+/// best validation AUC), and `predictions.json` once the fold is done. Every file is written
+/// atomically; `state.json` is written last, so a kill between files costs at most the epoch in
+/// progress, which is re-run identically.
+///
+/// # Errors
+/// Bad configuration, a training set without both classes, a validation set whose AUC is
+/// undefined, or a file that cannot be read or written.
+pub fn train_fold<B: AutodiffBackend>(
+    task: &FoldTask<'_>,
+    device: &B::Device,
+) -> Result<FoldOutcome> {
+    let config = task.config;
+    config.check()?;
+    let dir = &task.dir;
+    let state_path = dir.join("state.json");
+    let predictions_path = dir.join("predictions.json");
+    let mut state: FoldState = if state_path.is_file() {
+        read_json(&state_path)?
+    } else {
+        FoldState::default()
+    };
+    if state.finished && predictions_path.is_file() {
+        let predictions: FoldPredictions = read_json(&predictions_path)?;
+        return Ok(FoldOutcome { state, predictions });
+    }
+    let labels = task.images.labels();
+    let valid_labels: Vec<u8> = task.valid_rows.iter().map(|&r| labels[r]).collect();
+    if !valid_labels.contains(&0) || !valid_labels.contains(&1) {
+        return Err(TrainError::Undefined(format!(
+            "{}: the validation rows hold only one class, so their AUC is undefined; use fewer \
+             folds or more positives",
+            dir.display()
+        )));
+    }
+
+    B::seed(device, epoch_seed(task.seed, usize::MAX));
+    let mut net: Net<B> = task.spec.init(task.kind, task.meta_dim, device)?;
+    let mut optim = Optimizers::<B>::new(config);
+    let last_path = dir.join("last.mpk");
+    let optim_path = dir.join("optim.mpk");
+    let best_path = dir.join("best.mpk");
+    if !state.history.is_empty() {
+        net = checkpoint::load(net, &last_path, device)?;
+        optim = optim.load(&optim_path, device)?;
+        tracing::info!(
+            "{}: resuming after epoch {}",
+            dir.display(),
+            state.history.len()
+        );
+    }
+    let augmenter = config.augment.clone().map(|a| {
+        Arc::new(Augmenter::new(
+            a,
+            task.images.cache.size() as u32,
+            task.seed,
+        ))
+    });
+
+    while !state.finished {
+        let epoch = state.history.len();
+        let started = std::time::Instant::now();
+        B::seed(device, epoch_seed(task.seed, epoch));
+        // This epoch's rows: balanced or shuffled, seeded by the epoch.
+        let rows = if config.balanced {
+            balanced_epoch(&labels, &task.train_rows, task.seed, epoch as u64)?
+        } else {
+            let mut rows = task.train_rows.clone();
+            rows.shuffle(&mut ChaCha8Rng::seed_from_u64(epoch_seed(task.seed, epoch)));
+            rows
+        };
+        let mut dataset = task.images.dataset(rows);
+        if let Some(a) = &augmenter {
+            dataset = dataset.with_augment(Arc::clone(a), task.seed, epoch as u64);
+        }
+        let decay = config.lr_decay.powi(epoch as i32);
+        let (lr_backbone, lr_head) = (config.lr_backbone * decay, config.lr_head * decay);
+        let steps = dataset.len() / config.batch_size;
+        let bar = progress_bar(
+            task.progress,
+            steps as u64,
+            &format!("{} epoch {}", dir.display(), epoch + 1),
+        );
+        let mut loss_sum = 0.0;
+        let mut seen = 0usize;
+        for batch in batches::<B>(&dataset, config.batch_size, device) {
+            let n = batch.rows.len();
+            if n < config.batch_size {
+                // A short last batch: batch norm over a handful of images only adds noise.
+                break;
+            }
+            let out = net.forward(batch.images, batch.meta);
+            let loss = config.loss.forward(out.logit, batch.targets);
+            let value = f64::from(loss.clone().into_scalar().elem::<f32>());
+            if !value.is_finite() {
+                return Err(TrainError::Undefined(format!(
+                    "{}: epoch {}: the training loss is {value}; lower the learning rates",
+                    dir.display(),
+                    epoch + 1
+                )));
+            }
+            loss_sum += value * n as f64;
+            seen += n;
+            let mut grads = loss.backward();
+            let backbone = GradientsParams::from_module(&mut grads, net.backbone());
+            let head = GradientsParams::from_grads(grads, &net);
+            net = optim.backbone.step(lr_backbone, net, backbone);
+            net = optim.head.step(lr_head, net, head);
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        // Validation on the plain images.
+        let eval = net.valid();
+        let valid = predict(
+            &eval,
+            task.images,
+            &task.valid_rows,
+            config.eval_batch_size,
+            0,
+            task.seed,
+            device,
+        );
+        let valid_auc = roc_auc(&valid.probabilities, &valid_labels).unwrap_or(f64::NAN);
+        let predictions = (config.test_from == TestFrom::LastEpochs)
+            .then(|| fold_predictions(&eval, task, device));
+        let record = EpochRecord {
+            epoch,
+            train_loss: if seen > 0 {
+                loss_sum / seen as f64
+            } else {
+                f64::NAN
+            },
+            valid_loss: mean_loss(&config.loss, &valid.probabilities, &valid_labels),
+            valid_auc,
+            lr_backbone,
+            seconds: started.elapsed().as_secs_f64(),
+            predictions,
+        };
+        tracing::info!(
+            "{} epoch {}: train loss {:.4}, valid loss {:.4}, valid AUC {:.4} ({:.0} s)",
+            dir.display(),
+            epoch + 1,
+            record.train_loss,
+            record.valid_loss,
+            record.valid_auc,
+            record.seconds
+        );
+        if state.best_auc.is_none_or(|b| valid_auc > b) {
+            checkpoint::save(&net, &best_path)?;
+            state.best_auc = Some(valid_auc);
+            state.best_epoch = Some(epoch);
+        }
+        checkpoint::save(&net, &last_path)?;
+        optim.save(&optim_path)?;
+        state.history.push(record);
+        let since_best = epoch - state.best_epoch.unwrap_or(epoch);
+        if since_best >= config.patience.max(1) && config.patience > 0 {
+            state.finished = true;
+            state.stop_reason = format!(
+                "no better validation AUC for {} epochs (best {:.4} at epoch {})",
+                since_best,
+                state.best_auc.unwrap_or(f64::NAN),
+                state.best_epoch.unwrap_or(0) + 1
+            );
+        } else if state.history.len() >= config.max_epochs {
+            state.finished = true;
+            state.stop_reason = format!("reached max_epochs = {}", config.max_epochs);
+        }
+        if state.finished {
+            // Predictions before the state says finished: a kill in between re-makes them.
+            let predictions = final_predictions::<B>(task, &state, &best_path, device)?;
+            agc_data::fsutil::write_json(&predictions_path, &predictions)?;
+            agc_data::fsutil::write_json(&state_path, &state)?;
+            return Ok(FoldOutcome { state, predictions });
+        }
+        agc_data::fsutil::write_json(&state_path, &state)?;
+    }
+    // Finished before, but predictions.json went missing: make it again.
+    let predictions = final_predictions::<B>(task, &state, &best_path, device)?;
+    agc_data::fsutil::write_json(&predictions_path, &predictions)?;
+    Ok(FoldOutcome { state, predictions })
+}
+
+fn fold_predictions<B: Backend>(
+    net: &Net<B>,
+    task: &FoldTask<'_>,
+    device: &B::Device,
+) -> FoldPredictions {
+    let c = task.config;
+    let valid = predict(
+        net,
+        task.images,
+        &task.valid_rows,
+        c.eval_batch_size,
+        c.tta,
+        task.seed,
+        device,
+    );
+    let test = task.test.map_or_else(Vec::new, |t| {
+        let rows: Vec<usize> = (0..t.cache.len()).collect();
+        predict(net, t, &rows, c.eval_batch_size, c.tta, task.seed, device).probabilities
+    });
+    FoldPredictions {
+        valid: valid.probabilities,
+        test,
+    }
+}
+
+fn final_predictions<B: AutodiffBackend>(
+    task: &FoldTask<'_>,
+    state: &FoldState,
+    best_path: &Path,
+    device: &B::Device,
+) -> Result<FoldPredictions> {
+    match task.config.test_from {
+        TestFrom::Best => {
+            let net: Net<B::InnerBackend> = task.spec.init(task.kind, task.meta_dim, device)?;
+            let net = checkpoint::load(net, best_path, device)?;
+            Ok(fold_predictions(&net, task, device))
+        }
+        TestFrom::LastEpochs => {
+            let last: Vec<&FoldPredictions> = state
+                .history
+                .iter()
+                .rev()
+                .take(task.config.patience)
+                .filter_map(|r| r.predictions.as_ref())
+                .collect();
+            let mean = |pick: fn(&FoldPredictions) -> &Vec<f32>| -> Vec<f32> {
+                let n = last.len() as f32;
+                let mut sum = vec![0f32; pick(last[0]).len()];
+                for p in &last {
+                    for (s, v) in sum.iter_mut().zip(pick(p)) {
+                        *s += v / n;
+                    }
+                }
+                sum
+            };
+            if last.is_empty() {
+                return Err(TrainError::Undefined(format!(
+                    "{}: no per-epoch predictions to average",
+                    task.dir.display()
+                )));
+            }
+            Ok(FoldPredictions {
+                valid: mean(|p| &p.valid),
+                test: mean(|p| &p.test),
+            })
+        }
+    }
+}
+
+pub(crate) fn progress_bar(show: bool, len: u64, message: &str) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(message.to_string());
+    bar
+}

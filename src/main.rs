@@ -1,0 +1,600 @@
+//! `agc`: attention-guided cropping from the command line. `agc --help` lists the steps;
+//! `agc demo` runs them all on a synthetic data set.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use agc::data::{SynthConfig, generate};
+use agc::train::pipeline::{self, PipelineConfig, Run};
+use agc::train::report::{Metrics, results_table, write_overlays};
+use agc::train::{Loss, ModelKind, TestFrom};
+use anyhow::{Context, Result, bail};
+use burn::tensor::backend::AutodiffBackend;
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "agc",
+    version,
+    about = "Attention-guided cropping: ChipNet finds the lesion, CropNet classifies the crop",
+    long_about = "Attention-guided cropping for image classification. A ChipNet learns where to \
+                  look, its attention map becomes a square box, the box is cut out of the \
+                  original high-resolution image, and a CropNet is trained on the crops. Every \
+                  step is resumable: run the same command again after a kill."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Hide progress bars.
+    #[arg(long, global = true)]
+    quiet: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Generate a synthetic lesion data set (ISIC layout, with true lesion boxes).
+    Synth(SynthArgs),
+    /// Decode, centre-crop and resize the images of a data directory into caches.
+    Preprocess(RunArgs),
+    /// Train one model on every fold (out-of-fold and test predictions).
+    Train(TrainArgs),
+    /// The crop step: attention maps of each fold's ChipNet → boxes → crops of the originals.
+    Crop(CropArgs),
+    /// Average models' predictions (given or OOF-fitted weights); writes submission.csv.
+    Ensemble(EnsembleArgs),
+    /// Draw attention maps and boxes over the original images (PNG).
+    Attention(AttentionArgs),
+    /// Score a predictions CSV (image_name,prediction or image_name,target) against labels.
+    Evaluate(EvaluateArgs),
+    /// Every step, from a data directory to submission.csv, metrics.json and report.md.
+    Pipeline(RunArgs),
+    /// Generate a synthetic data set and run the whole pipeline on the CPU with a tiny
+    /// backbone; prints the AUC of each model and the attention boxes' IoU.
+    Demo(DemoArgs),
+}
+
+#[derive(Args, Debug)]
+struct SynthArgs {
+    /// Output folder.
+    #[arg(long)]
+    out: PathBuf,
+    /// Training images.
+    #[arg(long, default_value_t = 800)]
+    train: usize,
+    /// Test images.
+    #[arg(long, default_value_t = 400)]
+    test: usize,
+    /// Share of positives.
+    #[arg(long, default_value_t = 0.2)]
+    positive_rate: f64,
+    /// Shortest image side.
+    #[arg(long, default_value_t = 600)]
+    min_side: u32,
+    /// Longest image side.
+    #[arg(long, default_value_t = 1600)]
+    max_side: u32,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+/// Where a run is and how it is configured. Flags override `--config` (a `config.json` of an
+/// earlier run or a hand-written one); an existing run resumes only with the same settings.
+#[derive(Args, Debug, Clone)]
+struct RunArgs {
+    /// The data directory: train.csv, test.csv (optional), train/, test/.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// The run directory.
+    #[arg(long, default_value = "runs/agc")]
+    out: PathBuf,
+    /// A configuration file (JSON, as a run's config.json) to start from.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Folder of the preprocessed caches [default: DATA/agc-cache-SIZE].
+    #[arg(long)]
+    cache: Option<PathBuf>,
+    /// Backbone: tiny, resnet18, resnet34, resnet50, resnet101, resnet152 [default: resnet18].
+    #[arg(long)]
+    backbone: Option<String>,
+    /// ImageNet weights for the backbone (torchvision .pth or .safetensors).
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Device: cpu, or cuda:N (built with --features cuda).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Images per training batch [default: 32].
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Side of the images the models see [default: 224].
+    #[arg(long)]
+    image_size: Option<u32>,
+    /// ChipNet's chip side [default: 32].
+    #[arg(long)]
+    chip: Option<usize>,
+    /// Cross-validation folds [default: 5].
+    #[arg(long)]
+    folds: Option<usize>,
+    /// Most epochs per fold [default: 20].
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Early-stopping patience in epochs [default: 3].
+    #[arg(long)]
+    patience: Option<usize>,
+    /// Rounds of test-time augmentation [default: 3].
+    #[arg(long)]
+    tta: Option<usize>,
+    /// Test predictions from the best checkpoint, or averaged over the last `patience`
+    /// epochs: best | last-epochs [default: best].
+    #[arg(long)]
+    test_from: Option<String>,
+    /// Loss: focal | bce [default: focal, alpha 1, gamma 2].
+    #[arg(long)]
+    loss: Option<String>,
+    /// Seed [default: 42].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Do not feed the metadata (sex, age, site) to the MetaResNets.
+    #[arg(long)]
+    no_metadata: bool,
+    /// Keep each patient's images in one fold (needs patient_id).
+    #[arg(long)]
+    group_by_patient: bool,
+    /// Models the pipeline trains, comma-separated [default: resnet,chipnet,cropnet; the
+    /// oracle cropnet is added when the data has true boxes].
+    #[arg(long, value_delimiter = ',')]
+    models: Option<Vec<ModelKind>>,
+}
+
+#[derive(Args, Debug)]
+struct TrainArgs {
+    /// resnet | chipnet | attnresnet | cropnet | oracle_cropnet.
+    #[arg(long)]
+    model: ModelKind,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Args, Debug)]
+struct CropArgs {
+    /// Crop by the true lesion boxes instead (for the oracle CropNet).
+    #[arg(long)]
+    oracle: bool,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Args, Debug)]
+struct EnsembleArgs {
+    /// Members and weights, e.g. resnet=0.5,cropnet=0.5 [default: the config's].
+    #[arg(long)]
+    weights: Option<String>,
+    /// Fit the weights on the out-of-fold predictions (never on test labels).
+    #[arg(long)]
+    fit: bool,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Args, Debug)]
+struct AttentionArgs {
+    /// The run directory.
+    #[arg(long)]
+    run: PathBuf,
+    /// Output folder [default: RUN/overlays].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Which fold's ChipNet.
+    #[arg(long, default_value_t = 0)]
+    fold: usize,
+    /// How many images (test images first).
+    #[arg(long, default_value_t = 16)]
+    count: usize,
+}
+
+#[derive(Args, Debug)]
+struct EvaluateArgs {
+    /// Predictions: image_name plus a prediction (or target) column.
+    #[arg(long)]
+    predictions: PathBuf,
+    /// Labels: image_name,target.
+    #[arg(long)]
+    labels: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct DemoArgs {
+    /// The run directory (the synthetic data goes to OUT/data).
+    #[arg(long, default_value = "runs/demo")]
+    out: PathBuf,
+    /// Device: cpu, or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,burn=warn,cubecl=warn".into()),
+        )
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+    let progress = !cli.quiet;
+    match cli.command {
+        Command::Synth(a) => synth(&a, progress),
+        Command::Preprocess(a) => {
+            let config = resolve(&a)?;
+            pipeline::preprocess(&config, progress)?;
+            println!("caches in {}", config.cache_dir().display());
+            Ok(())
+        }
+        Command::Train(a) => {
+            Job::Train(a.model, a.run.clone()).on(&parse_device(&a.run.device)?, progress)
+        }
+        Command::Crop(a) => {
+            Job::Crop(a.oracle, a.run.clone()).on(&parse_device(&a.run.device)?, progress)
+        }
+        Command::Ensemble(a) => ensemble(&a, progress),
+        Command::Attention(a) => attention(&a),
+        Command::Evaluate(a) => {
+            let (n, auc) = pipeline::evaluate_file(&a.predictions, &a.labels)?;
+            println!("{n} images, ROC AUC {auc:.4}");
+            Ok(())
+        }
+        Command::Pipeline(a) => Job::Pipeline(a.clone()).on(&parse_device(&a.device)?, progress),
+        Command::Demo(a) => Job::Demo(a.out.clone()).on(&parse_device(&a.device)?, progress),
+    }
+}
+
+fn synth(a: &SynthArgs, progress: bool) -> Result<()> {
+    let config = SynthConfig {
+        train: a.train,
+        test: a.test,
+        positive_rate: a.positive_rate,
+        min_side: a.min_side,
+        max_side: a.max_side,
+        seed: a.seed,
+        ..SynthConfig::default()
+    };
+    let report = generate(&config, &a.out, progress)?;
+    println!(
+        "{}: {} images written, {} kept; {} train and {} test positives",
+        a.out.display(),
+        report.written,
+        report.kept,
+        report.train_positives,
+        report.test_positives
+    );
+    Ok(())
+}
+
+/// The configuration of a run: `--config`, else the run's own `config.json` when no `--data`
+/// is given, else the defaults for `--data`; then the flags.
+fn resolve(a: &RunArgs) -> Result<PipelineConfig> {
+    let saved = a.out.join("config.json");
+    let mut config: PipelineConfig = if let Some(path) = &a.config {
+        read_config(path)?
+    } else if a.data.is_none() && saved.is_file() {
+        read_config(&saved)?
+    } else {
+        let Some(data) = &a.data else {
+            bail!("--data is required (or --config, or an --out that holds a run)");
+        };
+        PipelineConfig::new(data.clone())
+    };
+    if let Some(d) = &a.data {
+        config.data.clone_from(d);
+    }
+    if a.cache.is_some() {
+        config.cache_dir.clone_from(&a.cache);
+    }
+    if let Some(b) = &a.backbone {
+        config.model.backbone.clone_from(b);
+    }
+    if a.weights.is_some() {
+        config.model.weights.clone_from(&a.weights);
+    }
+    if let Some(s) = a.image_size {
+        config.image_size = s;
+    }
+    if let Some(c) = a.chip {
+        config.model.chip = c;
+    }
+    if let Some(f) = a.folds {
+        config.folds = f;
+    }
+    if let Some(s) = a.seed {
+        config.seed = s;
+    }
+    if a.no_metadata {
+        config.metadata = false;
+    }
+    if a.group_by_patient {
+        config.group_by_patient = true;
+    }
+    if let Some(m) = &a.models {
+        config.models.clone_from(m);
+    }
+    let test_from = match a.test_from.as_deref() {
+        None => None,
+        Some("best") => Some(TestFrom::Best),
+        Some("last-epochs" | "last_epochs") => Some(TestFrom::LastEpochs),
+        Some(other) => bail!("--test-from {other:?}: expected best or last-epochs"),
+    };
+    let loss = match a.loss.as_deref() {
+        None => None,
+        Some("focal") => Some(Loss::default()),
+        Some("bce") => Some(Loss::Bce),
+        Some(other) => bail!("--loss {other:?}: expected focal or bce"),
+    };
+    config.schedules.for_each(|s| {
+        if let Some(b) = a.batch_size {
+            s.batch_size = b;
+        }
+        if let Some(e) = a.epochs {
+            s.max_epochs = e;
+        }
+        if let Some(p) = a.patience {
+            s.patience = p;
+        }
+        if let Some(t) = a.tta {
+            s.tta = t;
+        }
+        if let Some(t) = test_from {
+            s.test_from = t;
+        }
+        if let Some(l) = loss {
+            s.loss = l;
+        }
+    });
+    Ok(config)
+}
+
+fn read_config(path: &Path) -> Result<PipelineConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: not a pipeline config", path.display()))
+}
+
+/// The work that needs a device.
+enum Job {
+    Train(ModelKind, RunArgs),
+    Crop(bool, RunArgs),
+    Pipeline(RunArgs),
+    Demo(PathBuf),
+}
+
+impl Job {
+    fn run<B: AutodiffBackend>(self, device: &B::Device, progress: bool) -> Result<()> {
+        let started = Instant::now();
+        match self {
+            Self::Train(kind, a) => {
+                let run = Run::open::<B>(&a.out, resolve(&a)?, progress)?;
+                match kind {
+                    ModelKind::Cropnet if !run.dir.join("boxes.csv").is_file() => {
+                        bail!("cropnet trains on the crop step's crops: run `agc crop` first")
+                    }
+                    ModelKind::OracleCropnet => run.oracle_crops()?,
+                    _ => {}
+                }
+                let p = run.train::<B>(kind, device)?;
+                let s = run.score(&p);
+                println!(
+                    "{kind}: OOF AUC {} (mean of folds {}), test AUC {}; predictions in {}",
+                    fmt(s.oof_auc),
+                    fmt(s.oof_auc_fold_mean),
+                    fmt(s.test_auc),
+                    run.dir.join("models").join(kind.name()).display()
+                );
+            }
+            Self::Crop(oracle, a) => {
+                let run = Run::open::<B>(&a.out, resolve(&a)?, progress)?;
+                if oracle {
+                    run.oracle_crops()?;
+                    println!("oracle crops in {}", run.dir.join("crops/oracle").display());
+                } else {
+                    run.crop::<B>(device)?;
+                    if let Some(s) = run.attention_stats()? {
+                        println!(
+                            "{} boxes in {}; median IoU with the true boxes {}; fallbacks {:.1} %",
+                            s.boxes,
+                            run.dir.join("boxes.csv").display(),
+                            fmt(s.iou_median),
+                            100.0 * s.fallback_rate
+                        );
+                    }
+                }
+            }
+            Self::Pipeline(a) => {
+                let run = Run::open::<B>(&a.out, resolve(&a)?, progress)?;
+                let metrics = pipeline::run_all::<B>(&run, device, started)?;
+                print_results(&run, &metrics);
+            }
+            Self::Demo(out) => demo::<B>(&out, device, progress, started)?,
+        }
+        Ok(())
+    }
+}
+
+fn fmt(v: Option<f64>) -> String {
+    v.map_or_else(|| "–".into(), |v| format!("{v:.4}"))
+}
+
+fn print_results(run: &Run, metrics: &Metrics) {
+    println!("\n{}", results_table(metrics));
+    if let Some(a) = &metrics.attention {
+        println!(
+            "attention boxes: median IoU with the true boxes {} (test {}), fallbacks {:.1} %",
+            fmt(a.iou_median),
+            fmt(a.iou_median_test),
+            100.0 * a.fallback_rate
+        );
+    }
+    println!(
+        "wall time {:.0} s; report in {}",
+        metrics.wall_seconds,
+        run.dir.join("report.md").display()
+    );
+}
+
+fn ensemble(a: &EnsembleArgs, progress: bool) -> Result<()> {
+    let started = Instant::now();
+    let saved = a.run.out.join("config.json");
+    if !saved.is_file() {
+        bail!("{} holds no run: train the members first", a.run.out.display());
+    }
+    let mut run = Run::open::<burn::backend::Flex>(&a.run.out, read_config(&saved)?, progress)?;
+    // The ensemble is not part of a run's identity: it can change without a new run.
+    let members = match &a.weights {
+        Some(w) => parse_weights(w)?,
+        None => run.config.ensemble.clone(),
+    };
+    run.set_ensemble(members, a.fit);
+    let (weights, combined) = run.ensemble()?;
+    let s = run.score(&combined);
+    let w: Vec<String> = weights.iter().map(|(k, w)| format!("{k} {w:.2}")).collect();
+    println!(
+        "ensemble ({}): OOF AUC {}, test AUC {}; {} ({:.0} s)",
+        w.join(", "),
+        fmt(s.oof_auc),
+        fmt(s.test_auc),
+        run.dir.join("submission.csv").display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn parse_weights(text: &str) -> Result<Vec<(ModelKind, f64)>> {
+    text.split(',')
+        .map(|part| {
+            let (name, w) = part
+                .split_once('=')
+                .with_context(|| format!("{part:?}: expected model=weight"))?;
+            let kind: ModelKind = name.trim().parse().map_err(anyhow::Error::msg)?;
+            let w: f64 = w
+                .trim()
+                .parse()
+                .with_context(|| format!("{part:?}: the weight is not a number"))?;
+            Ok((kind, w))
+        })
+        .collect()
+}
+
+fn attention(a: &AttentionArgs) -> Result<()> {
+    let config = read_config(&a.run.join("config.json"))?;
+    let run = Run::open::<burn::backend::Flex>(&a.run, config, false)?;
+    let out = a.out.clone().unwrap_or_else(|| a.run.join("overlays"));
+    let path = out.join(format!("fold{}.png", a.fold));
+    let n = write_overlays(&run, a.fold, a.count, &path)?;
+    println!("{n} overlays in {}", path.display());
+    Ok(())
+}
+
+/// The demo's data: 1 000 synthetic photographs, a fifth of them malignant.
+fn demo_synth() -> SynthConfig {
+    SynthConfig {
+        train: 600,
+        test: 400,
+        positive_rate: 0.25,
+        seed: 7,
+        ..SynthConfig::default()
+    }
+}
+
+/// The demo's pipeline: tiny backbones trained from scratch (so higher learning rates than the
+/// seed's fine-tuning ones), 3 folds.
+fn demo_config(data: PathBuf) -> PipelineConfig {
+    let mut config = PipelineConfig::new(data);
+    config.folds = 3;
+    config.seed = 1;
+    config.model.backbone = "tiny".into();
+    config.model.attention_hidden = 64;
+    config.model.meta_hidden = [32, 16];
+    config.model.dropout = 0.3;
+    config.model.attention_dropout = 0.3;
+    config.models = vec![ModelKind::Resnet, ModelKind::Chipnet, ModelKind::Cropnet];
+    config.schedules.for_each(|s| {
+        s.max_epochs = 12;
+        s.patience = 4;
+        s.batch_size = 32;
+        s.lr_backbone = 2e-3;
+        s.lr_head = 2e-3;
+        s.tta = 2;
+    });
+    config
+}
+
+fn demo<B: AutodiffBackend>(
+    out: &Path,
+    device: &B::Device,
+    progress: bool,
+    started: Instant,
+) -> Result<()> {
+    let data = out.join("data");
+    println!("agc demo: synthetic data in {}", data.display());
+    generate(&demo_synth(), &data, progress)?;
+    let run = Run::open::<B>(out, demo_config(data), progress)?;
+    let metrics = pipeline::run_all::<B>(&run, device, started)?;
+    print_results(&run, &metrics);
+    let auc = |m: &str| metrics.models.get(m).and_then(|s| s.test_auc);
+    if let (Some(r), Some(c), Some(e)) = (auc("resnet"), auc("cropnet"), auc("ensemble")) {
+        println!(
+            "cropnet {} resnet on the test labels ({c:.4} vs {r:.4}); the ensemble {} the \
+             better of the two ({e:.4})",
+            if c > r { "beats" } else { "does NOT beat" },
+            if e >= r.max(c) {
+                "matches or beats"
+            } else {
+                "falls below"
+            }
+        );
+    }
+    Ok(())
+}
+
+/// A parsed `--device`.
+enum Device {
+    Cpu,
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    Cuda(usize),
+}
+
+fn parse_device(name: &str) -> Result<Device> {
+    if name == "cpu" {
+        return Ok(Device::Cpu);
+    }
+    if let Some(i) = name.strip_prefix("cuda:").or(name.strip_prefix("cuda")) {
+        let i: usize = if i.is_empty() {
+            0
+        } else {
+            i.parse().with_context(|| format!("--device {name:?}"))?
+        };
+        if cfg!(feature = "cuda") {
+            return Ok(Device::Cuda(i));
+        }
+        bail!("--device {name}: this agc was built without CUDA; rebuild with --features cuda");
+    }
+    bail!("--device {name:?}: expected cpu or cuda:N")
+}
+
+impl Job {
+    /// Runs the job on `device`: Burn's Flex backend on the CPU, CUDA on a GPU.
+    fn on(self, device: &Device, progress: bool) -> Result<()> {
+        match device {
+            Device::Cpu => self.run::<burn::backend::Autodiff<burn::backend::Flex>>(
+                &Default::default(),
+                progress,
+            ),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(i) => self.run::<burn::backend::Autodiff<burn::backend::Cuda>>(
+                &burn::backend::cuda::CudaDevice::new(*i),
+                progress,
+            ),
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda(_) => unreachable!("parse_device refuses cuda without the feature"),
+        }
+    }
+}
