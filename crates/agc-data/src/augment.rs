@@ -20,9 +20,10 @@ pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 /// ImageNet channel standard deviations (RGB), for values scaled to `[0, 1]`.
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
-/// Hair counts a premade hair layer draws from (the SIIM-ISIC DrawHair choices); zero appears
-/// twice, so a fifth of the layers are empty.
-pub const HAIR_COUNTS: [usize; 10] = [0, 0, 50, 100, 150, 200, 300, 400, 500, 600];
+/// Hair counts a premade hair layer draws from; zero appears twice, so a fifth of the layers are
+/// empty. (The first version used 50–600 hairs per layer: at 224 px that covered most of the
+/// image, hid the lesion, and a model trained with it learned nothing; see docs/results.md.)
+pub const HAIR_COUNTS: [usize; 10] = [0, 0, 2, 4, 6, 8, 12, 16, 24, 32];
 
 /// The five dark hair colours (RGB) a hair is drawn in.
 pub const HAIR_COLOURS: [[u8; 3]; 5] = [
@@ -332,7 +333,8 @@ struct HairLayer {
 /// A bank of premade hair layers (the SIIM-ISIC "DrawHair" augmentation).
 ///
 /// Each layer holds a hair count from [`HAIR_COUNTS`]; each hair is a circular arc (random
-/// centre, radius, start angle and sweep) 1–3 image pixels wide, in one of [`HAIR_COLOURS`] with
+/// centre, radius, start angle and sweep) 1–3 pixels of a 224-pixel image wide (scaled with the
+/// size, at least half a pixel), in one of [`HAIR_COLOURS`] with
 /// alpha 70–180. Hairs are drawn at twice the resolution, their centres may lie outside the frame
 /// (so hairs enter from the edges), and the canvas is blurred slightly and box-downscaled to
 /// `size`, which antialiases them.
@@ -486,7 +488,7 @@ fn draw_layer(size: usize, hairs: usize, rng: &mut ChaCha8Rng) -> HairLayer {
     for hair in 1..=hairs as u32 {
         let colour = HAIR_COLOURS[rng.random_range(0..HAIR_COLOURS.len())];
         let alpha = f32::from(rng.random_range(70u8..=180)) / 255.0;
-        let width = f32::from(rng.random_range(1u8..=3));
+        let width = f32::from(rng.random_range(1u8..=3)) * (extent / 224.0).max(0.5);
         let radius = rng.random_range(extent / 6.0..=extent * 1.5);
         let start = rng.random_range(0.0..std::f32::consts::TAU);
         let sweep = rng.random_range(10f32..=60.0).to_radians();

@@ -4,14 +4,20 @@
 //! optional hair, ruler marks and bubbles as distractors) of a non-square size, with one
 //! lesion inside its centre square. The class signal has two parts:
 //!
-//! - a weak **coarse** one that survives shrinking the whole image to S: malignant lesions are
-//!   on average more irregular at the border, more elongated and more variegated in colour, with
-//!   distributions that overlap strongly with the benign ones;
-//! - a strong **fine** one: malignant lesions are dotted with globules one to two original
-//!   pixels in radius every five to eight pixels. A whole-image resize to S averages them away;
-//!   a crop around the lesion keeps them. The lesion's base colour is lightened to compensate,
-//!   so both classes have the same mean lesion colour and the dots do not leak into the coarse
-//!   view.
+//! - a **coarse** one that survives shrinking the whole image to S: malignant lesions are on
+//!   average more irregular at the border, more elongated and more variegated in colour, with
+//!   distributions that overlap strongly with the benign ones, and most of them (80 %, against
+//!   15 % of the benign ones) carry a blue-grey "veil" patch that even a single chip of the
+//!   shrunken image shows: this is what lets an attention model find the lesion;
+//! - **context** outside the lesion: freckles (sun damage) on the surrounding skin of 65 % of
+//!   the malignant and 15 % of the benign images, kept away from the lesion so a crop leaves
+//!   them out. As in real photographs, the whole image knows something the crop does not, which
+//!   is why an ensemble of the two can beat both;
+//! - a strong **fine** one: most malignant lesions (75 %, against 5 % of the benign ones) are
+//!   dotted with globules one to two original pixels in radius every five to eight pixels. A
+//!   whole-image resize to S averages them away; a crop around the lesion keeps them. The
+//!   lesion's base colour is lightened to compensate, so both classes have the same mean lesion
+//!   colour and the dots do not leak into the coarse view.
 //!
 //! Metadata carries a weak signal too (malignant patients are older on average).
 //!
@@ -151,6 +157,9 @@ pub fn sample(config: &SynthConfig, split: SynthSplit, index: usize) -> Sample {
     let mut canvas = Canvas::new(width, height, &mut rng);
     let lesion = Lesion::random(&mut rng, width, height, config, positive);
     lesion.draw(&mut canvas, &mut rng);
+    if rng.random_bool(FRECKLE_CHANCE[usize::from(positive)]) {
+        canvas.freckles(&mut rng, lesion.bbox);
+    }
     if rng.random_bool(config.ruler.clamp(0.0, 1.0)) {
         canvas.ruler(&mut rng);
     }
@@ -360,6 +369,49 @@ impl Canvas {
         }
     }
 
+    /// Freckles: 12–30 small brown spots on the skin, none within a quarter of the lesion's size
+    /// of its box, so a crop around the lesion leaves them out.
+    fn freckles(&mut self, rng: &mut impl Rng, lesion: [u32; 4]) {
+        let side = self.width.min(self.height) as f32;
+        let (lw, lh) = (
+            (lesion[2] - lesion[0]) as f32,
+            (lesion[3] - lesion[1]) as f32,
+        );
+        let keep_out = [
+            lesion[0] as f32 - 0.25 * lw,
+            lesion[1] as f32 - 0.25 * lh,
+            lesion[2] as f32 + 0.25 * lw,
+            lesion[3] as f32 + 0.25 * lh,
+        ];
+        for _ in 0..rng.random_range(12..=30) {
+            let radius = side * rng.random_range(0.008..0.016f32);
+            let cx = rng.random_range(0.0..self.width as f32);
+            let cy = rng.random_range(0.0..self.height as f32);
+            let shade = rng.random_range(0.55..0.75f32);
+            let alpha = rng.random_range(0.5..0.8f32);
+            if cx + radius > keep_out[0]
+                && cx - radius < keep_out[2]
+                && cy + radius > keep_out[1]
+                && cy - radius < keep_out[3]
+            {
+                continue;
+            }
+            let (x0, x1) = ((cx - radius).max(0.0) as u32, (cx + radius).ceil() as u32);
+            let (y0, y1) = ((cy - radius).max(0.0) as u32, (cy + radius).ceil() as u32);
+            for y in y0..y1.min(self.height) {
+                for x in x0..x1.min(self.width) {
+                    let d = ((x as f32 + 0.5 - cx).powi(2) + (y as f32 + 0.5 - cy).powi(2)).sqrt();
+                    let cover = (radius + 0.5 - d).clamp(0.0, 1.0);
+                    if cover > 0.0 {
+                        let p = self.pixels[(y * self.width + x) as usize];
+                        let brown = [p[0] * shade, p[1] * shade * 0.9, p[2] * shade * 0.8];
+                        self.blend(x, y, brown, cover * alpha);
+                    }
+                }
+            }
+        }
+    }
+
     /// Adds sensor noise and converts to 8-bit.
     fn finish(self) -> RgbImage {
         let Self {
@@ -392,9 +444,33 @@ struct Lesion {
     variegation: f32,
     variegation_phase: f32,
     dots: Option<Dots>,
+    veil: Option<Veil>,
     /// `[x0, y0, x1, y1]`, the bounding box of every pixel the lesion covers.
     bbox: [u32; 4],
 }
+
+/// The coarse, local malignant signal: a blue-grey patch inside the lesion (after the
+/// "blue-white veil" of dermoscopy), present in most malignant lesions and some benign ones. It
+/// keeps the pixels' brightness and shifts their hue, so it survives shrinking the image and is
+/// visible to a single chip.
+struct Veil {
+    /// Centre offset from the lesion centre, in lesion radii.
+    offset: [f32; 2],
+    /// Radius, in lesion radii.
+    radius: f32,
+    /// Blend weight at the veil's centre.
+    strength: f32,
+}
+
+/// Chance of freckles (sun damage) on the skin around a benign and around a malignant lesion:
+/// context that only the whole image shows.
+const FRECKLE_CHANCE: [f64; 2] = [0.15, 0.65];
+
+/// Chance of globules (the fine signal) in a benign and in a malignant lesion.
+const DOTS_CHANCE: [f64; 2] = [0.05, 0.75];
+
+/// Chance of a veil in a benign and in a malignant lesion.
+const VEIL_CHANCE: [f64; 2] = [0.15, 0.8];
 
 /// The fine malignant signal: dark globules on a jittered grid.
 struct Dots {
@@ -451,12 +527,21 @@ impl Lesion {
             rng.random_range(60.0..95.0f32),
             rng.random_range(45.0..75.0f32),
         ];
-        let dots = positive.then(|| Dots {
-            spacing: rng.random_range(5.0..8.0),
-            radius: rng.random_range(1.0..1.8),
-            darkness: rng.random_range(0.4..0.55),
-            seed: rng.random(),
-        });
+        let dots = rng
+            .random_bool(DOTS_CHANCE[usize::from(positive)])
+            .then(|| Dots {
+                spacing: rng.random_range(5.0..8.0),
+                radius: rng.random_range(1.0..1.8),
+                darkness: rng.random_range(0.4..0.55),
+                seed: rng.random(),
+            });
+        let veil = rng
+            .random_bool(VEIL_CHANCE[usize::from(positive)])
+            .then(|| Veil {
+                offset: [rng.random_range(-0.35..0.35), rng.random_range(-0.35..0.35)],
+                radius: rng.random_range(0.5..0.9),
+                strength: rng.random_range(0.7..1.0),
+            });
         // The farthest the border reaches from the centre.
         let reach = radius * elongation * (1.0 + harmonics.iter().map(|h| h.1).sum::<f32>()) + 2.0;
         // Anywhere inside the centre square.
@@ -475,6 +560,7 @@ impl Lesion {
             variegation,
             variegation_phase: rng.random_range(0.0..2.0 * PI),
             dots,
+            veil,
             bbox: [0; 4],
         };
         lesion.bbox = lesion.bounding_box(width, height, reach);
@@ -548,7 +634,22 @@ impl Lesion {
                 if let Some(d) = &self.dots {
                     k *= 1.0 - d.darkness * d.coverage(x, y);
                 }
-                let colour = [self.colour[0] * k, self.colour[1] * k, self.colour[2] * k];
+                let mut colour = [self.colour[0] * k, self.colour[1] * k, self.colour[2] * k];
+                if let Some(v) = &self.veil {
+                    // Blue-grey of the same brightness, blended in with a smooth falloff.
+                    let (vx, vy) = (
+                        self.cx + v.offset[0] * self.radius,
+                        self.cy + v.offset[1] * self.radius,
+                    );
+                    let d2 = ((x as f32 + 0.5 - vx).powi(2) + (y as f32 + 0.5 - vy).powi(2))
+                        / (v.radius * self.radius).powi(2);
+                    let weight = v.strength * (1.0 - d2 * d2).max(0.0);
+                    let grey = colour.iter().sum::<f32>() / 3.0;
+                    let target = [grey * 0.7, grey * 0.9, grey * 1.4];
+                    for c in 0..3 {
+                        colour[c] += (target[c] - colour[c]) * weight;
+                    }
+                }
                 canvas.blend(x, y, colour, cover.min(1.0) * 0.95);
             }
         }
@@ -767,11 +868,13 @@ mod tests {
         }
     }
 
-    /// The bounding box of pixels much darker than the skin.
-    fn dark_box(img: &RgbImage) -> [u32; 4] {
+    /// The bounding box of pixels much darker than the skin within `window` (freckles, the
+    /// context signal, are dark too but kept a quarter of the lesion's size away from it).
+    fn dark_box(img: &RgbImage, window: [u32; 4]) -> [u32; 4] {
         let mut b = [u32::MAX, u32::MAX, 0, 0];
         for (x, y, p) in img.enumerate_pixels() {
-            if u32::from(p[0]) + u32::from(p[1]) + u32::from(p[2]) < 360 {
+            let inside = x >= window[0] && x < window[2] && y >= window[1] && y < window[3];
+            if inside && u32::from(p[0]) + u32::from(p[1]) + u32::from(p[2]) < 360 {
                 b = [b[0].min(x), b[1].min(y), b[2].max(x + 1), b[3].max(y + 1)];
             }
         }
@@ -792,7 +895,15 @@ mod tests {
         for i in 0..8 {
             let s = sample(&config, SynthSplit::Train, i);
             let truth = s.record.lesion_box.expect("box");
-            let seen = dark_box(&s.image);
+            // A window a fifth of the box larger on each side: a box that is off shows there.
+            let (bw, bh) = ((truth[2] - truth[0]) / 5, (truth[3] - truth[1]) / 5);
+            let window = [
+                truth[0].saturating_sub(bw),
+                truth[1].saturating_sub(bh),
+                truth[2] + bw,
+                truth[3] + bh,
+            ];
+            let seen = dark_box(&s.image, window);
             assert!(
                 iou(truth, seen) > 0.8,
                 "image {i}: box {truth:?}, dark pixels {seen:?}"

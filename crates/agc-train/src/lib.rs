@@ -15,8 +15,8 @@ pub mod loss;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
-pub mod report;
 pub mod plot;
+pub mod report;
 pub mod train;
 
 pub use ensemble::{fit_weights, weighted_average};

@@ -146,10 +146,9 @@ impl PipelineConfig {
 
     /// The preprocessed caches' folder.
     pub fn cache_dir(&self) -> PathBuf {
-        self.cache_dir.clone().unwrap_or_else(|| {
-            self.data
-                .join(format!("agc-cache-{}", self.image_size))
-        })
+        self.cache_dir
+            .clone()
+            .unwrap_or_else(|| self.data.join(format!("agc-cache-{}", self.image_size)))
     }
 }
 
@@ -248,7 +247,9 @@ pub struct Run {
 
 impl std::fmt::Debug for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Run").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("Run")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -308,11 +309,7 @@ impl Run {
         }
         preprocess(&config, progress)?;
         let data = open_data(&config)?;
-        let labels: Vec<u8> = data
-            .train
-            .iter()
-            .map(|r| r.target.unwrap_or(0))
-            .collect();
+        let labels: Vec<u8> = data.train.iter().map(|r| r.target.unwrap_or(0)).collect();
         // Folds.
         let folds_path = dir.join("folds.csv");
         let folds = if folds_path.is_file() {
@@ -364,7 +361,11 @@ impl Run {
             None
         } else {
             let cache = Arc::new(ImageCache::open(&cache_dir.join("test.npy"))?);
-            Some(Images::new(cache, encode(&data.test), vec![0.0; data.test.len()])?)
+            Some(Images::new(
+                cache,
+                encode(&data.test),
+                vec![0.0; data.test.len()],
+            )?)
         };
         let labels_path = config.data.join("test_labels.csv");
         let test_labels = if labels_path.is_file() && !data.test.is_empty() {
@@ -474,22 +475,40 @@ impl Run {
             }));
         }
         agc_data::fsutil::write_json(&dir.join("folds.json"), &summary)?;
-        let mut text = String::from("image_name,fold,target,prediction\n");
+        let predictions = ModelPredictions { oof, test };
+        self.write_predictions(&dir, &predictions, false)?;
+        Ok(predictions)
+    }
+
+    /// Writes `oof.csv` and `test.csv` into `dir`, and `submission.csv` into the run when
+    /// `submission` is set and there is a test set.
+    fn write_predictions(
+        &self,
+        dir: &Path,
+        predictions: &ModelPredictions,
+        submission: bool,
+    ) -> Result<()> {
+        let mut oof = String::from("image_name,fold,target,prediction\n");
         for (i, r) in self.train.iter().enumerate() {
             writeln!(
-                text,
+                oof,
                 "{},{},{},{}",
-                r.image_name, self.folds.fold_of[i], self.labels[i], oof[i]
+                r.image_name, self.folds.fold_of[i], self.labels[i], predictions.oof[i]
             )
             .expect("writing to a String");
         }
-        write_text(&dir.join("oof.csv"), &text)?;
-        let mut text = String::from("image_name,prediction\n");
-        for (r, p) in self.test.iter().zip(&test) {
-            writeln!(text, "{},{p}", r.image_name).expect("writing to a String");
+        write_text(&dir.join("oof.csv"), &oof)?;
+        let mut test = String::from("image_name,prediction\n");
+        let mut kaggle = String::from("image_name,target\n");
+        for (r, p) in self.test.iter().zip(&predictions.test) {
+            writeln!(test, "{},{p}", r.image_name).expect("writing to a String");
+            writeln!(kaggle, "{},{p}", r.image_name).expect("writing to a String");
         }
-        write_text(&dir.join("test.csv"), &text)?;
-        Ok(ModelPredictions { oof, test })
+        write_text(&dir.join("test.csv"), &test)?;
+        if submission && !self.test.is_empty() {
+            write_text(&self.dir.join("submission.csv"), &kaggle)?;
+        }
+        Ok(())
     }
 
     /// The saved predictions of `kind`, if it has been trained.
@@ -515,7 +534,10 @@ impl Run {
                     message: "no prediction column".into(),
                 })?;
             if rows.len() != records.len()
-                || rows.iter().zip(records).any(|(r, rec)| r[0] != rec.image_name)
+                || rows
+                    .iter()
+                    .zip(records)
+                    .any(|(r, rec)| r[0] != rec.image_name)
             {
                 return Err(TrainError::Parse {
                     path: path.to_path_buf(),
@@ -567,118 +589,121 @@ impl Run {
     /// # Errors
     /// ChipNet not trained, unreadable originals, unwritable caches.
     pub fn crop<B: AutodiffBackend>(&self, device: &B::Device) -> Result<()> {
-        let chip_dir = self.model_dir(ModelKind::Chipnet);
         let boxes_path = self.dir.join("boxes.csv");
         if boxes_path.is_file() {
             // Written last: every fold's crop cache is complete.
             return Ok(());
         }
-        let size = self.config.image_size as usize;
         let mut boxes = String::from(
             "fold,split,image_name,threshold,fallback,box_x,box_y,box_side,orig_x,orig_y,\
              orig_side,true_x0,true_y0,true_x1,true_y1,iou\n",
         );
         for f in 0..self.folds.k {
-            let best = chip_dir.join(format!("fold{f}")).join("best.mpk");
-            let state = chip_dir.join(format!("fold{f}")).join("state.json");
-            if !best.is_file() || !state.is_file() {
-                return Err(TrainError::MissingStep {
-                    path: best,
-                    step: "train --model chipnet".into(),
-                });
-            }
-            let net: Net<B::InnerBackend> =
-                self.config
-                    .model
-                    .init(ModelKind::Chipnet, self.meta_dim(), device)?;
-            let net = checkpoint::load(net, &best, device)?;
-            let mut attention_csv = String::new();
-            let crop_dir = self.dir.join("crops").join(format!("fold{f}"));
-            let splits = [
-                ("train", Some(&self.train_images), &self.train),
-                ("test", self.test_images.as_ref(), &self.test),
-            ];
-            for (split, images, records) in splits {
-                let Some(images) = images else { continue };
-                let rows: Vec<usize> = (0..records.len()).collect();
-                let schedule = self.config.schedules.of(ModelKind::Chipnet);
-                let maps = predict(
-                    &net,
-                    images,
-                    &rows,
-                    schedule.eval_batch_size,
-                    0,
-                    0,
-                    device,
-                );
-                let g = maps.grid;
-                if attention_csv.is_empty() {
-                    attention_csv.push_str("split,image_name");
-                    for i in 0..g * g {
-                        write!(attention_csv, ",a{i}").expect("writing to a String");
-                    }
-                    attention_csv.push('\n');
-                }
-                let index = images.cache.index();
-                let mut jobs = Vec::with_capacity(records.len());
-                for (i, record) in records.iter().enumerate() {
-                    let map = &maps.attention[i * g * g..(i + 1) * g * g];
-                    write!(attention_csv, "{split},{}", record.image_name)
-                        .expect("writing to a String");
-                    for v in map {
-                        write!(attention_csv, ",{v}").expect("writing to a String");
-                    }
-                    attention_csv.push('\n');
-                    let found = attention_box(map, [g, g], [size, size], &self.config.boxes);
-                    let entry = &index[i];
-                    let centre = CentreCrop {
-                        width: entry.width as usize,
-                        height: entry.height as usize,
-                        x: entry.crop_x as usize,
-                        y: entry.crop_y as usize,
-                        side: entry.crop_side as usize,
-                    };
-                    let orig = centre.map_box(found.square, size);
-                    let truth = record
-                        .lesion_box
-                        .map(|b| true_square(b, centre.width, centre.height));
-                    let iou = truth.map(|t| orig.iou(&t));
-                    writeln!(
-                        boxes,
-                        "{f},{split},{},{},{},{},{},{},{},{},{},{},{}",
-                        record.image_name,
-                        found.threshold,
-                        found.fallback.map_or("", |b| b.as_str()),
-                        found.square.x0,
-                        found.square.y0,
-                        found.square.width(),
-                        orig.x0,
-                        orig.y0,
-                        orig.width(),
-                        record
-                            .lesion_box
-                            .map_or(",,,".into(), |b| format!("{},{},{},{}", b[0], b[1], b[2], b[3])),
-                        iou.map_or(String::new(), |v| format!("{v:.4}")),
-                    )
-                    .expect("writing to a String");
-                    jobs.push(CacheJob {
-                        name: record.image_name.clone(),
-                        path: DataDir::image_path(self.images_folder(split), &record.image_name),
-                        square: Some([orig.x0 as u32, orig.y0 as u32, orig.width() as u32]),
-                    });
-                }
-                build_cache(
-                    &jobs,
-                    &crop_dir.join(format!("{split}.npy")),
-                    &cache_options(&self.config, self.progress),
-                )?;
-            }
-            write_text(
-                &self.dir.join("attention").join(format!("fold{f}.csv")),
-                &attention_csv,
-            )?;
+            self.crop_fold::<B>(f, &mut boxes, device)?;
         }
         write_text(&boxes_path, &boxes)
+    }
+
+    /// Fold `f` of the crop step: its attention maps, its rows of `boxes.csv`, its crop cache.
+    fn crop_fold<B: AutodiffBackend>(
+        &self,
+        f: usize,
+        boxes: &mut String,
+        device: &B::Device,
+    ) -> Result<()> {
+        let chip_dir = self.model_dir(ModelKind::Chipnet);
+        let size = self.config.image_size as usize;
+        let best = chip_dir.join(format!("fold{f}")).join("best.mpk");
+        if !best.is_file() {
+            return Err(TrainError::MissingStep {
+                path: best,
+                step: "train --model chipnet".into(),
+            });
+        }
+        let net: Net<B::InnerBackend> =
+            self.config
+                .model
+                .init(ModelKind::Chipnet, self.meta_dim(), device)?;
+        let net = checkpoint::load(net, &best, device)?;
+        let mut attention_csv = String::new();
+        let crop_dir = self.dir.join("crops").join(format!("fold{f}"));
+        let splits = [
+            ("train", Some(&self.train_images), &self.train),
+            ("test", self.test_images.as_ref(), &self.test),
+        ];
+        for (split, images, records) in splits {
+            let Some(images) = images else { continue };
+            let rows: Vec<usize> = (0..records.len()).collect();
+            let schedule = self.config.schedules.of(ModelKind::Chipnet);
+            let maps = predict(&net, images, &rows, schedule.eval_batch_size, 0, 0, device);
+            let g = maps.grid;
+            if attention_csv.is_empty() {
+                attention_csv.push_str("split,image_name");
+                for i in 0..g * g {
+                    write!(attention_csv, ",a{i}").expect("writing to a String");
+                }
+                attention_csv.push('\n');
+            }
+            let index = images.cache.index();
+            let mut jobs = Vec::with_capacity(records.len());
+            for (i, record) in records.iter().enumerate() {
+                let map = &maps.attention[i * g * g..(i + 1) * g * g];
+                write!(attention_csv, "{split},{}", record.image_name)
+                    .expect("writing to a String");
+                for v in map {
+                    write!(attention_csv, ",{v}").expect("writing to a String");
+                }
+                attention_csv.push('\n');
+                let found = attention_box(map, [g, g], [size, size], &self.config.boxes);
+                let entry = &index[i];
+                let centre = CentreCrop {
+                    width: entry.width as usize,
+                    height: entry.height as usize,
+                    x: entry.crop_x as usize,
+                    y: entry.crop_y as usize,
+                    side: entry.crop_side as usize,
+                };
+                let orig = centre.map_box(found.square, size);
+                let truth = record
+                    .lesion_box
+                    .map(|b| true_square(b, centre.width, centre.height));
+                let iou = truth.map(|t| orig.iou(&t));
+                writeln!(
+                    boxes,
+                    "{f},{split},{},{},{},{},{},{},{},{},{},{},{}",
+                    record.image_name,
+                    found.threshold,
+                    found.fallback.map_or("", |b| b.as_str()),
+                    found.square.x0,
+                    found.square.y0,
+                    found.square.width(),
+                    orig.x0,
+                    orig.y0,
+                    orig.width(),
+                    record.lesion_box.map_or(",,,".into(), |b| format!(
+                        "{},{},{},{}",
+                        b[0], b[1], b[2], b[3]
+                    )),
+                    iou.map_or(String::new(), |v| format!("{v:.4}")),
+                )
+                .expect("writing to a String");
+                jobs.push(CacheJob {
+                    name: record.image_name.clone(),
+                    path: DataDir::image_path(self.images_folder(split), &record.image_name),
+                    square: Some([orig.x0 as u32, orig.y0 as u32, orig.width() as u32]),
+                });
+            }
+            build_cache(
+                &jobs,
+                &crop_dir.join(format!("{split}.npy")),
+                &cache_options(&self.config, self.progress),
+            )?;
+        }
+        write_text(
+            &self.dir.join("attention").join(format!("fold{f}.csv")),
+            &attention_csv,
+        )?;
+        Ok(())
     }
 
     fn images_folder(&self, split: &str) -> &Path {
@@ -712,14 +737,13 @@ impl Run {
             let jobs: Vec<CacheJob> = records
                 .iter()
                 .zip(images.cache.index())
-                .map(|(r, e)| {
-                    let b = r.lesion_box.expect("checked above");
-                    let t = true_square(b, e.width as usize, e.height as usize);
-                    CacheJob {
+                .filter_map(|(r, e)| {
+                    let t = true_square(r.lesion_box?, e.width as usize, e.height as usize);
+                    Some(CacheJob {
                         name: r.image_name.clone(),
                         path: DataDir::image_path(self.images_folder(split), &r.image_name),
                         square: Some([t.x0 as u32, t.y0 as u32, t.width() as u32]),
-                    }
+                    })
                 })
                 .collect();
             build_cache(
@@ -739,10 +763,12 @@ impl Run {
     pub fn ensemble(&self) -> Result<(Vec<(ModelKind, f64)>, ModelPredictions)> {
         let mut members = Vec::new();
         for &(kind, w) in &self.config.ensemble {
-            let p = self.predictions(kind)?.ok_or_else(|| TrainError::MissingStep {
-                path: self.model_dir(kind).join("oof.csv"),
-                step: format!("train --model {kind}"),
-            })?;
+            let p = self
+                .predictions(kind)?
+                .ok_or_else(|| TrainError::MissingStep {
+                    path: self.model_dir(kind).join("oof.csv"),
+                    step: format!("train --model {kind}"),
+                })?;
             members.push((kind, w, p));
         }
         if members.is_empty() {
@@ -772,27 +798,7 @@ impl Run {
                 weighted_average(&tests, &weights)
             },
         };
-        let dir = self.dir.join("ensemble");
-        let mut text = String::from("image_name,fold,target,prediction\n");
-        for (i, r) in self.train.iter().enumerate() {
-            writeln!(
-                text,
-                "{},{},{},{}",
-                r.image_name, self.folds.fold_of[i], self.labels[i], combined.oof[i]
-            )
-            .expect("writing to a String");
-        }
-        write_text(&dir.join("oof.csv"), &text)?;
-        let mut text = String::from("image_name,prediction\n");
-        let mut submission = String::from("image_name,target\n");
-        for (r, p) in self.test.iter().zip(&combined.test) {
-            writeln!(text, "{},{p}", r.image_name).expect("writing to a String");
-            writeln!(submission, "{},{p}", r.image_name).expect("writing to a String");
-        }
-        write_text(&dir.join("test.csv"), &text)?;
-        if !self.test.is_empty() {
-            write_text(&self.dir.join("submission.csv"), &submission)?;
-        }
+        self.write_predictions(&self.dir.join("ensemble"), &combined, true)?;
         let total: f64 = weights.iter().sum();
         Ok((
             members
@@ -914,12 +920,8 @@ pub fn run_all<B: AutodiffBackend>(
         predictions.push(("ensemble".to_string(), ensemble));
         weights
     };
-    let metrics = crate::report::write_metrics(
-        run,
-        &predictions,
-        &weights,
-        started.elapsed().as_secs_f64(),
-    )?;
+    let metrics =
+        crate::report::write_metrics(run, &predictions, &weights, started.elapsed().as_secs_f64())?;
     crate::report::write_report(run, &metrics, &predictions)?;
     Ok(metrics)
 }
@@ -936,14 +938,13 @@ fn kind_salt(kind: ModelKind) -> u64 {
 
 /// The true box `[x0, y0, x1, y1)` squared (side = the longer side, same centre) and moved,
 /// not shrunk, to lie inside a `width`×`height` image.
-pub fn true_square(b: [u32; 4], width: usize, height: usize) -> Rect {
-    let (w, h) = ((b[2] - b[0]) as usize, (b[3] - b[1]) as usize);
-    let side = w.max(h).clamp(1, width.min(height));
-    let cx2 = (b[0] + b[2]) as usize; // twice the centre
-    let cy2 = (b[1] + b[3]) as usize;
-    let x = (cx2.saturating_sub(side) / 2).min(width - side);
-    let y = (cy2.saturating_sub(side) / 2).min(height - side);
-    Rect::square(x, y, side)
+pub fn true_square(bbox: [u32; 4], width: usize, height: usize) -> Rect {
+    let [x0, y0, x1, y1] = bbox.map(|v| v as usize);
+    let side = (x1 - x0).max(y1 - y0).clamp(1, width.min(height));
+    // (x0 + x1) is twice the centre: the arithmetic stays in integers.
+    let left = ((x0 + x1).saturating_sub(side) / 2).min(width - side);
+    let top = ((y0 + y1).saturating_sub(side) / 2).min(height - side);
+    Rect::square(left, top, side)
 }
 
 fn read_folds(path: &Path, train: &[Record], k: usize) -> Result<Folds> {

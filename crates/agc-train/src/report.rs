@@ -295,20 +295,26 @@ pub fn write_overlays(run: &Run, fold: usize, count: usize, path: &Path) -> Resu
     let mut tiles = Vec::with_capacity(overlays.len());
     for mut o in overlays {
         let folder = if o.split == "train" {
-            &run.config.train_images.clone().unwrap_or(run.config.data.join("train"))
+            &run.config
+                .train_images
+                .clone()
+                .unwrap_or(run.config.data.join("train"))
         } else {
-            &run.config.test_images.clone().unwrap_or(run.config.data.join("test"))
+            &run.config
+                .test_images
+                .clone()
+                .unwrap_or(run.config.data.join("test"))
         };
         let file = DataDir::image_path(folder, &o.name);
         let image = decode(&file, None)?.image;
-        let (w, h) = image.dimensions();
-        let side = w.min(h);
-        o.region = [(w - side) / 2, (h - side) / 2, side];
+        let (width, height) = image.dimensions();
+        let side = width.min(height);
+        o.region = [(width - side) / 2, (height - side) / 2, side];
         let grid = (o.map.len() as f64).sqrt() as usize;
         let mut img = heat_overlay(&image, &o.map, grid, o.region, 0.45);
         let thick = (side / 150).max(2);
         if let Some(t) = o.truth {
-            let sq = true_square(t, w as usize, h as usize);
+            let sq = true_square(t, width as usize, height as usize);
             draw_rect(
                 &mut img,
                 [sq.x0 as u32, sq.y0 as u32, sq.x1 as u32, sq.y1 as u32],
@@ -316,8 +322,13 @@ pub fn write_overlays(run: &Run, fold: usize, count: usize, path: &Path) -> Resu
                 thick,
             );
         }
-        let [x, y, s] = o.orig;
-        draw_rect(&mut img, [x, y, x + s, y + s], [230, 30, 30], thick);
+        let [left, top, crop_side] = o.orig;
+        draw_rect(
+            &mut img,
+            [left, top, left + crop_side, top + crop_side],
+            [230, 30, 30],
+            thick,
+        );
         let mut tile = thumbnail(&img, 256);
         draw_text(&mut tile, 4, 4, &o.name, [255, 255, 255], 1);
         tiles.push(tile);

@@ -238,15 +238,16 @@ pub fn predict<B: Backend>(
         }
     }
     if tta > 0 {
-        let augmenter = Arc::new(Augmenter::new(
+        let tta_augmenter = Arc::new(Augmenter::new(
             AugmentConfig::tta(),
             images.cache.size() as u32,
             seed,
         ));
         for round in 0..tta {
-            let augmented = plain
-                .clone()
-                .with_augment(Arc::clone(&augmenter), seed, round as u64);
+            let augmented =
+                plain
+                    .clone()
+                    .with_augment(Arc::clone(&tta_augmenter), seed, round as u64);
             let mut k = 0;
             for batch in batches::<B>(&augmented, batch_size, device) {
                 let logit = net.forward(batch.images, batch.meta).logit;
@@ -359,6 +360,26 @@ impl<B: AutodiffBackend> Optimizers<B> {
         }
     }
 
+    /// One training step on `batch`: the loss, its gradients, the backbone's parameters moved
+    /// at `lrs[0]` and the rest at `lrs[1]`. Returns the model and the batch's loss.
+    fn step(
+        &mut self,
+        net: Net<B>,
+        loss: &Loss,
+        batch: ImageBatch<B>,
+        lrs: [f64; 2],
+    ) -> (Net<B>, f64) {
+        let out = net.forward(batch.images, batch.meta);
+        let loss = loss.forward(out.logit, batch.targets);
+        let value = f64::from(loss.clone().into_scalar().elem::<f32>());
+        let mut grads = loss.backward();
+        let backbone = GradientsParams::from_module(&mut grads, net.backbone());
+        let head = GradientsParams::from_grads(grads, &net);
+        let net = self.backbone.step(lrs[0], net, backbone);
+        let net = self.head.step(lrs[1], net, head);
+        (net, value)
+    }
+
     fn save(&self, path: &Path) -> Result<()> {
         let record = (self.backbone.to_record(), self.head.to_record());
         let bytes = NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
@@ -425,6 +446,8 @@ fn mean_loss(loss: &Loss, probabilities: &[f32], labels: &[u8]) -> f64 {
 /// # Errors
 /// Bad configuration, a training set without both classes, a validation set whose AUC is
 /// undefined, or a file that cannot be read or written.
+// One epoch reads best as one loop body: sample, step, validate, checkpoint, stop.
+#[allow(clippy::too_many_lines)]
 pub fn train_fold<B: AutodiffBackend>(
     task: &FoldTask<'_>,
     device: &B::Device,
@@ -508,9 +531,8 @@ pub fn train_fold<B: AutodiffBackend>(
                 // A short last batch: batch norm over a handful of images only adds noise.
                 break;
             }
-            let out = net.forward(batch.images, batch.meta);
-            let loss = config.loss.forward(out.logit, batch.targets);
-            let value = f64::from(loss.clone().into_scalar().elem::<f32>());
+            let (stepped, value) = optim.step(net, &config.loss, batch, [lr_backbone, lr_head]);
+            net = stepped;
             if !value.is_finite() {
                 return Err(TrainError::Undefined(format!(
                     "{}: epoch {}: the training loss is {value}; lower the learning rates",
@@ -520,11 +542,6 @@ pub fn train_fold<B: AutodiffBackend>(
             }
             loss_sum += value * n as f64;
             seen += n;
-            let mut grads = loss.backward();
-            let backbone = GradientsParams::from_module(&mut grads, net.backbone());
-            let head = GradientsParams::from_grads(grads, &net);
-            net = optim.backbone.step(lr_backbone, net, backbone);
-            net = optim.head.step(lr_head, net, head);
             bar.inc(1);
         }
         bar.finish_and_clear();
@@ -681,4 +698,114 @@ pub(crate) fn progress_bar(show: bool, len: u64, message: &str) -> ProgressBar {
     );
     bar.set_message(message.to_string());
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type AB = burn::backend::Autodiff<burn::backend::Flex>;
+
+    fn conv1(net: &Net<AB>) -> Vec<f32> {
+        net.backbone()
+            .conv1
+            .weight
+            .val()
+            .into_data()
+            .to_vec::<f32>()
+            .expect("f32")
+    }
+
+    fn max_change(a: &[f32], b: &[f32]) -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn a_step_moves_the_backbone_and_the_head_at_their_own_rates() {
+        let dev = Default::default();
+        let spec = ModelSpec {
+            backbone: "tiny".into(),
+            meta_hidden: [8, 4],
+            ..ModelSpec::default()
+        };
+        let config = TrainConfig::seed_defaults(ModelKind::Resnet);
+        for (kind, lrs) in [
+            (ModelKind::Resnet, [1e-3, 0.0]),
+            (ModelKind::Resnet, [0.0, 1e-3]),
+            (ModelKind::Chipnet, [1e-3, 0.0]),
+        ] {
+            let net: Net<AB> = spec.init(kind, 3, &dev).expect("init");
+            let before = conv1(&net);
+            let fc_before = match &net {
+                Net::Meta(m) => m.fc.weight.val().into_data().to_vec::<f32>().expect("f32"),
+                Net::Chip(m) => m
+                    .head
+                    .fc
+                    .weight
+                    .val()
+                    .into_data()
+                    .to_vec::<f32>()
+                    .expect("f32"),
+                Net::Attn(m) => m
+                    .head
+                    .fc
+                    .weight
+                    .val()
+                    .into_data()
+                    .to_vec::<f32>()
+                    .expect("f32"),
+            };
+            let batch = ImageBatch {
+                images: Tensor::<AB, 4>::ones([4, 3, 64, 64], &dev),
+                meta: Some(Tensor::<AB, 2>::ones([4, 3], &dev)),
+                targets: Tensor::<AB, 1>::from_floats([0.0, 1.0, 0.0, 1.0], &dev),
+                rows: vec![0, 1, 2, 3],
+            };
+            let batch = ImageBatch {
+                images: batch.images
+                    * Tensor::<AB, 4>::from_floats(
+                        [[[[1.0]]], [[[-1.0]]], [[[0.5]]], [[[2.0]]]],
+                        &dev,
+                    ),
+                ..batch
+            };
+            let mut optim = Optimizers::<AB>::new(&config);
+            let (net, value) = optim.step(net, &config.loss, batch, lrs);
+            assert!(value.is_finite());
+            let fc_after = match &net {
+                Net::Meta(m) => m.fc.weight.val().into_data().to_vec::<f32>().expect("f32"),
+                Net::Chip(m) => m
+                    .head
+                    .fc
+                    .weight
+                    .val()
+                    .into_data()
+                    .to_vec::<f32>()
+                    .expect("f32"),
+                Net::Attn(m) => m
+                    .head
+                    .fc
+                    .weight
+                    .val()
+                    .into_data()
+                    .to_vec::<f32>()
+                    .expect("f32"),
+            };
+            let (bb, head) = (
+                max_change(&before, &conv1(&net)),
+                max_change(&fc_before, &fc_after),
+            );
+            // Adam's first step moves every parameter with a gradient by about the learning rate.
+            if lrs[0] > 0.0 {
+                assert!(bb > 0.5e-3 && bb < 2e-3, "{kind}: backbone moved {bb}");
+                assert!(head < 1e-9, "{kind}: head moved {head} at lr 0");
+            } else {
+                assert!(head > 0.5e-3 && head < 2e-3, "{kind}: head moved {head}");
+                assert!(bb < 1e-9, "{kind}: backbone moved {bb} at lr 0");
+            }
+        }
+    }
 }
