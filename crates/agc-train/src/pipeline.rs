@@ -257,7 +257,7 @@ fn write_text(path: &Path, text: &str) -> Result<()> {
     Ok(agc_data::fsutil::write_atomic(path, text.as_bytes())?)
 }
 
-fn read_csv_rows(path: &Path) -> Result<(Vec<String>, Vec<Vec<String>>)> {
+pub(crate) fn read_csv_rows(path: &Path) -> Result<(Vec<String>, Vec<Vec<String>>)> {
     let mut reader = csv::Reader::from_path(path).map_err(|e| TrainError::Parse {
         path: path.to_path_buf(),
         message: e.to_string(),

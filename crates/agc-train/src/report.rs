@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
 use crate::model::ModelKind;
-use crate::pipeline::{AttentionStats, ModelPredictions, ModelScore, Run, true_square};
+use crate::pipeline::{
+    AttentionStats, ModelPredictions, ModelScore, Run, read_csv_rows, true_square,
+};
 use crate::plot::{
     Curve, draw_rect, draw_text, grid_image, heat_overlay, roc_image, save_png, thumbnail,
 };
@@ -225,34 +227,15 @@ fn read_overlays(run: &Run, fold: usize, count: usize) -> Result<Vec<Overlay>> {
         })
     };
     let mut boxes: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
-    let mut reader = csv::Reader::from_path(&box_path).map_err(|e| TrainError::Parse {
-        path: box_path.clone(),
-        message: e.to_string(),
-    })?;
-    for r in reader.records() {
-        let r = r.map_err(|e| TrainError::Parse {
-            path: box_path.clone(),
-            message: e.to_string(),
-        })?;
-        if r.get(0) == Some(&fold.to_string()) && r.len() >= 16 {
-            boxes.insert(
-                (r[1].to_string(), r[2].to_string()),
-                r.iter().map(String::from).collect(),
-            );
+    for r in read_csv_rows(&box_path)?.1 {
+        if r[0] == fold.to_string() && r.len() >= 16 {
+            boxes.insert((r[1].clone(), r[2].clone()), r);
         }
     }
-    let mut reader = csv::Reader::from_path(&att_path).map_err(|e| TrainError::Parse {
-        path: att_path.clone(),
-        message: e.to_string(),
-    })?;
     let mut rows: Vec<Overlay> = Vec::new();
     let mut test_first = Vec::new();
-    for r in reader.records() {
-        let r = r.map_err(|e| TrainError::Parse {
-            path: att_path.clone(),
-            message: e.to_string(),
-        })?;
-        let key = (r[0].to_string(), r[1].to_string());
+    for r in read_csv_rows(&att_path)?.1 {
+        let key = (r[0].clone(), r[1].clone());
         let Some(b) = boxes.get(&key) else { continue };
         let map = r
             .iter()

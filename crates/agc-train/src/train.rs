@@ -706,14 +706,21 @@ mod tests {
 
     type AB = burn::backend::Autodiff<burn::backend::Flex>;
 
+    fn values<const D: usize>(param: &burn::module::Param<Tensor<AB, D>>) -> Vec<f32> {
+        param.val().into_data().to_vec::<f32>().expect("f32")
+    }
+
     fn conv1(net: &Net<AB>) -> Vec<f32> {
-        net.backbone()
-            .conv1
-            .weight
-            .val()
-            .into_data()
-            .to_vec::<f32>()
-            .expect("f32")
+        values(&net.backbone().conv1.weight)
+    }
+
+    /// The weights of the final linear layer (the head group).
+    fn classifier(net: &Net<AB>) -> Vec<f32> {
+        match net {
+            Net::Meta(m) => values(&m.fc.weight),
+            Net::Chip(m) => values(&m.head.fc.weight),
+            Net::Attn(m) => values(&m.head.fc.weight),
+        }
     }
 
     fn max_change(a: &[f32], b: &[f32]) -> f32 {
@@ -739,25 +746,7 @@ mod tests {
         ] {
             let net: Net<AB> = spec.init(kind, 3, &dev).expect("init");
             let before = conv1(&net);
-            let fc_before = match &net {
-                Net::Meta(m) => m.fc.weight.val().into_data().to_vec::<f32>().expect("f32"),
-                Net::Chip(m) => m
-                    .head
-                    .fc
-                    .weight
-                    .val()
-                    .into_data()
-                    .to_vec::<f32>()
-                    .expect("f32"),
-                Net::Attn(m) => m
-                    .head
-                    .fc
-                    .weight
-                    .val()
-                    .into_data()
-                    .to_vec::<f32>()
-                    .expect("f32"),
-            };
+            let fc_before = classifier(&net);
             let batch = ImageBatch {
                 images: Tensor::<AB, 4>::ones([4, 3, 64, 64], &dev),
                 meta: Some(Tensor::<AB, 2>::ones([4, 3], &dev)),
@@ -775,25 +764,7 @@ mod tests {
             let mut optim = Optimizers::<AB>::new(&config);
             let (net, value) = optim.step(net, &config.loss, batch, lrs);
             assert!(value.is_finite());
-            let fc_after = match &net {
-                Net::Meta(m) => m.fc.weight.val().into_data().to_vec::<f32>().expect("f32"),
-                Net::Chip(m) => m
-                    .head
-                    .fc
-                    .weight
-                    .val()
-                    .into_data()
-                    .to_vec::<f32>()
-                    .expect("f32"),
-                Net::Attn(m) => m
-                    .head
-                    .fc
-                    .weight
-                    .val()
-                    .into_data()
-                    .to_vec::<f32>()
-                    .expect("f32"),
-            };
+            let fc_after = classifier(&net);
             let (bb, head) = (
                 max_change(&before, &conv1(&net)),
                 max_change(&fc_before, &fc_after),
