@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint;
 use crate::ensemble::{fit_weights, weighted_average};
-use crate::error::{Result, TrainError, io, read_json};
+use crate::error::{Result, TrainError, read_json};
 use crate::metrics::{bootstrap_auc, roc_auc};
 use crate::model::{ModelKind, ModelSpec, Net};
 use crate::train::{FoldTask, Images, TrainConfig, predict, train_fold};
@@ -158,7 +158,11 @@ impl PipelineConfig {
 /// # Errors
 /// Missing or malformed metadata, a missing or corrupt image (named), an unwritable cache.
 pub fn preprocess(config: &PipelineConfig, progress: bool) -> Result<()> {
-    let data = open_data(config)?;
+    build_caches(config, &open_data(config)?, progress)
+}
+
+/// [`preprocess`] for data already opened.
+fn build_caches(config: &PipelineConfig, data: &DataDir, progress: bool) -> Result<()> {
     let dir = config.cache_dir();
     for (split, name, records) in [
         (Split::Train, "train", &data.train),
@@ -307,8 +311,8 @@ impl Run {
         } else {
             agc_data::fsutil::write_json(&config_path, &config)?;
         }
-        preprocess(&config, progress)?;
         let data = open_data(&config)?;
+        build_caches(&config, &data, progress)?;
         let labels: Vec<u8> = data.train.iter().map(|r| r.target.unwrap_or(0)).collect();
         // Folds.
         let folds_path = dir.join("folds.csv");
@@ -706,7 +710,8 @@ impl Run {
         Ok(())
     }
 
-    fn images_folder(&self, split: &str) -> &Path {
+    /// The folder of the original `train` or `test` images.
+    pub(crate) fn images_folder(&self, split: &str) -> &Path {
         if split == "train" {
             &self.data.train_images
         } else {
@@ -1041,13 +1046,4 @@ pub fn evaluate_file(predictions: &Path, labels: &Path) -> Result<(usize, f64)> 
         ))
     })?;
     Ok((rows.len(), auc))
-}
-
-/// Writes `path` through [`std::fs`] after making its folder (for small text outputs of the
-/// command line).
-///
-/// # Errors
-/// If the folder or the file cannot be written.
-pub fn ensure_dir(path: &Path) -> Result<()> {
-    std::fs::create_dir_all(path).map_err(io(path))
 }

@@ -277,18 +277,7 @@ pub fn write_overlays(run: &Run, fold: usize, count: usize, path: &Path) -> Resu
     let overlays = read_overlays(run, fold, count)?;
     let mut tiles = Vec::with_capacity(overlays.len());
     for mut o in overlays {
-        let folder = if o.split == "train" {
-            &run.config
-                .train_images
-                .clone()
-                .unwrap_or(run.config.data.join("train"))
-        } else {
-            &run.config
-                .test_images
-                .clone()
-                .unwrap_or(run.config.data.join("test"))
-        };
-        let file = DataDir::image_path(folder, &o.name);
+        let file = DataDir::image_path(run.images_folder(&o.split), &o.name);
         let image = decode(&file, None)?.image;
         let (width, height) = image.dimensions();
         let side = width.min(height);
