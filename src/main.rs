@@ -73,6 +73,12 @@ struct SynthArgs {
     /// Longest image side.
     #[arg(long, default_value_t = 1600)]
     max_side: u32,
+    /// Smallest lesion diameter, as a share of the shorter side.
+    #[arg(long, default_value_t = SynthConfig::default().lesion_min)]
+    lesion_min: f32,
+    /// Largest lesion diameter, as a share of the shorter side.
+    #[arg(long, default_value_t = SynthConfig::default().lesion_max)]
+    lesion_max: f32,
     /// Seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -256,6 +262,8 @@ fn synth(a: &SynthArgs, progress: bool) -> Result<()> {
         positive_rate: a.positive_rate,
         min_side: a.min_side,
         max_side: a.max_side,
+        lesion_min: a.lesion_min,
+        lesion_max: a.lesion_max,
         seed: a.seed,
         ..SynthConfig::default()
     };

@@ -143,6 +143,17 @@ fn pipeline_writes_every_artefact_and_resumes_as_a_no_op() {
     // Report and images.
     let report = std::fs::read_to_string(run.join("report.md")).expect("report");
     assert!(report.contains("| cropnet |") && report.contains("roc_test.png"));
+    // The synthetic data's signs.csv gives the table of which signs each model reads: a row
+    // per model with two AUCs (or "–" where a class lacks the sign) per sign.
+    let signs = report
+        .split("Which signs each model reads")
+        .nth(1)
+        .expect("the signs table");
+    let row = signs
+        .lines()
+        .find(|l| l.starts_with("| resnet |"))
+        .expect("a resnet row");
+    assert_eq!(row.matches('|').count(), 8, "{row}");
     for png in ["roc_oof.png", "roc_test.png", "overlays/grid.png"] {
         let img = image::open(run.join(png)).unwrap_or_else(|e| panic!("{png}: {e}"));
         assert!(img.width() > 100, "{png}");

@@ -28,4 +28,4 @@ pub use error::{DataError, Result};
 pub use folds::{Folds, balanced_epoch};
 pub use imageio::{CropGeometry, Decoded, crop_resize, decode, decode_with, preprocess_image};
 pub use metadata::{MetadataEncoder, Record, Split, read_labels, read_metadata};
-pub use synth::{SynthConfig, SynthReport, SynthSplit, generate, sample};
+pub use synth::{Signs, SynthConfig, SynthReport, SynthSplit, generate, sample};

@@ -23,12 +23,14 @@
 //!
 //! Layout written by [`generate`]: `train.csv`, `test.csv` (no `target`), `test_labels.csv`,
 //! `train/<image_name>.jpg`, `test/<image_name>.jpg`; both CSVs carry the true box in original
-//! pixels (`lesion_x0, lesion_y0, lesion_x1, lesion_y1`).
+//! pixels (`lesion_x0, lesion_y0, lesion_x1, lesion_y1`). `signs.csv` says which of the signs
+//! above each image carries ([`Signs`]), so a run can report which ones its models read.
 
 // Geometry reads best with its usual one-letter names (x, y, u, v, r, d).
 #![allow(clippy::many_single_char_names)]
 
 use std::f32::consts::PI;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use image::{Rgb, RgbImage};
@@ -96,6 +98,31 @@ pub struct Sample {
     pub image: RgbImage,
     /// Its metadata row, with `target` and `lesion_box` set.
     pub record: Record,
+    /// Which of the class signs the image carries.
+    pub signs: Signs,
+}
+
+/// The class signs a synthetic image carries (each more common in malignant images), written
+/// to `signs.csv` so that a run can check which of them each model reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Signs {
+    /// A blue-grey veil patch inside the lesion (coarse, local: survives shrinking).
+    pub veil: bool,
+    /// Globules one to two original pixels across (fine: only a crop of the original keeps them).
+    pub globules: bool,
+    /// Freckles on the surrounding skin (context: only the whole image shows them).
+    pub freckles: bool,
+}
+
+impl Signs {
+    /// The column names of `signs.csv` after `image_name` and `target`, in [`Self::flags`] order.
+    pub const NAMES: [&'static str; 3] = ["veil", "globules", "freckles"];
+
+    /// The signs in [`Self::NAMES`] order.
+    #[must_use]
+    pub fn flags(self) -> [bool; 3] {
+        [self.veil, self.globules, self.freckles]
+    }
 }
 
 /// What [`generate`] did.
@@ -157,7 +184,12 @@ pub fn sample(config: &SynthConfig, split: SynthSplit, index: usize) -> Sample {
     let mut canvas = Canvas::new(width, height, &mut rng);
     let lesion = Lesion::random(&mut rng, width, height, config, positive);
     lesion.draw(&mut canvas, &mut rng);
-    if rng.random_bool(FRECKLE_CHANCE[usize::from(positive)]) {
+    let signs = Signs {
+        veil: lesion.veil.is_some(),
+        globules: lesion.dots.is_some(),
+        freckles: rng.random_bool(FRECKLE_CHANCE[usize::from(positive)]),
+    };
+    if signs.freckles {
         canvas.freckles(&mut rng, lesion.bbox);
     }
     if rng.random_bool(config.ruler.clamp(0.0, 1.0)) {
@@ -173,6 +205,7 @@ pub fn sample(config: &SynthConfig, split: SynthSplit, index: usize) -> Sample {
     Sample {
         image: canvas.finish(),
         record,
+        signs,
     }
 }
 
@@ -369,8 +402,9 @@ impl Canvas {
         }
     }
 
-    /// Freckles: 12–30 small brown spots on the skin, none within a quarter of the lesion's size
-    /// of its box, so a crop around the lesion leaves them out.
+    /// Freckles: 8–20 brown spots on the skin, 3.6–6 % of the shorter side across so that they
+    /// survive shrinking the whole image to the model's input (4–7 px at 112 px), none within
+    /// a quarter of the lesion's size of its box, so a crop around the lesion leaves them out.
     fn freckles(&mut self, rng: &mut impl Rng, lesion: [u32; 4]) {
         let side = self.width.min(self.height) as f32;
         let (lw, lh) = (
@@ -383,12 +417,12 @@ impl Canvas {
             lesion[2] as f32 + 0.25 * lw,
             lesion[3] as f32 + 0.25 * lh,
         ];
-        for _ in 0..rng.random_range(12..=30) {
-            let radius = side * rng.random_range(0.008..0.016f32);
+        for _ in 0..rng.random_range(8..=20) {
+            let radius = side * rng.random_range(0.018..0.03f32);
             let cx = rng.random_range(0.0..self.width as f32);
             let cy = rng.random_range(0.0..self.height as f32);
-            let shade = rng.random_range(0.55..0.75f32);
-            let alpha = rng.random_range(0.5..0.8f32);
+            let shade = rng.random_range(0.5..0.7f32);
+            let alpha = rng.random_range(0.75..0.95f32);
             if cx + radius > keep_out[0]
                 && cx - radius < keep_out[2]
                 && cy + radius > keep_out[1]
@@ -710,6 +744,7 @@ pub fn generate(config: &SynthConfig, out: &Path, progress: bool) -> Result<Synt
 
     let mut report = SynthReport::default();
     let mut tables = Vec::new();
+    let mut all_signs = Vec::new();
     for (split, count) in [
         (SynthSplit::Train, config.train),
         (SynthSplit::Test, config.test),
@@ -722,7 +757,7 @@ pub fn generate(config: &SynthConfig, out: &Path, progress: bool) -> Result<Synt
             indicatif::ProgressBar::hidden()
         };
         bar.set_message(format!("synth {}", split.name()));
-        let results: Vec<Result<(Record, bool)>> = (0..count)
+        let results: Vec<Result<(Record, Signs, bool)>> = (0..count)
             .into_par_iter()
             .map(|i| {
                 let r = write_sample(config, split, i, &dir);
@@ -733,12 +768,13 @@ pub fn generate(config: &SynthConfig, out: &Path, progress: bool) -> Result<Synt
         bar.finish_and_clear();
         let mut records = Vec::with_capacity(count);
         for r in results {
-            let (record, written) = r?;
+            let (record, signs, written) = r?;
             if written {
                 report.written += 1;
             } else {
                 report.kept += 1;
             }
+            all_signs.push((record.image_name.clone(), record.target, signs));
             records.push(record);
         }
         let positives = records.iter().filter(|r| r.target == Some(1)).count();
@@ -758,20 +794,22 @@ pub fn generate(config: &SynthConfig, out: &Path, progress: bool) -> Result<Synt
             write_labels(&out.join("test_labels.csv"), records)?;
         }
     }
+    write_signs(&out.join("signs.csv"), &all_signs)?;
     Ok(report)
 }
 
-/// Renders and writes one image unless it exists; returns its record and whether it was written.
+/// Renders and writes one image unless it exists; returns its record, its signs and whether it
+/// was written.
 fn write_sample(
     config: &SynthConfig,
     split: SynthSplit,
     index: usize,
     dir: &Path,
-) -> Result<(Record, bool)> {
+) -> Result<(Record, Signs, bool)> {
     let s = sample(config, split, index);
     let path: PathBuf = dir.join(format!("{}.jpg", s.record.image_name));
     if path.is_file() {
-        return Ok((s.record, false));
+        return Ok((s.record, s.signs, false));
     }
     let mut bytes = Vec::new();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, config.quality)
@@ -781,7 +819,7 @@ fn write_sample(
             message: e.to_string(),
         })?;
     write_atomic(&path, &bytes)?;
-    Ok((s.record, true))
+    Ok((s.record, s.signs, true))
 }
 
 fn write_csv(path: &Path, records: &[Record], with_target: bool) -> Result<()> {
@@ -826,6 +864,22 @@ fn write_csv(path: &Path, records: &[Record], with_target: bool) -> Result<()> {
         message: e.to_string(),
     })?;
     write_atomic(path, &bytes)
+}
+
+/// `signs.csv`: `image_name,target,veil,globules,freckles` (0 or 1), training images first.
+fn write_signs(path: &Path, rows: &[(String, Option<u8>, Signs)]) -> Result<()> {
+    let mut text = format!(
+        "{},{},{}\n",
+        columns::IMAGE,
+        columns::TARGET,
+        Signs::NAMES.join(",")
+    );
+    for (name, target, signs) in rows {
+        let flags = signs.flags().map(|f| u8::from(f).to_string());
+        writeln!(text, "{name},{},{}", target.unwrap_or(0), flags.join(","))
+            .expect("writing to a String");
+    }
+    write_atomic(path, text.as_bytes())
 }
 
 fn write_labels(path: &Path, records: &[Record]) -> Result<()> {
@@ -982,6 +1036,24 @@ mod tests {
         assert!(train.iter().all(|r| r.lesion_box.is_some()));
         let labels = read_labels(&dir.path().join("test_labels.csv")).expect("labels");
         assert_eq!(labels.len(), 6);
+        let signs = std::fs::read_to_string(dir.path().join("signs.csv")).expect("signs.csv");
+        let lines: Vec<&str> = signs.lines().collect();
+        assert_eq!(lines[0], "image_name,target,veil,globules,freckles");
+        assert_eq!(lines.len(), 1 + 18);
+        for (line, (split, i)) in lines[1..].iter().zip(
+            (0..12)
+                .map(|i| (SynthSplit::Train, i))
+                .chain((0..6).map(|i| (SynthSplit::Test, i))),
+        ) {
+            let s = sample(&config, split, i);
+            let flags = s.signs.flags().map(|f| u8::from(f).to_string()).join(",");
+            let expected = format!(
+                "{},{},{flags}",
+                s.record.image_name,
+                s.record.target.unwrap_or(0)
+            );
+            assert_eq!(*line, expected);
+        }
         assert_eq!(
             labels.iter().filter(|l| l.1 == 1).count(),
             report.test_positives

@@ -172,6 +172,9 @@ pub fn write_report(
         )
         .expect("writing to a String");
     }
+    if let Some(table) = signs_table(run, predictions)? {
+        md.push_str(&table);
+    }
     md.push_str("\n![ROC, out-of-fold](roc_oof.png)\n");
     if let Some(labels) = &run.test_labels {
         let curves: Vec<Curve> = predictions
@@ -197,6 +200,74 @@ pub fn write_report(
     let path = dir.join("report.md");
     agc_data::fsutil::write_atomic(&path, md.as_bytes())?;
     Ok(path)
+}
+
+/// For synthetic data (the data directory's `signs.csv`): which class signs each model reads.
+/// Within the benign and within the malignant images separately, the AUC of the model's score
+/// for telling images with the sign from images without it: 0.5 means the model ignores the
+/// sign. On the test images when their labels are known, else out of fold.
+fn signs_table(run: &Run, predictions: &[(String, ModelPredictions)]) -> Result<Option<String>> {
+    let path = run.config.data.join("signs.csv");
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let (header, rows) = read_csv_rows(&path)?;
+    let expected: Vec<&str> = ["image_name", "target"]
+        .into_iter()
+        .chain(agc_data::Signs::NAMES)
+        .collect();
+    if header != expected {
+        return Err(TrainError::Parse {
+            path,
+            message: format!("expected the columns {}", expected.join(",")),
+        });
+    }
+    let signs: BTreeMap<&str, Vec<bool>> = rows
+        .iter()
+        .map(|r| (r[0].as_str(), r[2..].iter().map(|v| v == "1").collect()))
+        .collect();
+    let (records, labels, on_test) = match &run.test_labels {
+        Some(labels) => (&run.test, labels, true),
+        None => (&run.train, &run.labels, false),
+    };
+    let Some(flags) = records
+        .iter()
+        .map(|r| signs.get(r.image_name.as_str()))
+        .collect::<Option<Vec<_>>>()
+    else {
+        return Ok(None);
+    };
+    let mut t = format!(
+        "\nWhich signs each model reads ({} images; `signs.csv`): within the benign (−) and the \
+         malignant (+) images, the AUC of the model's score for the sign's presence; 0.5 means \
+         the model ignores it.\n\n| model |",
+        if on_test { "test" } else { "out-of-fold" }
+    );
+    for name in agc_data::Signs::NAMES {
+        write!(t, " {name} − | {name} + |").expect("writing to a String");
+    }
+    t.push_str("\n|---|");
+    t.push_str(&"---|".repeat(2 * agc_data::Signs::NAMES.len()));
+    t.push('\n');
+    for (name, p) in predictions {
+        let scores = if on_test { &p.test } else { &p.oof };
+        if scores.len() != records.len() {
+            continue;
+        }
+        write!(t, "| {name} |").expect("writing to a String");
+        for (sign, _) in agc_data::Signs::NAMES.iter().enumerate() {
+            for class in [0u8, 1] {
+                let (s, has): (Vec<f32>, Vec<u8>) = (0..records.len())
+                    .filter(|&i| labels[i] == class)
+                    .map(|i| (scores[i], u8::from(flags[i][sign])))
+                    .unzip();
+                write!(t, " {} |", fmt_auc(crate::metrics::roc_auc(&s, &has)))
+                    .expect("writing to a String");
+            }
+        }
+        t.push('\n');
+    }
+    Ok(Some(t))
 }
 
 /// One parsed row of `attention/fold<k>.csv` with its `boxes.csv` row.
