@@ -106,7 +106,8 @@ struct RunArgs {
     /// ImageNet weights for the backbone (torchvision .pth or .safetensors).
     #[arg(long)]
     weights: Option<PathBuf>,
-    /// Device: cpu, or cuda:N (built with --features cuda).
+    /// Device: cpu, or cuda:N, or several GPUs cuda:0,cuda:1 for data-parallel training
+    /// (built with --features cuda).
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Images per training batch [default: 32].
@@ -213,7 +214,7 @@ struct DemoArgs {
     /// The run directory (the synthetic data goes to OUT/data).
     #[arg(long, default_value = "runs/demo")]
     out: PathBuf,
-    /// Device: cpu, or cuda:N.
+    /// Device: cpu, cuda:N, or several GPUs cuda:0,cuda:1.
     #[arg(long, default_value = "cpu")]
     device: String,
 }
@@ -377,8 +378,9 @@ enum Job {
 }
 
 impl Job {
-    fn run<B: AutodiffBackend>(self, device: &B::Device, progress: bool) -> Result<()> {
+    fn run<B: AutodiffBackend>(self, devices: &[B::Device], progress: bool) -> Result<()> {
         let started = Instant::now();
+        let device = &devices[0];
         match self {
             Self::Train(kind, a) => {
                 let run = Run::open::<B>(&a.out, resolve(&a)?, progress)?;
@@ -389,7 +391,7 @@ impl Job {
                     ModelKind::OracleCropnet => run.oracle_crops()?,
                     _ => {}
                 }
-                let p = run.train::<B>(kind, device)?;
+                let p = run.train::<B>(kind, devices)?;
                 let s = run.score(&p);
                 println!(
                     "{kind}: OOF AUC {} (mean of folds {}), test AUC {}; predictions in {}",
@@ -419,10 +421,10 @@ impl Job {
             }
             Self::Pipeline(a) => {
                 let run = Run::open::<B>(&a.out, resolve(&a)?, progress)?;
-                let metrics = pipeline::run_all::<B>(&run, device, started)?;
+                let metrics = pipeline::run_all::<B>(&run, devices, started)?;
                 print_results(&run, &metrics);
             }
-            Self::Demo(out) => demo::<B>(&out, device, progress, started)?,
+            Self::Demo(out) => demo::<B>(&out, devices, progress, started)?,
         }
         Ok(())
     }
@@ -555,7 +557,7 @@ fn demo_config(data: PathBuf) -> PipelineConfig {
 
 fn demo<B: AutodiffBackend>(
     out: &Path,
-    device: &B::Device,
+    devices: &[B::Device],
     progress: bool,
     started: Instant,
 ) -> Result<()> {
@@ -563,7 +565,7 @@ fn demo<B: AutodiffBackend>(
     println!("agc demo: synthetic data in {}", data.display());
     generate(&demo_synth(), &data, progress)?;
     let run = Run::open::<B>(out, demo_config(data), progress)?;
-    let metrics = pipeline::run_all::<B>(&run, device, started)?;
+    let metrics = pipeline::run_all::<B>(&run, devices, started)?;
     print_results(&run, &metrics);
     let auc = |m: &str| metrics.models.get(m).and_then(|s| s.test_auc);
     if let (Some(r), Some(c), Some(e)) = (auc("resnet"), auc("cropnet"), auc("ensemble")) {
@@ -582,41 +584,60 @@ fn demo<B: AutodiffBackend>(
 }
 
 /// A parsed `--device`.
+#[derive(Debug, PartialEq)]
 enum Device {
     Cpu,
+    /// One or more GPUs, by index; several train data-parallel.
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-    Cuda(usize),
+    Cuda(Vec<usize>),
 }
 
+/// `cpu`, `cuda`, `cuda:N`, or a comma-separated list of distinct GPUs (`cuda:0,cuda:1`).
 fn parse_device(name: &str) -> Result<Device> {
     if name == "cpu" {
         return Ok(Device::Cpu);
     }
-    if let Some(i) = name.strip_prefix("cuda:").or(name.strip_prefix("cuda")) {
+    let mut gpus = Vec::new();
+    for part in name.split(',').map(str::trim) {
+        let Some(i) = part.strip_prefix("cuda:").or(part.strip_prefix("cuda")) else {
+            bail!(
+                "--device {name:?}: expected cpu, cuda:N or a list of GPUs like cuda:0,cuda:1 \
+                 (the CPU backend already uses every core)"
+            );
+        };
         let i: usize = if i.is_empty() {
             0
         } else {
-            i.parse().with_context(|| format!("--device {name:?}"))?
+            i.parse()
+                .with_context(|| format!("--device {name:?}: {part:?}"))?
         };
-        if cfg!(feature = "cuda") {
-            return Ok(Device::Cuda(i));
+        if gpus.contains(&i) {
+            bail!("--device {name:?}: cuda:{i} is listed twice");
         }
-        bail!("--device {name}: this agc was built without CUDA; rebuild with --features cuda");
+        gpus.push(i);
     }
-    bail!("--device {name:?}: expected cpu or cuda:N")
+    if cfg!(feature = "cuda") {
+        return Ok(Device::Cuda(gpus));
+    }
+    bail!("--device {name}: this agc was built without CUDA; rebuild with --features cuda")
 }
 
 impl Job {
-    /// Runs the job on `device`: Burn's Flex backend on the CPU, CUDA on a GPU.
+    /// Runs the job on `device`: Burn's Flex backend on the CPU, CUDA on one or more GPUs.
     fn on(self, device: &Device, progress: bool) -> Result<()> {
         match device {
-            Device::Cpu => self
-                .run::<burn::backend::Autodiff<burn::backend::Flex>>(&Default::default(), progress),
-            #[cfg(feature = "cuda")]
-            Device::Cuda(i) => self.run::<burn::backend::Autodiff<burn::backend::Cuda>>(
-                &burn::backend::cuda::CudaDevice::new(*i),
+            Device::Cpu => self.run::<burn::backend::Autodiff<burn::backend::Flex>>(
+                &[Default::default()],
                 progress,
             ),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(gpus) => {
+                let devices: Vec<_> = gpus
+                    .iter()
+                    .map(|&i| burn::backend::cuda::CudaDevice::new(i))
+                    .collect();
+                self.run::<burn::backend::Autodiff<burn::backend::Cuda>>(&devices, progress)
+            }
             #[cfg(not(feature = "cuda"))]
             Device::Cuda(_) => unreachable!("parse_device refuses cuda without the feature"),
         }
@@ -640,7 +661,18 @@ mod tests {
         let err = parse_weights("resnet").expect_err("no weight").to_string();
         assert!(err.contains("resnet"), "{err}");
         assert!(parse_weights("vgg=1").is_err());
-        assert!(parse_device("cpu").is_ok());
-        assert!(parse_device("tpu").is_err());
+        assert_eq!(parse_device("cpu").expect("cpu"), Device::Cpu);
+        for bad in ["tpu", "cpu,cpu", "cuda:0,cuda:0", "cuda:x"] {
+            assert!(parse_device(bad).is_err(), "{bad}");
+        }
+        if cfg!(feature = "cuda") {
+            assert_eq!(
+                parse_device("cuda:0, cuda:2").expect("two GPUs"),
+                Device::Cuda(vec![0, 2])
+            );
+        } else {
+            let err = parse_device("cuda:0").expect_err("no cuda").to_string();
+            assert!(err.contains("--features cuda"), "{err}");
+        }
     }
 }

@@ -51,6 +51,9 @@ pub enum TrainError {
     /// A plot could not be written.
     #[error(transparent)]
     Plot(#[from] crate::plot::PlotError),
+    /// Training across several devices failed (burn-collective, or a device's thread).
+    #[error("multi-device training: {0}")]
+    Devices(String),
 }
 
 /// A `Result` with [`TrainError`].

@@ -35,7 +35,7 @@ use crate::ensemble::{fit_weights, weighted_average};
 use crate::error::{Result, TrainError, read_json};
 use crate::metrics::{bootstrap_auc, roc_auc};
 use crate::model::{ModelKind, ModelSpec, Net};
-use crate::train::{FoldTask, Images, TrainConfig, predict, train_fold};
+use crate::train::{FoldTask, Images, TrainConfig, predict_reporting, progress_bar, train_fold};
 
 /// The training schedules of the models.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -427,14 +427,14 @@ impl Run {
     }
 
     /// Trains `kind` on every fold (resuming where it stopped) and writes its out-of-fold and
-    /// test predictions.
+    /// test predictions. Several `devices` train each fold data-parallel ([`train_fold`]).
     ///
     /// # Errors
     /// A missing crop step (for CropNet), bad data, or a failed fold.
     pub fn train<B: AutodiffBackend>(
         &self,
         kind: ModelKind,
-        device: &B::Device,
+        devices: &[B::Device],
     ) -> Result<ModelPredictions> {
         if let Some(p) = self.predictions(kind)? {
             return Ok(p);
@@ -462,7 +462,7 @@ impl Run {
                 seed: self.config.seed ^ ((f as u64 + 1) << 32) ^ kind_salt(kind),
                 progress: self.progress,
             };
-            let outcome = train_fold::<B>(&task, device)?;
+            let outcome = train_fold::<B>(&task, devices)?;
             for (&row, &p) in task.valid_rows.iter().zip(&outcome.predictions.valid) {
                 oof[row] = p;
             }
@@ -639,7 +639,14 @@ impl Run {
             let Some(images) = images else { continue };
             let rows: Vec<usize> = (0..records.len()).collect();
             let schedule = self.config.schedules.of(ModelKind::Chipnet);
-            let maps = predict(&net, images, &rows, schedule.eval_batch_size, 0, 0, device);
+            let bar = progress_bar(
+                self.progress,
+                rows.len() as u64,
+                &format!("fold {f}: attention maps of the {split} images"),
+            );
+            let batch = schedule.eval_batch_size;
+            let maps = predict_reporting(&net, images, &rows, [batch, 0], 0, device, &bar);
+            bar.finish_and_clear();
             let g = maps.grid;
             if attention_csv.is_empty() {
                 attention_csv.push_str("split,image_name");
@@ -892,15 +899,19 @@ impl Run {
 
 /// Runs every step that is not complete yet: the configured models (the oracle CropNet too
 /// when the data has true boxes), the crop step before CropNet, the ensemble, `metrics.json`
-/// and the report.
+/// and the report. Models train on every device in `devices` (data-parallel when there are
+/// several); the crop step runs on the first.
 ///
 /// # Errors
 /// The first step that fails.
 pub fn run_all<B: AutodiffBackend>(
     run: &Run,
-    device: &B::Device,
+    devices: &[B::Device],
     started: std::time::Instant,
 ) -> Result<crate::report::Metrics> {
+    let Some(device) = devices.first() else {
+        return Err(TrainError::Config("no device to run on".into()));
+    };
     let mut kinds = run.config.models.clone();
     if kinds.contains(&ModelKind::Cropnet) && !kinds.contains(&ModelKind::Chipnet) {
         kinds.insert(0, ModelKind::Chipnet);
@@ -916,7 +927,7 @@ pub fn run_all<B: AutodiffBackend>(
             _ => {}
         }
         tracing::info!("training {kind}");
-        predictions.push((kind.name().to_string(), run.train::<B>(kind, device)?));
+        predictions.push((kind.name().to_string(), run.train::<B>(kind, devices)?));
     }
     let weights = if run.config.ensemble.is_empty() {
         Vec::new()

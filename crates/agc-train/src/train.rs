@@ -198,12 +198,25 @@ fn batches<B: Backend>(
 ) -> impl Iterator<Item = ImageBatch<B>> {
     let n = dataset.len();
     (0..n.div_ceil(batch_size)).map(move |b| {
-        let items: Vec<ImageItem> = (b * batch_size..((b + 1) * batch_size).min(n))
-            .into_par_iter()
-            .map(|i| dataset.get(i).expect("index below the dataset's length"))
-            .collect();
-        ImageBatcher.batch(items, device)
+        batch_of(
+            dataset,
+            b * batch_size..((b + 1) * batch_size).min(n),
+            device,
+        )
     })
+}
+
+/// The items `range` of `dataset` as one batch on `device`, prepared in parallel.
+fn batch_of<B: Backend>(
+    dataset: &CacheDataset,
+    range: std::ops::Range<usize>,
+    device: &B::Device,
+) -> ImageBatch<B> {
+    let items: Vec<ImageItem> = range
+        .into_par_iter()
+        .map(|i| dataset.get(i).expect("index below the dataset's length"))
+        .collect();
+    ImageBatcher.batch(items, device)
 }
 
 /// Predicts `rows` of `images` with `net` (an inference-backend model: call `.valid()` on a
@@ -218,11 +231,33 @@ pub fn predict<B: Backend>(
     seed: u64,
     device: &B::Device,
 ) -> Predictions {
+    predict_reporting(
+        net,
+        images,
+        rows,
+        [batch_size, tta],
+        seed,
+        device,
+        &ProgressBar::hidden(),
+    )
+}
+
+/// [`predict`] (`sizes` = batch size, TTA rounds) advancing `bar` by one per image and round.
+pub(crate) fn predict_reporting<B: Backend>(
+    net: &Net<B>,
+    images: &Images,
+    rows: &[usize],
+    [batch_size, tta]: [usize; 2],
+    seed: u64,
+    device: &B::Device,
+    bar: &ProgressBar,
+) -> Predictions {
     let mut out = Predictions::default();
     let plain = images.dataset(rows.to_vec());
     let mut sums = vec![0f32; rows.len()];
     let mut k = 0;
     for batch in batches::<B>(&plain, batch_size, device) {
+        bar.inc(batch.rows.len() as u64);
         let o = net.forward(batch.images, batch.meta);
         if let Some(att) = o.attention {
             let [_, g, _] = att.dims();
@@ -250,6 +285,7 @@ pub fn predict<B: Backend>(
                     .with_augment(Arc::clone(&tta_augmenter), seed, round as u64);
             let mut k = 0;
             for batch in batches::<B>(&augmented, batch_size, device) {
+                bar.inc(batch.rows.len() as u64);
                 let logit = net.forward(batch.images, batch.meta).logit;
                 for p in sigmoid(logit).into_data().convert::<f32>().iter::<f32>() {
                     sums[k] += p / tta as f32;
@@ -349,6 +385,16 @@ struct Optimizers<B: AutodiffBackend> {
     head: OptimizerAdaptor<Adam, Net<B>, B>,
 }
 
+// Not derived: the derive would ask for `B: Clone`.
+impl<B: AutodiffBackend> Clone for Optimizers<B> {
+    fn clone(&self) -> Self {
+        Self {
+            backbone: self.backbone.clone(),
+            head: self.head.clone(),
+        }
+    }
+}
+
 type AdamRecord<B> = <OptimizerAdaptor<Adam, Net<B>, B> as Optimizer<Net<B>, B>>::Record;
 
 impl<B: AutodiffBackend> Optimizers<B> {
@@ -369,15 +415,31 @@ impl<B: AutodiffBackend> Optimizers<B> {
         batch: ImageBatch<B>,
         lrs: [f64; 2],
     ) -> (Net<B>, f64) {
+        match self.step_with(net, loss, batch, lrs, Ok::<_, std::convert::Infallible>) {
+            Ok(stepped) => stepped,
+            Err(never) => match never {},
+        }
+    }
+
+    /// [`Self::step`] with the gradients of each group passed through `reduce` before the
+    /// optimizers see them (the all-reduce of data-parallel training).
+    fn step_with<E>(
+        &mut self,
+        net: Net<B>,
+        loss: &Loss,
+        batch: ImageBatch<B>,
+        lrs: [f64; 2],
+        reduce: impl Fn(GradientsParams) -> std::result::Result<GradientsParams, E>,
+    ) -> std::result::Result<(Net<B>, f64), E> {
         let out = net.forward(batch.images, batch.meta);
         let loss = loss.forward(out.logit, batch.targets);
         let value = f64::from(loss.clone().into_scalar().elem::<f32>());
         let mut grads = loss.backward();
-        let backbone = GradientsParams::from_module(&mut grads, net.backbone());
-        let head = GradientsParams::from_grads(grads, &net);
+        let backbone = reduce(GradientsParams::from_module(&mut grads, net.backbone()))?;
+        let head = reduce(GradientsParams::from_grads(grads, &net))?;
         let net = self.backbone.step(lrs[0], net, backbone);
         let net = self.head.step(lrs[1], net, head);
-        (net, value)
+        Ok((net, value))
     }
 
     fn save(&self, path: &Path) -> Result<()> {
@@ -406,6 +468,114 @@ impl<B: AutodiffBackend> Optimizers<B> {
             head: self.head.load_record(head),
         })
     }
+}
+
+/// Initialises every parameter of `module` in place. Burn initialises parameters lazily, and a
+/// clone of an uninitialised parameter initialises on its own: copies forked from a fresh model
+/// would each start from different random weights.
+fn materialize<B: Backend, M: Module<B>>(module: &M) {
+    struct Touch;
+    impl<B: Backend> burn::module::ModuleVisitor<B> for Touch {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {
+            let _ = param.val();
+        }
+    }
+    module.visit(&mut Touch);
+}
+
+/// The batch of device `peer` at `step`, made on `device`.
+type ShardFn<'a, B> = dyn Fn(usize, usize, &Device<B>) -> ImageBatch<B> + Sync + 'a;
+
+/// The work of [`data_parallel_steps`]: how many steps, each device's batches, and what to do
+/// after each step (on the first device's thread).
+struct Shards<'a, B: Backend> {
+    steps: usize,
+    batch: &'a ShardFn<'a, B>,
+    on_step: &'a (dyn Fn() + Sync),
+}
+
+/// What one device did in a data-parallel epoch.
+struct Replica<B: AutodiffBackend> {
+    net: Net<B>,
+    optim: Optimizers<B>,
+    /// Sum over its steps of the shard's mean loss times the shard's size.
+    loss_sum: f64,
+    /// Images it trained on.
+    seen: usize,
+}
+
+/// `steps` data-parallel training steps on `devices` through burn-collective, Burn's
+/// collective-operations crate: every device trains its own copy of `net` (forked onto it) on
+/// its shard of each batch, given by `shards.batch(step, device index, device)`; the
+/// gradients of each learning-rate group are averaged across the devices (all-reduce, mean)
+/// before every copy's optimizers step, so all copies take the same step and stay equal. One
+/// thread per device. Returns every device's copy, the first device's first.
+///
+/// Several GPUs in one process are what this is for; on the CPU it runs too (peers may share a
+/// device), which is how it is tested.
+fn data_parallel_steps<B: AutodiffBackend>(
+    net: &Net<B>,
+    optim: &Optimizers<B>,
+    devices: &[B::Device],
+    loss: &Loss,
+    lrs: [f64; 2],
+    shards: &Shards<'_, B>,
+) -> Result<Vec<Replica<B>>> {
+    use burn::collective::{self, CollectiveConfig, PeerId, ReduceOperation};
+    let failed = |e: collective::CollectiveError| TrainError::Devices(format!("{e:?}"));
+    // The copies must start equal.
+    materialize(net);
+    let config = CollectiveConfig::default().with_num_devices(devices.len());
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = devices
+            .iter()
+            .enumerate()
+            .map(|(peer, device)| {
+                let mut net = net.clone().fork(device);
+                let mut optim = optim.clone();
+                let config = config.clone();
+                scope.spawn(move || -> Result<Replica<B>> {
+                    let id = PeerId::from(peer);
+                    collective::register::<B::InnerBackend>(id, device.clone(), config)
+                        .map_err(failed)?;
+                    let (mut loss_sum, mut seen) = (0.0, 0);
+                    for step in 0..shards.steps {
+                        let batch = (shards.batch)(step, peer, device);
+                        let n = batch.rows.len();
+                        let (stepped, value) = optim
+                            .step_with(net, loss, batch, lrs, |g| {
+                                g.all_reduce::<B::InnerBackend>(id, ReduceOperation::Mean)
+                            })
+                            .map_err(failed)?;
+                        net = stepped;
+                        loss_sum += value * n as f64;
+                        seen += n;
+                        if peer == 0 {
+                            (shards.on_step)();
+                        }
+                    }
+                    collective::finish_collective::<B::InnerBackend>(id).map_err(failed)?;
+                    Ok(Replica {
+                        net,
+                        optim,
+                        loss_sum,
+                        seen,
+                    })
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .enumerate()
+            .map(|(peer, h)| {
+                h.join().unwrap_or_else(|_| {
+                    Err(TrainError::Devices(format!(
+                        "the thread of device {peer} panicked"
+                    )))
+                })
+            })
+            .collect()
+    })
 }
 
 fn epoch_seed(seed: u64, epoch: usize) -> u64 {
@@ -443,17 +613,34 @@ fn mean_loss(loss: &Loss, probabilities: &[f32], labels: &[u8]) -> f64 {
 /// atomically; `state.json` is written last, so a kill between files costs at most the epoch in
 /// progress, which is re-run identically.
 ///
+/// With several `devices` the fold trains data-parallel (see [`data_parallel_steps`]): each
+/// batch of `batch_size` images is split evenly across them, and validation, test predictions
+/// and checkpoints run on the first. Dropout draws on each device concurrently, so a run on
+/// several devices is resumable but not bit-for-bit reproducible.
+///
 /// # Errors
 /// Bad configuration, a training set without both classes, a validation set whose AUC is
-/// undefined, or a file that cannot be read or written.
+/// undefined, a `batch_size` that does not split across the devices, or a file that cannot be
+/// read or written.
 // One epoch reads best as one loop body: sample, step, validate, checkpoint, stop.
 #[allow(clippy::too_many_lines)]
 pub fn train_fold<B: AutodiffBackend>(
     task: &FoldTask<'_>,
-    device: &B::Device,
+    devices: &[B::Device],
 ) -> Result<FoldOutcome> {
     let config = task.config;
     config.check()?;
+    let Some(device) = devices.first() else {
+        return Err(TrainError::Config("no device to train on".into()));
+    };
+    if !config.batch_size.is_multiple_of(devices.len()) || config.batch_size / devices.len() < 2 {
+        return Err(TrainError::Config(format!(
+            "batch_size {} cannot be split evenly across {} devices with at least 2 images on \
+             each (batch norm)",
+            config.batch_size,
+            devices.len()
+        )));
+    }
     let dir = &task.dir;
     let state_path = dir.join("state.json");
     let predictions_path = dir.join("predictions.json");
@@ -502,7 +689,9 @@ pub fn train_fold<B: AutodiffBackend>(
     while !state.finished {
         let epoch = state.history.len();
         let started = std::time::Instant::now();
-        B::seed(device, epoch_seed(task.seed, epoch));
+        for (i, d) in devices.iter().enumerate() {
+            B::seed(d, epoch_seed(task.seed ^ i as u64, epoch));
+        }
         // This epoch's rows: balanced or shuffled, seeded by the epoch.
         let rows = if config.balanced {
             balanced_epoch(&labels, &task.train_rows, task.seed, epoch as u64)?
@@ -525,26 +714,51 @@ pub fn train_fold<B: AutodiffBackend>(
         );
         let mut loss_sum = 0.0;
         let mut seen = 0usize;
-        for batch in batches::<B>(&dataset, config.batch_size, device) {
-            let n = batch.rows.len();
-            if n < config.batch_size {
-                // A short last batch: batch norm over a handful of images only adds noise.
-                break;
+        let lrs = [lr_backbone, lr_head];
+        if devices.len() > 1 {
+            // Each batch of `batch_size` is split evenly across the devices.
+            let per_device = config.batch_size / devices.len();
+            let shard = |step: usize, peer: usize, device: &B::Device| {
+                let start = step * config.batch_size + peer * per_device;
+                batch_of::<B>(&dataset, start..start + per_device, device)
+            };
+            let on_step = || bar.inc(1);
+            let shards = Shards {
+                steps,
+                batch: &shard,
+                on_step: &on_step,
+            };
+            let mut replicas =
+                data_parallel_steps(&net, &optim, devices, &config.loss, lrs, &shards)?;
+            loss_sum = replicas.iter().map(|r| r.loss_sum).sum();
+            seen = replicas.iter().map(|r| r.seen).sum();
+            let first = replicas.swap_remove(0);
+            (net, optim) = (first.net, first.optim);
+        } else {
+            for batch in batches::<B>(&dataset, config.batch_size, device) {
+                let n = batch.rows.len();
+                if n < config.batch_size {
+                    // A short last batch: batch norm over a handful of images only adds noise.
+                    break;
+                }
+                let (stepped, value) = optim.step(net, &config.loss, batch, lrs);
+                net = stepped;
+                loss_sum += value * n as f64;
+                seen += n;
+                if !value.is_finite() {
+                    break;
+                }
+                bar.inc(1);
             }
-            let (stepped, value) = optim.step(net, &config.loss, batch, [lr_backbone, lr_head]);
-            net = stepped;
-            if !value.is_finite() {
-                return Err(TrainError::Undefined(format!(
-                    "{}: epoch {}: the training loss is {value}; lower the learning rates",
-                    dir.display(),
-                    epoch + 1
-                )));
-            }
-            loss_sum += value * n as f64;
-            seen += n;
-            bar.inc(1);
         }
         bar.finish_and_clear();
+        if !loss_sum.is_finite() {
+            return Err(TrainError::Undefined(format!(
+                "{}: epoch {}: the training loss is {loss_sum}; lower the learning rates",
+                dir.display(),
+                epoch + 1
+            )));
+        }
         // Validation on the plain images.
         let eval = net.valid();
         let valid = predict(
@@ -728,6 +942,90 @@ mod tests {
             .zip(b)
             .map(|(x, y)| (x - y).abs())
             .fold(0.0, f32::max)
+    }
+
+    /// Four images of constant colour whose values depend on `k`, half of them positive.
+    fn toy_batch(k: usize, dev: Device<AB>) -> ImageBatch<AB> {
+        let f = |i: usize| ((k * 4 + i) as f32 * 0.37).sin() * 2.0;
+        ImageBatch {
+            images: Tensor::<AB, 4>::ones([4, 3, 64, 64], &dev)
+                * Tensor::<AB, 4>::from_floats(
+                    [[[[f(0)]]], [[[f(1)]]], [[[f(2)]]], [[[f(3)]]]],
+                    &dev,
+                ),
+            meta: Some(Tensor::<AB, 2>::ones([4, 3], &dev) * f(4)),
+            targets: Tensor::<AB, 1>::from_floats([0.0, 1.0, 1.0, 0.0], &dev),
+            rows: vec![0, 1, 2, 3],
+        }
+    }
+
+    #[test]
+    fn data_parallel_copies_take_the_step_of_the_averaged_gradients() {
+        let dev: Device<AB> = Default::default();
+        // No dropout: every forward pass is deterministic, so the copies can be compared.
+        let spec = ModelSpec {
+            backbone: "tiny".into(),
+            meta_hidden: [8, 4],
+            dropout: 0.0,
+            attention_dropout: 0.0,
+            ..ModelSpec::default()
+        };
+        let config = TrainConfig::seed_defaults(ModelKind::Resnet);
+        let lrs = [1e-3, 1e-3];
+        // Fresh, so its parameters are not initialised yet: the first data-parallel call must
+        // initialise them before forking (`materialize`), and does so in place, after which
+        // every clone below starts from the same weights.
+        let net: Net<AB> = spec.init(ModelKind::Resnet, 3, &dev).expect("init");
+        let optim = Optimizers::<AB>::new(&config);
+        let devices = [dev, dev];
+        let alone = |batches: &[usize]| {
+            let (mut net, mut optim) = (net.clone(), optim.clone());
+            for &k in batches {
+                net = optim.step(net, &config.loss, toy_batch(k, dev), lrs).0;
+            }
+            net
+        };
+        let both = |batch: &ShardFn<'_, AB>| {
+            let shards = Shards {
+                steps: 2,
+                batch,
+                on_step: &|| {},
+            };
+            data_parallel_steps(&net, &optim, &devices, &config.loss, lrs, &shards)
+                .expect("data-parallel steps")
+        };
+
+        // Each device on its own shards: without the all-reduce the copies would part, as
+        // training on shard 0 alone and on shard 1 alone does.
+        let replicas = both(&|step, peer, d| toy_batch(2 * step + peer, *d));
+        let apart = max_change(&conv1(&alone(&[0, 2])), &conv1(&alone(&[1, 3])));
+        assert!(apart > 1e-4, "the shards give different steps ({apart})");
+        assert_eq!(replicas.len(), 2);
+        let moved = max_change(&conv1(&net), &conv1(&replicas[0].net));
+        let moved1 = max_change(&conv1(&net), &conv1(&replicas[1].net));
+        let parted = max_change(&conv1(&replicas[0].net), &conv1(&replicas[1].net)).max(
+            max_change(&classifier(&replicas[0].net), &classifier(&replicas[1].net)),
+        );
+        assert!(
+            parted == 0.0,
+            "the copies parted by {parted} (moved {moved}, {moved1})"
+        );
+        assert!(moved > 1e-4, "the copies moved by {moved}");
+        assert_eq!((replicas[0].seen, replicas[1].seen), (8, 8));
+        assert!(replicas.iter().all(|r| r.loss_sum.is_finite()));
+
+        // Both devices on the same shards: the mean of equal gradients is that gradient, so
+        // the step is the one-device step.
+        let same = both(&|step, _, d| toy_batch(step, *d));
+        let reference = alone(&[0, 1]);
+        let off = max_change(&conv1(&same[0].net), &conv1(&reference)).max(max_change(
+            &classifier(&same[0].net),
+            &classifier(&reference),
+        ));
+        assert!(
+            off < 1e-6,
+            "data-parallel on equal shards is {off} off one device"
+        );
     }
 
     #[test]
