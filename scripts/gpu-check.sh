@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU check for agc: build with CUDA, run the model tests on the GPU, run a short pipeline on
-# cuda:0, and time one training epoch of each model against PyTorch on the same GPU.
+# cuda:0, train data-parallel on two GPUs where there are two, and time one training epoch of
+# each model against PyTorch on the same GPU.
 #
 #   scripts/gpu-check.sh [OUT]        (default OUT: gpu-check/, a log per step plus summary.txt)
 #
@@ -47,6 +48,21 @@ if timeout 1800 "$AGC_BIN" pipeline --data "$DATA" --out "$OUT/run" --device cud
     sed -n '/| model/,/^$/p' "$OUT/pipeline.log" | tee -a "$SUMMARY"
 else
     say "pipeline FAILED or timed out after $(( $(date +%s) - start )) s: see $OUT/pipeline.log"
+fi
+
+GPUS=$(nvidia-smi --list-gpus 2>/dev/null | wc -l)
+if [ "$GPUS" -ge 2 ]; then
+    say "== data-parallel training on cuda:0,cuda:1 (resnet, 2 folds, 2 epochs)"
+    start=$(date +%s)
+    if timeout 1200 "$AGC_BIN" train --model resnet --data "$DATA" --out "$OUT/run-2gpu" \
+        --device cuda:0,cuda:1 --backbone resnet18 --folds 2 --epochs 2 --patience 2 --tta 1 \
+        --quiet > "$OUT/two-gpus.log" 2>&1; then
+        say "two GPUs: done in $(( $(date +%s) - start )) s; $(grep -h 'OOF AUC' "$OUT/two-gpus.log")"
+    else
+        say "two GPUs FAILED or timed out after $(( $(date +%s) - start )) s: see $OUT/two-gpus.log"
+    fi
+else
+    say "one GPU: data-parallel training (--device cuda:0,cuda:1) not checked"
 fi
 
 say "== one training epoch per model (agc: the second epoch of fold 0, loader included)"
