@@ -613,9 +613,10 @@ fn mean_loss(loss: &Loss, probabilities: &[f32], labels: &[u8]) -> f64 {
 /// atomically; `state.json` is written last, so a kill between files costs at most the epoch in
 /// progress, which is re-run identically.
 ///
-/// With several `devices` the fold trains data-parallel (see [`data_parallel_steps`]): each
-/// batch of `batch_size` images is split evenly across them, and validation, test predictions
-/// and checkpoints run on the first. Dropout draws on each device concurrently, so a run on
+/// With several `devices` the fold trains data-parallel through burn-collective: each device
+/// trains its own copy of the model on an even share of every batch of `batch_size` images,
+/// the gradients are all-reduced (mean) before every step so the copies stay equal, and
+/// validation, test predictions and checkpoints run on the first device. Dropout draws on each device concurrently, so a run on
 /// several devices is resumable but not bit-for-bit reproducible.
 ///
 /// # Errors
