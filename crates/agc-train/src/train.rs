@@ -534,7 +534,7 @@ fn data_parallel_steps<B: AutodiffBackend>(
                 let mut net = net.clone().fork(device);
                 let mut optim = optim.clone();
                 let config = config.clone();
-                scope.spawn(move || -> Result<Replica<B>> {
+                let work = move || -> Result<Replica<B>> {
                     let id = PeerId::from(peer);
                     collective::register::<B::InnerBackend>(id, device.clone(), config)
                         .map_err(failed)?;
@@ -561,10 +561,25 @@ fn data_parallel_steps<B: AutodiffBackend>(
                         loss_sum,
                         seen,
                     })
+                };
+                scope.spawn(move || {
+                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
+                        .unwrap_or_else(|_| {
+                            Err(TrainError::Devices(format!(
+                                "device {peer} failed (its thread panicked)"
+                            )))
+                        });
+                    if outcome.is_err() {
+                        // The other devices wait for this one's gradients: resetting the
+                        // collective ends their pending all-reduce with an error instead of
+                        // leaving them waiting for ever.
+                        collective::reset_collective::<B::InnerBackend>();
+                    }
+                    outcome
                 })
             })
             .collect();
-        handles
+        let outcomes: Vec<Result<Replica<B>>> = handles
             .into_iter()
             .enumerate()
             .map(|(peer, h)| {
@@ -574,7 +589,20 @@ fn data_parallel_steps<B: AutodiffBackend>(
                     )))
                 })
             })
-            .collect()
+            .collect();
+        // The first device that failed on its own says why; the others only saw the reset.
+        let first_error = outcomes.iter().position(|o| {
+            matches!(o, Err(TrainError::Devices(m))
+                if !m.contains("LocalServerMissing") && !m.contains("RegisterNotFirstOperation"))
+        });
+        match first_error {
+            Some(i) => Err(outcomes
+                .into_iter()
+                .nth(i)
+                .and_then(Result::err)
+                .expect("an error")),
+            None => outcomes.into_iter().collect(),
+        }
     })
 }
 
@@ -960,8 +988,53 @@ mod tests {
         }
     }
 
+    /// burn-collective's server is one per backend: tests that use it take turns.
+    static COLLECTIVE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    #[test]
+    fn a_failing_device_ends_data_parallel_training_with_an_error_not_a_hang() {
+        let _turn = COLLECTIVE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let dev: Device<AB> = Default::default();
+        let spec = ModelSpec {
+            backbone: "tiny".into(),
+            meta_hidden: [8, 4],
+            ..ModelSpec::default()
+        };
+        let config = TrainConfig::seed_defaults(ModelKind::Resnet);
+        let net: Net<AB> = spec.init(ModelKind::Resnet, 3, &dev).expect("init");
+        let optim = Optimizers::<AB>::new(&config);
+        let batch = |step: usize, peer: usize, d: &Device<AB>| {
+            assert!(!(peer == 1 && step == 1), "device 1 runs out of memory");
+            toy_batch(step, *d)
+        };
+        let shards = Shards {
+            steps: 3,
+            batch: &batch,
+            on_step: &|| {},
+        };
+        let outcome =
+            data_parallel_steps(&net, &optim, &[dev, dev], &config.loss, [1e-3; 2], &shards);
+        let Err(err) = outcome else {
+            panic!("a device failed, yet data-parallel training succeeded")
+        };
+        assert!(err.to_string().contains("device 1"), "{err}");
+        // The collective is usable again afterwards.
+        let shards = Shards {
+            steps: 1,
+            batch: &|step, _, d| toy_batch(step, *d),
+            on_step: &|| {},
+        };
+        data_parallel_steps(&net, &optim, &[dev, dev], &config.loss, [1e-3; 2], &shards)
+            .expect("a new data-parallel run after the failure");
+    }
+
     #[test]
     fn data_parallel_copies_take_the_step_of_the_averaged_gradients() {
+        let _turn = COLLECTIVE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let dev: Device<AB> = Default::default();
         // No dropout: every forward pass is deterministic, so the copies can be compared.
         let spec = ModelSpec {
