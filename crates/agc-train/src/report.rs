@@ -217,10 +217,13 @@ fn signs_table(run: &Run, predictions: &[(String, ModelPredictions)]) -> Result<
         .chain(agc_data::Signs::NAMES)
         .collect();
     if header != expected {
-        return Err(TrainError::Parse {
-            path,
-            message: format!("expected the columns {}", expected.join(",")),
-        });
+        // Not agc's synthetic-signs file: the report goes on without the table.
+        tracing::warn!(
+            "{}: not a synthetic signs table (expected the columns {}); skipped",
+            path.display(),
+            expected.join(",")
+        );
+        return Ok(None);
     }
     let signs: BTreeMap<&str, Vec<bool>> = rows
         .iter()
