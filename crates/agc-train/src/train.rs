@@ -989,21 +989,28 @@ mod tests {
     }
 
     /// burn-collective's server is one per backend: tests that use it take turns.
-    static COLLECTIVE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-    #[test]
-    fn a_failing_device_ends_data_parallel_training_with_an_error_not_a_hang() {
-        let _turn = COLLECTIVE
+    fn take_turn() -> std::sync::MutexGuard<'static, ()> {
+        static COLLECTIVE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        COLLECTIVE
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let dev: Device<AB> = Default::default();
-        let spec = ModelSpec {
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The tiny backbone with a small metadata branch (3 metadata values).
+    fn tiny_spec() -> ModelSpec {
+        ModelSpec {
             backbone: "tiny".into(),
             meta_hidden: [8, 4],
             ..ModelSpec::default()
-        };
+        }
+    }
+
+    #[test]
+    fn a_failing_device_ends_data_parallel_training_with_an_error_not_a_hang() {
+        let _turn = take_turn();
+        let dev: Device<AB> = Default::default();
         let config = TrainConfig::seed_defaults(ModelKind::Resnet);
-        let net: Net<AB> = spec.init(ModelKind::Resnet, 3, &dev).expect("init");
+        let net: Net<AB> = tiny_spec().init(ModelKind::Resnet, 3, &dev).expect("init");
         let optim = Optimizers::<AB>::new(&config);
         let batch = |step: usize, peer: usize, d: &Device<AB>| {
             assert!(!(peer == 1 && step == 1), "device 1 runs out of memory");
@@ -1032,17 +1039,13 @@ mod tests {
 
     #[test]
     fn data_parallel_copies_take_the_step_of_the_averaged_gradients() {
-        let _turn = COLLECTIVE
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _turn = take_turn();
         let dev: Device<AB> = Default::default();
         // No dropout: every forward pass is deterministic, so the copies can be compared.
         let spec = ModelSpec {
-            backbone: "tiny".into(),
-            meta_hidden: [8, 4],
             dropout: 0.0,
             attention_dropout: 0.0,
-            ..ModelSpec::default()
+            ..tiny_spec()
         };
         let config = TrainConfig::seed_defaults(ModelKind::Resnet);
         let lrs = [1e-3, 1e-3];
@@ -1105,11 +1108,7 @@ mod tests {
     #[test]
     fn a_step_moves_the_backbone_and_the_head_at_their_own_rates() {
         let dev = Default::default();
-        let spec = ModelSpec {
-            backbone: "tiny".into(),
-            meta_hidden: [8, 4],
-            ..ModelSpec::default()
-        };
+        let spec = tiny_spec();
         let config = TrainConfig::seed_defaults(ModelKind::Resnet);
         for (kind, lrs) in [
             (ModelKind::Resnet, [1e-3, 0.0]),
