@@ -11,15 +11,15 @@ use agc::core::{AttentionPoolConfig, ChipNetConfig, ResNetConfig};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use utils::{Bench, device, images, materialise};
+use utils::{device, images, materialise};
 
 fn attention_pool(c: &mut Criterion) {
     let dev = device();
     let mut group = c.benchmark_group("attention_pool/7x7/dim512/hidden512");
     group.sample_size(10);
-    let pool = AttentionPoolConfig::new(512).init::<Bench>(&dev);
+    let pool = AttentionPoolConfig::new(512).init(&dev);
     for batch in [16, 64] {
-        let maps = Tensor::<Bench, 4>::random([batch, 512, 7, 7], Distribution::Default, &dev);
+        let maps = Tensor::<4>::random([batch, 512, 7, 7], Distribution::Default, &dev);
         group.throughput(Throughput::Elements(batch as u64));
         group.bench_with_input(BenchmarkId::new("batch", batch), &maps, |b, maps| {
             b.iter(|| materialise(pool.forward(maps.clone()).pooled));
@@ -32,7 +32,7 @@ fn chipnet_forward(c: &mut Criterion) {
     let dev = device();
     let model = ChipNetConfig::new(ResNetConfig::tiny())
         .with_attention_hidden(64)
-        .init::<Bench>(&dev);
+        .init(&dev);
     let mut group = c.benchmark_group("chipnet/tiny/224");
     group.sample_size(10);
     let x = images(16, 224);

@@ -11,7 +11,7 @@ mod utils;
 use agc::core::ChipGrid;
 use burn::prelude::*;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use utils::{Bench, device, images, materialise};
+use utils::{device, images, materialise};
 
 fn tile(c: &mut Criterion) {
     let grid = ChipGrid::new(32);
@@ -38,7 +38,7 @@ fn tile(c: &mut Criterion) {
 fn untile(c: &mut Criterion) {
     let mut group = c.benchmark_group("untile/7x7/dim512");
     for batch in [16, 64] {
-        let emb = Tensor::<Bench, 2>::ones([batch * 49, 512], &device());
+        let emb = Tensor::<2>::ones([batch * 49, 512], &device());
         group.throughput(Throughput::Bytes((batch * 49 * 512 * 4) as u64));
         group.bench_with_input(BenchmarkId::new("batch", batch), &emb, |b, emb| {
             b.iter(|| materialise(ChipGrid::untile(emb.clone(), batch, [7, 7])));

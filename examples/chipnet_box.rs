@@ -11,7 +11,6 @@
 
 use std::path::PathBuf;
 
-use agc::backend::Flex;
 use agc::core::{BoxConfig, CentreCrop, ChipNetConfig, LoadOptions, ResNetConfig, attention_boxes};
 use anyhow::{Context, bail};
 use burn::prelude::*;
@@ -48,10 +47,10 @@ fn main() -> anyhow::Result<()> {
     )
     .to_image();
     let resized = image::imageops::resize(&square, SIZE as u32, SIZE as u32, FilterType::Triangle);
-    let device = Default::default();
+    let device = Device::flex();
     let input = to_tensor(&resized, &device);
 
-    let mut model = ChipNetConfig::new(ResNetConfig::resnet18()).init::<Flex>(&device);
+    let mut model = ChipNetConfig::new(ResNetConfig::resnet18()).init(&device);
     if let Some(path) = &weights {
         let report = model
             .backbone
@@ -71,7 +70,7 @@ fn main() -> anyhow::Result<()> {
     let values = attention
         .clone()
         .into_data()
-        .to_vec::<f32>()
+        .try_to_vec::<f32>()
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     for row in values.chunks(7) {
         println!(
@@ -115,7 +114,7 @@ fn main() -> anyhow::Result<()> {
         o.y1,
         o.width()
     );
-    println!("logit: {:.4}", out.logit.into_scalar());
+    println!("logit: {:.4}", out.logit.into_scalar::<f32>());
     Ok(())
 }
 
@@ -156,7 +155,7 @@ fn test_image() -> RgbImage {
 }
 
 /// An RGB image as a normalised `[1, 3, h, w]` tensor.
-fn to_tensor<B: Backend>(img: &RgbImage, device: &B::Device) -> Tensor<B, 4> {
+fn to_tensor(img: &RgbImage, device: &Device) -> Tensor<4> {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let mut data = vec![0.0f32; 3 * h * w];
     for (x, y, p) in img.enumerate_pixels() {

@@ -7,18 +7,22 @@ pub use agc_data as data;
 /// Training: losses, metrics, the training loop, cross-validation, cropping, ensembles.
 pub use agc_train as train;
 
-/// The concrete backends agc is built for, one per enabled Cargo feature.
+/// The devices agc is built for, one constructor per enabled Cargo feature.
 ///
-/// Library code is generic over `B: Backend`; binaries, examples, tests and benches pick one of
-/// these.
-pub mod backend {
+/// Burn 0.22's tensors and modules carry no backend type: library code is written once and the
+/// device is chosen at run time (binaries, examples, tests and benches pick it).
+pub mod device {
+    use burn::prelude::Device;
+
     /// Burn's pure-Rust CPU backend that trains (feature `flex`, on by default).
     #[cfg(feature = "flex")]
-    pub type Flex = burn::backend::Flex;
-    /// Burn's ndarray CPU backend, for inference (feature `ndarray`, on by default).
-    #[cfg(feature = "ndarray")]
-    pub type NdArray = burn::backend::NdArray;
-    /// NVIDIA GPUs through CUDA (feature `cuda`).
+    pub fn flex() -> Device {
+        Device::flex()
+    }
+
+    /// NVIDIA GPU number `index` through CUDA (feature `cuda`).
     #[cfg(feature = "cuda")]
-    pub type Cuda = burn::backend::Cuda;
+    pub fn cuda(index: usize) -> Device {
+        Device::cuda(index)
+    }
 }

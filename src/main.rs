@@ -9,7 +9,7 @@ use agc::train::pipeline::{self, PipelineConfig, Run};
 use agc::train::report::{Metrics, results_table, write_overlays};
 use agc::train::{Loss, ModelKind, TestFrom};
 use anyhow::{Context, Result, bail};
-use burn::tensor::backend::AutodiffBackend;
+use burn::prelude::Device;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -378,12 +378,12 @@ enum Job {
 }
 
 impl Job {
-    fn run<B: AutodiffBackend>(self, devices: &[B::Device], progress: bool) -> Result<()> {
+    fn run(self, devices: &[Device], progress: bool) -> Result<()> {
         let started = Instant::now();
         let device = &devices[0];
         match self {
             Self::Train(kind, a) => {
-                let run = Run::open::<B>(&a.out, resolve(&a)?, progress)?;
+                let run = Run::open(&a.out, resolve(&a)?, progress)?;
                 match kind {
                     ModelKind::Cropnet if !run.dir.join("boxes.csv").is_file() => {
                         bail!("cropnet trains on the crop step's crops: run `agc crop` first")
@@ -391,7 +391,7 @@ impl Job {
                     ModelKind::OracleCropnet => run.oracle_crops()?,
                     _ => {}
                 }
-                let p = run.train::<B>(kind, devices)?;
+                let p = run.train(kind, devices)?;
                 let s = run.score(&p);
                 println!(
                     "{kind}: OOF AUC {} (mean of folds {}), test AUC {}; predictions in {}",
@@ -402,12 +402,12 @@ impl Job {
                 );
             }
             Self::Crop(oracle, a) => {
-                let run = Run::open::<B>(&a.out, resolve(&a)?, progress)?;
+                let run = Run::open(&a.out, resolve(&a)?, progress)?;
                 if oracle {
                     run.oracle_crops()?;
                     println!("oracle crops in {}", run.dir.join("crops/oracle").display());
                 } else {
-                    run.crop::<B>(device)?;
+                    run.crop(device)?;
                     if let Some(s) = run.attention_stats()? {
                         println!(
                             "{} boxes in {}; median IoU with the true boxes {}; fallbacks {:.1} %",
@@ -420,11 +420,11 @@ impl Job {
                 }
             }
             Self::Pipeline(a) => {
-                let run = Run::open::<B>(&a.out, resolve(&a)?, progress)?;
-                let metrics = pipeline::run_all::<B>(&run, devices, started)?;
+                let run = Run::open(&a.out, resolve(&a)?, progress)?;
+                let metrics = pipeline::run_all(&run, devices, started)?;
                 print_results(&run, &metrics);
             }
-            Self::Demo(out) => demo::<B>(&out, devices, progress, started)?,
+            Self::Demo(out) => demo(&out, devices, progress, started)?,
         }
         Ok(())
     }
@@ -460,7 +460,7 @@ fn ensemble(a: &EnsembleArgs, progress: bool) -> Result<()> {
             a.run.out.display()
         );
     }
-    let mut run = Run::open::<burn::backend::Flex>(&a.run.out, read_config(&saved)?, progress)?;
+    let mut run = Run::open(&a.run.out, read_config(&saved)?, progress)?;
     // The ensemble is not part of a run's identity: it can change without a new run.
     let members = match &a.members {
         Some(w) => parse_weights(w)?,
@@ -499,7 +499,7 @@ fn parse_weights(text: &str) -> Result<Vec<(ModelKind, f64)>> {
 
 fn attention(a: &AttentionArgs) -> Result<()> {
     let config = read_config(&a.run.join("config.json"))?;
-    let run = Run::open::<burn::backend::Flex>(&a.run, config, false)?;
+    let run = Run::open(&a.run, config, false)?;
     let out = a.out.clone().unwrap_or_else(|| a.run.join("overlays"));
     let path = out.join(format!("fold{}.png", a.fold));
     let n = write_overlays(&run, a.fold, a.count, &path)?;
@@ -555,17 +555,12 @@ fn demo_config(data: PathBuf) -> PipelineConfig {
     config
 }
 
-fn demo<B: AutodiffBackend>(
-    out: &Path,
-    devices: &[B::Device],
-    progress: bool,
-    started: Instant,
-) -> Result<()> {
+fn demo(out: &Path, devices: &[Device], progress: bool, started: Instant) -> Result<()> {
     let data = out.join("data");
     println!("agc demo: synthetic data in {}", data.display());
     generate(&demo_synth(), &data, progress)?;
-    let run = Run::open::<B>(out, demo_config(data), progress)?;
-    let metrics = pipeline::run_all::<B>(&run, devices, started)?;
+    let run = Run::open(out, demo_config(data), progress)?;
+    let metrics = pipeline::run_all(&run, devices, started)?;
     print_results(&run, &metrics);
     let auc = |m: &str| metrics.models.get(m).and_then(|s| s.test_auc);
     if let (Some(r), Some(c), Some(e)) = (auc("resnet"), auc("cropnet"), auc("ensemble")) {
@@ -585,7 +580,7 @@ fn demo<B: AutodiffBackend>(
 
 /// A parsed `--device`.
 #[derive(Debug, PartialEq)]
-enum Device {
+enum DeviceArg {
     Cpu,
     /// One or more GPUs, by index; several train data-parallel.
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
@@ -593,9 +588,9 @@ enum Device {
 }
 
 /// `cpu`, `cuda`, `cuda:N`, or a comma-separated list of distinct GPUs (`cuda:0,cuda:1`).
-fn parse_device(name: &str) -> Result<Device> {
+fn parse_device(name: &str) -> Result<DeviceArg> {
     if name == "cpu" {
-        return Ok(Device::Cpu);
+        return Ok(DeviceArg::Cpu);
     }
     let mut gpus = Vec::new();
     for part in name.split(',').map(str::trim) {
@@ -617,30 +612,29 @@ fn parse_device(name: &str) -> Result<Device> {
         gpus.push(i);
     }
     if cfg!(feature = "cuda") {
-        return Ok(Device::Cuda(gpus));
+        return Ok(DeviceArg::Cuda(gpus));
     }
     bail!("--device {name}: this agc was built without CUDA; rebuild with --features cuda")
 }
 
-impl Job {
-    /// Runs the job on `device`: Burn's Flex backend on the CPU, CUDA on one or more GPUs.
-    fn on(self, device: &Device, progress: bool) -> Result<()> {
-        match device {
-            Device::Cpu => self.run::<burn::backend::Autodiff<burn::backend::Flex>>(
-                &[Default::default()],
-                progress,
-            ),
+impl DeviceArg {
+    /// The training devices (with autodiff): Burn's Flex backend on the CPU, CUDA on one or
+    /// more GPUs.
+    fn devices(&self) -> Vec<Device> {
+        match self {
+            Self::Cpu => vec![Device::flex().autodiff()],
             #[cfg(feature = "cuda")]
-            Device::Cuda(gpus) => {
-                let devices: Vec<_> = gpus
-                    .iter()
-                    .map(|&i| burn::backend::cuda::CudaDevice::new(i))
-                    .collect();
-                self.run::<burn::backend::Autodiff<burn::backend::Cuda>>(&devices, progress)
-            }
+            Self::Cuda(gpus) => gpus.iter().map(|&i| Device::cuda(i).autodiff()).collect(),
             #[cfg(not(feature = "cuda"))]
-            Device::Cuda(_) => unreachable!("parse_device refuses cuda without the feature"),
+            Self::Cuda(_) => unreachable!("parse_device refuses cuda without the feature"),
         }
+    }
+}
+
+impl Job {
+    /// Runs the job on the device(s) of `--device`.
+    fn on(self, device: &DeviceArg, progress: bool) -> Result<()> {
+        self.run(&device.devices(), progress)
     }
 }
 
@@ -661,14 +655,14 @@ mod tests {
         let err = parse_weights("resnet").expect_err("no weight").to_string();
         assert!(err.contains("resnet"), "{err}");
         assert!(parse_weights("vgg=1").is_err());
-        assert_eq!(parse_device("cpu").expect("cpu"), Device::Cpu);
+        assert_eq!(parse_device("cpu").expect("cpu"), DeviceArg::Cpu);
         for bad in ["tpu", "cpu,cpu", "cuda:0,cuda:0", "cuda:x"] {
             assert!(parse_device(bad).is_err(), "{bad}");
         }
         if cfg!(feature = "cuda") {
             assert_eq!(
                 parse_device("cuda:0, cuda:2").expect("two GPUs"),
-                Device::Cuda(vec![0, 2])
+                DeviceArg::Cuda(vec![0, 2])
             );
         } else {
             let err = parse_device("cuda:0").expect_err("no cuda").to_string();

@@ -99,9 +99,10 @@ fn pipeline_writes_every_artefact_and_resumes_as_a_no_op() {
         let m = run.join("models").join(model);
         for f in 0..2 {
             for file in [
-                "best.mpk",
-                "last.mpk",
-                "optim.mpk",
+                "best.bpk",
+                "last.bpk",
+                "optim.backbone.bpk",
+                "optim.head.bpk",
                 "state.json",
                 "predictions.json",
             ] {

@@ -37,7 +37,7 @@ pub struct AttentionPoolConfig {
 impl AttentionPoolConfig {
     /// # Panics
     /// If `channels` or `hidden` is zero, or `dropout` is not in `[0, 1)`.
-    pub fn init<B: Backend>(&self, device: &B::Device) -> AttentionPool<B> {
+    pub fn init(&self, device: &Device) -> AttentionPool {
         assert!(
             self.channels > 0,
             "attention pooling needs at least one channel"
@@ -64,15 +64,15 @@ impl AttentionPoolConfig {
 /// Attention pooling: channel dropout → conv3×3 → ReLU → BN → conv3×3 → softmax over the grid
 /// positions → attention-weighted pooling of the (undropped) map.
 #[derive(Module, Debug)]
-pub struct AttentionPool<B: Backend> {
+pub struct AttentionPool {
     /// Channel dropout on the map that is scored.
     pub dropout: Dropout2d,
     /// First scoring convolution.
-    pub conv1: Conv2d<B>,
+    pub conv1: Conv2d,
     /// Batch norm after the ReLU.
-    pub bn: BatchNorm<B>,
+    pub bn: BatchNorm,
     /// Second scoring convolution, to one score per position.
-    pub conv2: Conv2d<B>,
+    pub conv2: Conv2d,
     /// Reduction of the weighted map.
     #[module(skip)]
     pub reduce: AttentionReduce,
@@ -80,18 +80,18 @@ pub struct AttentionPool<B: Backend> {
 
 /// What [`AttentionPool::forward`] returns.
 #[derive(Debug, Clone)]
-pub struct AttentionPoolOutput<B: Backend> {
+pub struct AttentionPoolOutput {
     /// The pooled embedding, `[batch, channels]`.
-    pub pooled: Tensor<B, 2>,
+    pub pooled: Tensor<2>,
     /// The attention weights, `[batch, grid_h, grid_w]`; each map sums to 1.
-    pub weights: Tensor<B, 3>,
+    pub weights: Tensor<3>,
 }
 
-impl<B: Backend> AttentionPool<B> {
+impl AttentionPool {
     /// # Shapes
     /// - `maps`: `[batch, channels, grid_h, grid_w]`
     /// - output `pooled`: `[batch, channels]`, `weights`: `[batch, grid_h, grid_w]`
-    pub fn forward(&self, maps: Tensor<B, 4>) -> AttentionPoolOutput<B> {
+    pub fn forward(&self, maps: Tensor<4>) -> AttentionPoolOutput {
         let [batch, channels, grid_h, grid_w] = maps.dims();
         let positions = grid_h * grid_w;
         // Score every position from a channel-dropped copy of the map.
@@ -119,16 +119,14 @@ impl<B: Backend> AttentionPool<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::{TestBackend, device};
+    use crate::test_util::device;
     use burn::tensor::{Distribution, Tolerance};
 
     #[test]
     fn weights_sum_to_one_and_pooling_is_their_weighted_sum() {
         let dev = device();
-        let pool = AttentionPoolConfig::new(16)
-            .with_hidden(8)
-            .init::<TestBackend>(&dev);
-        let maps = Tensor::<TestBackend, 4>::random([3, 16, 7, 7], Distribution::Default, &dev);
+        let pool = AttentionPoolConfig::new(16).with_hidden(8).init(&dev);
+        let maps = Tensor::<4>::random([3, 16, 7, 7], Distribution::Default, &dev);
         let out = pool.forward(maps.clone());
         assert_eq!(out.pooled.dims(), [3, 16]);
         assert_eq!(out.weights.dims(), [3, 7, 7]);
@@ -145,15 +143,15 @@ mod tests {
             .weights
             .slice(s![1..2, .., ..])
             .into_data()
-            .to_vec::<f32>()
+            .try_to_vec::<f32>()
             .expect("f32");
         let x = maps
             .slice(s![1..2, 5..6, .., ..])
             .into_data()
-            .to_vec::<f32>()
+            .try_to_vec::<f32>()
             .expect("f32");
         let expected: f32 = w.iter().zip(&x).map(|(a, b)| a * b).sum();
-        let got = out.pooled.slice(s![1..2, 5..6]).into_scalar();
+        let got = out.pooled.slice(s![1..2, 5..6]).into_scalar::<f32>();
         assert!((got - expected).abs() < 1e-5, "{got} vs {expected}");
     }
 
@@ -161,8 +159,8 @@ mod tests {
     fn mean_reduction_divides_the_weighted_sum_by_the_positions() {
         let dev = device();
         let config = AttentionPoolConfig::new(4).with_hidden(4);
-        let sum = config.init::<TestBackend>(&dev);
-        let maps = Tensor::<TestBackend, 4>::random([2, 4, 7, 7], Distribution::Default, &dev);
+        let sum = config.init(&dev);
+        let maps = Tensor::<4>::random([2, 4, 7, 7], Distribution::Default, &dev);
         // The first forward initialises Burn's lazy parameters, so the clone shares them.
         let a = sum.forward(maps.clone()).pooled / 49.0;
         let mean = AttentionPool {
@@ -177,11 +175,9 @@ mod tests {
     #[test]
     fn a_position_with_a_dominant_score_gets_almost_all_the_weight() {
         let dev = device();
-        let mut pool = AttentionPoolConfig::new(1)
-            .with_hidden(1)
-            .init::<TestBackend>(&dev);
+        let mut pool = AttentionPoolConfig::new(1).with_hidden(1).init(&dev);
         // Identity scoring: 1×1-like kernels (centre tap 1), no bias, so score = BN(relu(x)).
-        let centre = |c: Conv2d<TestBackend>| {
+        let centre = |c: Conv2d| {
             let mut w = [[[[0.0f32; 3]; 3]; 1]; 1];
             w[0][0][1][1] = 1.0;
             Conv2d {
@@ -194,13 +190,12 @@ mod tests {
         pool.conv2 = centre(pool.conv2);
         let mut values = vec![0.0f32; 49];
         values[17] = 30.0;
-        let maps =
-            Tensor::<TestBackend, 1>::from_floats(values.as_slice(), &dev).reshape([1, 1, 7, 7]);
+        let maps = Tensor::<1>::from_floats(values.as_slice(), &dev).reshape([1, 1, 7, 7]);
         let weights = pool
             .forward(maps)
             .weights
             .into_data()
-            .to_vec::<f32>()
+            .try_to_vec::<f32>()
             .expect("f32");
         assert!(
             weights[17] > 0.99,

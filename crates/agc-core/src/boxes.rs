@@ -225,8 +225,8 @@ pub fn attention_box(
 ///
 /// # Panics
 /// If a size is zero.
-pub fn attention_boxes<B: Backend>(
-    attention: Tensor<B, 3>,
+pub fn attention_boxes(
+    attention: Tensor<3>,
     image: [usize; 2],
     config: &BoxConfig,
 ) -> Vec<AttentionBox> {
@@ -234,7 +234,7 @@ pub fn attention_boxes<B: Backend>(
     let values = attention
         .into_data()
         .convert::<f32>()
-        .into_vec::<f32>()
+        .try_into_vec::<f32>()
         .expect("converted to f32 above");
     values
         .chunks_exact(grid_h * grid_w)
@@ -385,7 +385,7 @@ impl CentreCrop {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::{TestBackend, device};
+    use crate::test_util::device;
     use burn::tensor::module::interpolate;
     use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
     use proptest::prelude::*;
@@ -403,12 +403,13 @@ mod tests {
     fn upsampling_matches_burn_bilinear_without_align_corners() {
         let dev = device();
         let map: Vec<f32> = (0..49).map(|i| ((i * 37) % 11) as f32 / 11.0).collect();
-        let tensor =
-            Tensor::<TestBackend, 1>::from_floats(map.as_slice(), &dev).reshape([1, 1, 7, 7]);
-        let options = InterpolateOptions::new(InterpolateMode::Bilinear).with_align_corners(false);
-        let expected = interpolate(tensor, [224, 160], options)
+        let tensor = Tensor::<1>::from_floats(map.as_slice(), &dev).reshape([1, 1, 7, 7]);
+        let options = InterpolateOptions::new(InterpolateMode::Bilinear)
+            .with_align_corners(false)
+            .with_output_size([224, 160]);
+        let expected = interpolate(tensor, options)
             .into_data()
-            .to_vec::<f32>()
+            .try_to_vec::<f32>()
             .expect("f32");
         let ours = upsample_bilinear(&map, [7, 7], [224, 160]);
         let max = ours
@@ -532,7 +533,7 @@ mod tests {
     fn batch_boxes_follow_the_tensor_rows() {
         let dev = device();
         let maps = [map_with(&[(0, 0, 1.0)]), map_with(&[(6, 6, 1.0)])].concat();
-        let t = Tensor::<TestBackend, 1>::from_floats(maps.as_slice(), &dev).reshape([2, 7, 7]);
+        let t = Tensor::<1>::from_floats(maps.as_slice(), &dev).reshape([2, 7, 7]);
         let boxes = attention_boxes(t, [224, 224], &BoxConfig::new());
         assert!(
             boxes[0].square.x0 == 0 && boxes[1].square.x1 == 224,

@@ -59,7 +59,7 @@ impl ChipGrid {
     ///
     /// # Panics
     /// If the chips do not cover the image exactly.
-    pub fn tile<B: Backend>(&self, images: Tensor<B, 4>) -> Tensor<B, 4> {
+    pub fn tile(&self, images: Tensor<4>) -> Tensor<4> {
         let [batch, channels, height, width] = images.dims();
         let [rows, cols] = self.dims(height, width);
         let c = self.chip;
@@ -87,11 +87,7 @@ impl ChipGrid {
     ///
     /// # Panics
     /// If the number of embeddings is not `batch · rows · cols`.
-    pub fn untile<B: Backend>(
-        embeddings: Tensor<B, 2>,
-        batch: usize,
-        [rows, cols]: [usize; 2],
-    ) -> Tensor<B, 4> {
+    pub fn untile(embeddings: Tensor<2>, batch: usize, [rows, cols]: [usize; 2]) -> Tensor<4> {
         let [n, dim] = embeddings.dims();
         assert_eq!(
             n,
@@ -107,12 +103,12 @@ impl ChipGrid {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::{TestBackend, device};
+    use crate::test_util::device;
     use burn::tensor::Distribution;
     use proptest::prelude::*;
 
     /// The chips cut one at a time with `slice`, in the documented order.
-    fn naive_tile(grid: &ChipGrid, images: &Tensor<TestBackend, 4>) -> Tensor<TestBackend, 4> {
+    fn naive_tile(grid: &ChipGrid, images: &Tensor<4>) -> Tensor<4> {
         let [batch, _, height, width] = images.dims();
         let [rows, cols] = grid.dims(height, width);
         let (c, s) = (grid.chip, grid.step());
@@ -134,7 +130,7 @@ mod tests {
 
     fn check_against_naive(grid: ChipGrid, shape: [usize; 4]) {
         let dev = device();
-        let images = Tensor::<TestBackend, 4>::random(shape, Distribution::Default, &dev);
+        let images = Tensor::<4>::random(shape, Distribution::Default, &dev);
         let tiled = grid.tile(images.clone());
         tiled
             .into_data()
@@ -158,11 +154,11 @@ mod tests {
         let dev = device();
         let grid = ChipGrid::new(4);
         // Each chip's embedding is [mean of the chip, chip index].
-        let images = Tensor::<TestBackend, 4>::random([2, 1, 12, 8], Distribution::Default, &dev);
+        let images = Tensor::<4>::random([2, 1, 12, 8], Distribution::Default, &dev);
         let chips = grid.tile(images.clone());
         let n = chips.dims()[0];
         let means = chips.flatten::<2>(1, 3).mean_dim(1);
-        let index = Tensor::<TestBackend, 1, Int>::arange(0..n as i64, &dev)
+        let index = Tensor::<1, Int>::arange(0..n as i64, &dev)
             .float()
             .reshape([n, 1]);
         let map = ChipGrid::untile(Tensor::cat(vec![means, index], 1), 2, [3, 2]);
@@ -172,11 +168,11 @@ mod tests {
                 .clone()
                 .slice(s![b..=b, .., i * 4..i * 4 + 4, j * 4..j * 4 + 4])
                 .mean()
-                .into_scalar();
+                .into_scalar::<f32>();
             let got = map
                 .clone()
                 .slice(s![b..=b, 0..1, i..=i, j..=j])
-                .into_scalar();
+                .into_scalar::<f32>();
             assert!(
                 (got - expected).abs() < 1e-6,
                 "({b},{i},{j}): {got} vs {expected}"
@@ -184,7 +180,7 @@ mod tests {
             let idx = map
                 .clone()
                 .slice(s![b..=b, 1..2, i..=i, j..=j])
-                .into_scalar();
+                .into_scalar::<f32>();
             assert_eq!(idx as usize, b * 6 + i * 2 + j);
         }
     }
@@ -203,7 +199,7 @@ mod tests {
     #[should_panic(expected = "do not cover an image width of 100 px")]
     fn tiling_an_uncovered_image_panics_with_the_sizes() {
         let dev = device();
-        let images = Tensor::<TestBackend, 4>::zeros([1, 3, 96, 100], &dev);
+        let images = Tensor::<4>::zeros([1, 3, 96, 100], &dev);
         let _ = ChipGrid::new(32).tile(images);
     }
 
@@ -231,9 +227,9 @@ mod tests {
         fn untile_inverts_the_chip_order(batch in 1usize..3, rows in 1usize..5, cols in 1usize..5) {
             let dev = device();
             let n = batch * rows * cols;
-            let ids = Tensor::<TestBackend, 1, Int>::arange(0..n as i64, &dev).float().reshape([n, 1]);
+            let ids = Tensor::<1, Int>::arange(0..n as i64, &dev).float().reshape([n, 1]);
             let map = ChipGrid::untile(ids, batch, [rows, cols]);
-            let values = map.into_data().to_vec::<f32>().expect("f32 data");
+            let values = map.into_data().try_to_vec::<f32>().expect("f32 data");
             // [batch, 1, rows, cols] in row-major order is exactly the chip order.
             let expected: Vec<f32> = (0..n).map(|k| k as f32).collect();
             prop_assert_eq!(values, expected);

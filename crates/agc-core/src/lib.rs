@@ -1,4 +1,4 @@
-//! Models and kernels of agc, generic over any Burn [`Backend`](burn::prelude::Backend).
+//! Models and kernels of agc, written once for any Burn [`Device`](burn::prelude::Device).
 //!
 //! - [`ResNet`]: torchvision-compatible ResNets (18 to 152, and a tiny preset), with
 //!   [`ResNet::load_torchvision`] for `.pth` and `.safetensors` weights;
@@ -34,15 +34,15 @@ pub use weights::{LoadOptions, LoadReport, WeightsError};
 
 #[cfg(test)]
 pub(crate) mod test_util {
-    //! The backends unit tests run on: Flex, Burn's pure-Rust CPU backend that trains.
+    //! The device unit tests run on: Flex, Burn's pure-Rust CPU backend that trains.
 
-    /// Inference backend of the unit tests.
-    pub type TestBackend = burn::backend::Flex;
-    /// Training backend of the unit tests.
-    pub type TestAutodiff = burn::backend::Autodiff<TestBackend>;
+    /// The CPU device, for inference.
+    pub fn device() -> burn::prelude::Device {
+        burn::prelude::Device::flex()
+    }
 
-    /// The CPU device.
-    pub fn device() -> burn::prelude::Device<TestBackend> {
-        burn::backend::flex::FlexDevice
+    /// The CPU device with autodiff, for training.
+    pub fn autodiff_device() -> burn::prelude::Device {
+        device().autodiff()
     }
 }

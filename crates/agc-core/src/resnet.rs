@@ -106,7 +106,7 @@ impl ResNetConfig {
     ///
     /// # Panics
     /// If `width`, `in_channels`, `num_classes` or a stage's block count is zero.
-    pub fn init<B: Backend>(&self, device: &B::Device) -> ResNet<B> {
+    pub fn init(&self, device: &Device) -> ResNet {
         assert!(self.width > 0, "ResNet width must be positive");
         assert!(self.in_channels > 0, "ResNet in_channels must be positive");
         assert!(
@@ -163,13 +163,13 @@ impl ResNetConfig {
 
 /// A convolution as torchvision's ResNet builds it: no bias, padding `k / 2`, Kaiming-normal
 /// fan-out initialisation with the ReLU gain.
-fn conv<B: Backend>(
+fn conv(
     in_channels: usize,
     out_channels: usize,
     kernel: usize,
     stride: usize,
-    device: &B::Device,
-) -> Conv2d<B> {
+    device: &Device,
+) -> Conv2d {
     let pad = kernel / 2;
     Conv2dConfig::new([in_channels, out_channels], [kernel, kernel])
         .with_stride([stride, stride])
@@ -184,28 +184,28 @@ fn conv<B: Backend>(
 
 /// The projection shortcut of a block whose shape changes (torchvision's `downsample.0/1`).
 #[derive(Module, Debug)]
-pub struct Downsample<B: Backend> {
+pub struct Downsample {
     /// 1×1 strided convolution.
-    pub conv: Conv2d<B>,
+    pub conv: Conv2d,
     /// Batch norm after it.
-    pub bn: BatchNorm<B>,
+    pub bn: BatchNorm,
 }
 
-impl<B: Backend> Downsample<B> {
-    fn new(in_channels: usize, out_channels: usize, stride: usize, device: &B::Device) -> Self {
+impl Downsample {
+    fn new(in_channels: usize, out_channels: usize, stride: usize, device: &Device) -> Self {
         Self {
             conv: conv(in_channels, out_channels, 1, stride, device),
             bn: BatchNormConfig::new(out_channels).init(device),
         }
     }
 
-    fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         self.bn.forward(self.conv.forward(x))
     }
 }
 
 /// The shortcut of a block: the identity, or the projection when the shape changes.
-fn shortcut<B: Backend>(downsample: Option<&Downsample<B>>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+fn shortcut(downsample: Option<&Downsample>, x: Tensor<4>) -> Tensor<4> {
     match downsample {
         Some(d) => d.forward(x),
         None => x,
@@ -214,24 +214,24 @@ fn shortcut<B: Backend>(downsample: Option<&Downsample<B>>, x: Tensor<B, 4>) -> 
 
 /// Two 3×3 convolutions with a residual connection (torchvision's `BasicBlock`).
 #[derive(Module, Debug)]
-pub struct BasicBlock<B: Backend> {
+pub struct BasicBlock {
     /// First 3×3 convolution (carries the block's stride).
-    pub conv1: Conv2d<B>,
+    pub conv1: Conv2d,
     /// Batch norm after `conv1`.
-    pub bn1: BatchNorm<B>,
+    pub bn1: BatchNorm,
     /// Second 3×3 convolution.
-    pub conv2: Conv2d<B>,
+    pub conv2: Conv2d,
     /// Batch norm after `conv2`.
-    pub bn2: BatchNorm<B>,
+    pub bn2: BatchNorm,
     /// Projection shortcut, where the shape changes.
-    pub downsample: Option<Downsample<B>>,
+    pub downsample: Option<Downsample>,
 }
 
-impl<B: Backend> BasicBlock<B> {
+impl BasicBlock {
     /// # Shapes
     /// - `x`: `[batch, in_channels, h, w]`
     /// - output: `[batch, planes, h / stride, w / stride]`
-    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let identity = shortcut(self.downsample.as_ref(), x.clone());
         let out = relu(self.bn1.forward(self.conv1.forward(x)));
         let out = self.bn2.forward(self.conv2.forward(out));
@@ -242,28 +242,28 @@ impl<B: Backend> BasicBlock<B> {
 /// 1×1 → 3×3 → 1×1 convolutions with a residual connection (torchvision's `Bottleneck`, stride
 /// on the 3×3 convolution as in torchvision's "ResNet v1.5").
 #[derive(Module, Debug)]
-pub struct Bottleneck<B: Backend> {
+pub struct Bottleneck {
     /// 1×1 reduction.
-    pub conv1: Conv2d<B>,
+    pub conv1: Conv2d,
     /// Batch norm after `conv1`.
-    pub bn1: BatchNorm<B>,
+    pub bn1: BatchNorm,
     /// 3×3 convolution (carries the block's stride).
-    pub conv2: Conv2d<B>,
+    pub conv2: Conv2d,
     /// Batch norm after `conv2`.
-    pub bn2: BatchNorm<B>,
+    pub bn2: BatchNorm,
     /// 1×1 expansion to `4 · planes`.
-    pub conv3: Conv2d<B>,
+    pub conv3: Conv2d,
     /// Batch norm after `conv3`.
-    pub bn3: BatchNorm<B>,
+    pub bn3: BatchNorm,
     /// Projection shortcut, where the shape changes.
-    pub downsample: Option<Downsample<B>>,
+    pub downsample: Option<Downsample>,
 }
 
-impl<B: Backend> Bottleneck<B> {
+impl Bottleneck {
     /// # Shapes
     /// - `x`: `[batch, in_channels, h, w]`
     /// - output: `[batch, 4 · planes, h / stride, w / stride]`
-    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let identity = shortcut(self.downsample.as_ref(), x.clone());
         let out = relu(self.bn1.forward(self.conv1.forward(x)));
         let out = relu(self.bn2.forward(self.conv2.forward(out)));
@@ -276,20 +276,20 @@ impl<B: Backend> Bottleneck<B> {
 // Boxing the larger variant would put a `Box` in every module path; blocks are few.
 #[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
-pub enum ResBlock<B: Backend> {
+pub enum ResBlock {
     /// See [`BasicBlock`].
-    Basic(BasicBlock<B>),
+    Basic(BasicBlock),
     /// See [`Bottleneck`].
-    Bottleneck(Bottleneck<B>),
+    Bottleneck(Bottleneck),
 }
 
-impl<B: Backend> ResBlock<B> {
+impl ResBlock {
     fn new(
         kind: BlockKind,
         in_planes: usize,
         planes: usize,
         stride: usize,
-        device: &B::Device,
+        device: &Device,
     ) -> Self {
         let out = planes * kind.expansion();
         let downsample = (stride != 1 || in_planes != out)
@@ -318,7 +318,7 @@ impl<B: Backend> ResBlock<B> {
     /// # Shapes
     /// - `x`: `[batch, in_channels, h, w]`
     /// - output: `[batch, out_channels, h / stride, w / stride]`
-    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         match self {
             Self::Basic(block) => block.forward(x),
             Self::Bottleneck(block) => block.forward(x),
@@ -328,27 +328,27 @@ impl<B: Backend> ResBlock<B> {
 
 /// A ResNet (He et al., 2016) laid out like torchvision's, so its weights load directly.
 #[derive(Module, Debug)]
-pub struct ResNet<B: Backend> {
+pub struct ResNet {
     /// 7×7 stride-2 stem convolution.
-    pub conv1: Conv2d<B>,
+    pub conv1: Conv2d,
     /// Batch norm after the stem.
-    pub bn1: BatchNorm<B>,
+    pub bn1: BatchNorm,
     /// 3×3 stride-2 max pool after the stem.
     pub maxpool: MaxPool2d,
     /// Stage 1 (stride 1).
-    pub layer1: Vec<ResBlock<B>>,
+    pub layer1: Vec<ResBlock>,
     /// Stage 2 (stride 2).
-    pub layer2: Vec<ResBlock<B>>,
+    pub layer2: Vec<ResBlock>,
     /// Stage 3 (stride 2).
-    pub layer3: Vec<ResBlock<B>>,
+    pub layer3: Vec<ResBlock>,
     /// Stage 4 (stride 2).
-    pub layer4: Vec<ResBlock<B>>,
+    pub layer4: Vec<ResBlock>,
     /// Classifier head, absent on a backbone.
-    pub fc: Option<Linear<B>>,
+    pub fc: Option<Linear>,
     embed_dim: usize,
 }
 
-impl<B: Backend> ResNet<B> {
+impl ResNet {
     /// Channels of the last feature map, which is also the length of the pooled embedding.
     pub fn embed_dim(&self) -> usize {
         self.embed_dim
@@ -359,7 +359,7 @@ impl<B: Backend> ResNet<B> {
     /// # Shapes
     /// - `images`: `[batch, in_channels, height, width]`
     /// - output: `[batch, embed_dim, ⌈height / 32⌉, ⌈width / 32⌉]`
-    pub fn features(&self, images: Tensor<B, 4>) -> Tensor<B, 4> {
+    pub fn features(&self, images: Tensor<4>) -> Tensor<4> {
         // Stem: conv → BN → ReLU → max pool (stride 4 in all).
         let x = relu(self.bn1.forward(self.conv1.forward(images)));
         let x = self.maxpool.forward(x);
@@ -375,7 +375,7 @@ impl<B: Backend> ResNet<B> {
     /// # Shapes
     /// - `images`: `[batch, in_channels, height, width]`
     /// - output: `[batch, embed_dim]`
-    pub fn embed(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+    pub fn embed(&self, images: Tensor<4>) -> Tensor<2> {
         global_avg_pool(self.features(images))
     }
 
@@ -384,7 +384,7 @@ impl<B: Backend> ResNet<B> {
     /// # Shapes
     /// - `images`: `[batch, in_channels, height, width]`
     /// - output: `[batch, num_classes]`, or `[batch, embed_dim]` without a head
-    pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         let embedding = self.embed(images);
         match &self.fc {
             Some(fc) => fc.forward(embedding),
@@ -398,14 +398,14 @@ impl<B: Backend> ResNet<B> {
 /// # Shapes
 /// - `maps`: `[batch, channels, h, w]`
 /// - output: `[batch, channels]`
-pub fn global_avg_pool<B: Backend>(maps: Tensor<B, 4>) -> Tensor<B, 2> {
+pub fn global_avg_pool(maps: Tensor<4>) -> Tensor<2> {
     maps.flatten::<3>(2, 3).mean_dim(2).squeeze_dim(2)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::{TestBackend, device};
+    use crate::test_util::device;
 
     #[test]
     fn presets_have_torchvision_parameter_counts() {
@@ -422,7 +422,7 @@ mod tests {
             ),
         ];
         for (config, torchvision) in cases {
-            let model: ResNet<TestBackend> = config.init(&dev);
+            let model: ResNet = config.init(&dev);
             let bn_buffers: usize = bn_channels(&config) * 2;
             assert_eq!(model.num_params() - bn_buffers, torchvision, "{config:?}");
         }
@@ -453,12 +453,8 @@ mod tests {
     #[test]
     fn feature_map_has_stride_32_and_embedding_matches() {
         let dev = device();
-        let model: ResNet<TestBackend> = ResNetConfig::tiny().init(&dev);
-        let x = Tensor::<TestBackend, 4>::random(
-            [2, 3, 64, 96],
-            burn::tensor::Distribution::Default,
-            &dev,
-        );
+        let model: ResNet = ResNetConfig::tiny().init(&dev);
+        let x = Tensor::<4>::random([2, 3, 64, 96], burn::tensor::Distribution::Default, &dev);
         let maps = model.features(x.clone());
         assert_eq!(maps.dims(), [2, 64, 2, 3]);
         let emb = model.embed(x.clone());
@@ -477,9 +473,9 @@ mod tests {
             .with_block(BlockKind::Bottleneck)
             .with_width(4)
             .with_num_classes(Some(5));
-        let model: ResNet<TestBackend> = config.init(&dev);
+        let model: ResNet = config.init(&dev);
         assert_eq!(model.embed_dim(), 128);
-        let x = Tensor::<TestBackend, 4>::zeros([1, 3, 32, 32], &dev);
+        let x = Tensor::<4>::zeros([1, 3, 32, 32], &dev);
         assert_eq!(model.forward(x).dims(), [1, 5]);
         // Every stage's first block changes the channel count, so each has a projection.
         for layer in [&model.layer1, &model.layer2, &model.layer3, &model.layer4] {
@@ -493,13 +489,13 @@ mod tests {
     #[test]
     fn convolutions_use_kaiming_normal_fan_out() {
         let dev = device();
-        let model: ResNet<TestBackend> = ResNetConfig::resnet18().init(&dev);
+        let model: ResNet = ResNetConfig::resnet18().init(&dev);
         let ResBlock::Basic(block) = &model.layer1[0] else {
             panic!("resnet18 has basic blocks")
         };
         let w = block.conv1.weight.val();
         // fan_out = 64 · 3 · 3, gain √2 → std = √(2 / 576) ≈ 0.0589.
-        let std = w.flatten::<1>(0, 3).var(0).sqrt().into_scalar().to_f64();
+        let std = w.flatten::<1>(0, 3).var(0).sqrt().into_scalar::<f64>();
         assert!((std - (2.0f64 / 576.0).sqrt()).abs() < 0.004, "std {std}");
     }
 

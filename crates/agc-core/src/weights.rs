@@ -7,7 +7,6 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::prelude::*;
 use burn_store::{
     ApplyError, ApplyResult, KeyRemapper, ModuleSnapshot, PyTorchToBurnAdapter, PytorchStore,
     SafetensorsStore,
@@ -96,7 +95,7 @@ pub struct LoadReport {
     pub unused: Vec<String>,
 }
 
-impl<B: Backend> ResNet<B> {
+impl ResNet {
     /// Loads a torchvision ResNet state dict from `path` (`.pth`/`.pt`/`.bin`/`.ckpt` PyTorch
     /// pickles or `.safetensors`).
     ///

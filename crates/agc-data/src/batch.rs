@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use burn::data::dataloader::batcher::Batcher;
-use burn::data::dataset::Dataset;
+use burn::data::dataset::{Dataset, DatasetError};
 use burn::prelude::*;
 
 use crate::augment::{Augmenter, normalize, sample_seed};
@@ -77,8 +77,16 @@ impl CacheDataset {
 }
 
 impl Dataset<ImageItem> for CacheDataset {
-    fn get(&self, index: usize) -> Option<ImageItem> {
-        let row = *self.rows.get(index)?;
+    fn get(&self, index: usize) -> Result<ImageItem, DatasetError> {
+        let row = *self.rows.get(index).ok_or_else(|| {
+            DatasetError::new(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "index {index} is past a dataset of {} images",
+                    self.rows.len()
+                ),
+            ))
+        })?;
         let pixels = self.cache.image(row);
         let size = self.cache.size();
         let image = match &self.augment {
@@ -88,7 +96,7 @@ impl Dataset<ImageItem> for CacheDataset {
             ),
             None => normalize(pixels, size),
         };
-        Some(ImageItem {
+        Ok(ImageItem {
             image,
             meta: self.meta[row].clone(),
             target: self.targets[row],
@@ -103,13 +111,13 @@ impl Dataset<ImageItem> for CacheDataset {
 
 /// A batch of images on a device.
 #[derive(Debug, Clone)]
-pub struct ImageBatch<B: Backend> {
+pub struct ImageBatch {
     /// `[batch, 3, S, S]`.
-    pub images: Tensor<B, 4>,
+    pub images: Tensor<4>,
     /// `[batch, meta_dim]`, or `None` when the items carry no metadata.
-    pub meta: Option<Tensor<B, 2>>,
+    pub meta: Option<Tensor<2>>,
     /// `[batch]`, 0 or 1.
-    pub targets: Tensor<B, 1>,
+    pub targets: Tensor<1>,
     /// The cache row of each image.
     pub rows: Vec<usize>,
 }
@@ -118,10 +126,10 @@ pub struct ImageBatch<B: Backend> {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ImageBatcher;
 
-impl<B: Backend> Batcher<B, ImageItem, ImageBatch<B>> for ImageBatcher {
+impl Batcher<ImageItem, ImageBatch> for ImageBatcher {
     /// # Panics
     /// If `items` is empty or the items differ in image size or metadata length.
-    fn batch(&self, items: Vec<ImageItem>, device: &B::Device) -> ImageBatch<B> {
+    fn batch(&self, items: Vec<ImageItem>, device: &Device) -> ImageBatch {
         let n = items.len();
         assert!(n > 0, "cannot batch zero items");
         let pixels = items[0].image.len();

@@ -11,8 +11,6 @@ use agc_data::{
 };
 use burn::data::dataloader::DataLoaderBuilder;
 
-type B = burn::backend::Flex;
-
 #[test]
 fn synthetic_data_flows_from_generation_to_batches() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -78,12 +76,13 @@ fn synthetic_data_flows_from_generation_to_batches() {
         Arc::new(targets.iter().map(|&t| f32::from(t)).collect()),
     )
     .with_augment(augment, 42, 0);
-    let loader = DataLoaderBuilder::<B, _, _>::new(ImageBatcher)
+    let loader = DataLoaderBuilder::<_, _>::new(ImageBatcher)
         .batch_size(8)
         .num_workers(2)
         .build(dataset);
     let (mut seen, mut positives) = (0, 0.0f32);
     for batch in loader.iter() {
+        let batch = batch.expect("every item loads");
         let n = batch.rows.len();
         assert_eq!(batch.images.dims(), [n, 3, 64, 64]);
         assert_eq!(
@@ -94,9 +93,9 @@ fn synthetic_data_flows_from_generation_to_batches() {
             batch.rows.iter().all(|r| train.contains(r)),
             "a validation image in training"
         );
-        positives += batch.targets.sum().into_scalar();
+        positives += batch.targets.sum().into_scalar::<f32>();
         seen += n;
-        let mean = batch.images.mean().into_scalar();
+        let mean = batch.images.mean().into_scalar::<f32>();
         assert!(mean.abs() < 2.5, "normalised images, mean {mean}");
     }
     assert_eq!(seen, epoch.len());

@@ -1,14 +1,23 @@
-//! Atomic model checkpoints: a killed run never leaves a half-written checkpoint behind.
+//! Atomic checkpoints: a killed run never leaves a half-written checkpoint behind.
 //!
-//! Burn's file recorders delete the old file and then write the new one; here the record is
-//! serialised to bytes (named MessagePack, full precision) and written with
-//! `agc_data::fsutil::write_atomic` (a `.partial` sibling, synced, renamed over the target).
+//! Models and optimizer states are serialised to bytes as Burn 0.22 burnpack records (`.bpk`:
+//! full precision, parameter ids kept, so optimizer moments reattach to their parameters) and
+//! written with `agc_data::fsutil::write_atomic` (a `.partial` sibling, synced, renamed over
+//! the target).
+//!
+//! Checkpoints of agc builds on Burn 0.21 (named MessagePack, `.mpk`) cannot be read: loading
+//! one, or a run directory that only has them, is an error that says so.
 
 use std::path::{Path, PathBuf};
 
-use burn::module::Module;
+use burn::optim::ModuleOptimizer;
 use burn::prelude::*;
-use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+use burn::store::{ModuleRecord, RecordError};
+use burn::tensor::Bytes;
+use burn_store::burn_pack::MAGIC_NUMBER;
+
+/// The extension of agc's checkpoints.
+pub const EXTENSION: &str = "bpk";
 
 /// Why a checkpoint could not be saved or loaded.
 #[derive(Debug, thiserror::Error)]
@@ -26,54 +35,117 @@ pub enum CheckpointError {
     /// The checkpoint could not be written.
     #[error(transparent)]
     Write(agc_data::DataError),
+    /// The file is a checkpoint of an agc built on Burn 0.21, whose format Burn 0.22 cannot read.
+    #[error(
+        "{path}: a checkpoint written by agc on Burn 0.21 (MessagePack), which this agc (Burn \
+         0.22) cannot read; retrain into a new --out directory, or load the weights with the \
+         agc build that wrote them and export them with burn-store's safetensors store"
+    )]
+    Burn021 {
+        /// The checkpoint file.
+        path: PathBuf,
+    },
     /// The bytes are not a record of this model.
     #[error("{path}: not a checkpoint of this model: {message}")]
     Record {
         /// The checkpoint file.
         path: PathBuf,
-        /// What the recorder said.
+        /// What Burn said.
         message: String,
     },
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
-    move |source| CheckpointError::Io {
+fn record_error(path: &Path) -> impl FnOnce(RecordError) -> CheckpointError + '_ {
+    move |e| CheckpointError::Record {
         path: path.to_path_buf(),
-        source,
+        message: e.to_string(),
     }
+}
+
+/// Reads `path`, refusing anything that is not a burnpack file, and naming 0.21 checkpoints.
+fn read_burnpack(path: &Path) -> Result<Bytes, CheckpointError> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(source) if source.kind() == std::io::ErrorKind::NotFound => {
+            // A run directory of an agc on Burn 0.21 holds `.mpk` files instead.
+            let old = path.with_extension("mpk");
+            return Err(if old.is_file() {
+                CheckpointError::Burn021 { path: old }
+            } else {
+                CheckpointError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            });
+        }
+        Err(source) => {
+            return Err(CheckpointError::Io {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    if !bytes.starts_with(&MAGIC_NUMBER.to_le_bytes()) {
+        // Burn 0.21's named MessagePack records are maps (`BurnRecord { metadata, item }`):
+        // 0x80–0x8f, 0xde or 0xdf first.
+        let msgpack_map = matches!(bytes.first(), Some(0x80..=0x8f | 0xde | 0xdf));
+        return Err(if msgpack_map {
+            CheckpointError::Burn021 {
+                path: path.to_path_buf(),
+            }
+        } else {
+            CheckpointError::Record {
+                path: path.to_path_buf(),
+                message: "not a burnpack file (no \"NRUB\" header)".into(),
+            }
+        });
+    }
+    Ok(Bytes::from_bytes_vec(bytes))
 }
 
 /// Saves `model` to `path` atomically (the path is used as given, extension included).
 ///
 /// # Errors
 /// If the record cannot be serialised or the file cannot be written.
-pub fn save<B: Backend, M: Module<B>>(model: &M, path: &Path) -> Result<(), CheckpointError> {
-    let bytes = NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
-        .record(model.clone().into_record(), ())
-        .map_err(|e| CheckpointError::Record {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+pub fn save<M: Module>(model: &M, path: &Path) -> Result<(), CheckpointError> {
+    let bytes = model
+        .clone()
+        .into_record()
+        .into_bytes()
+        .map_err(record_error(path))?;
     agc_data::fsutil::write_atomic(path, &bytes).map_err(CheckpointError::Write)
 }
 
 /// Loads a checkpoint written by [`save`] into `model` (built with the same configuration).
 ///
 /// # Errors
-/// If the file cannot be read or holds no record of this model.
-pub fn load<B: Backend, M: Module<B>>(
-    model: M,
+/// If the file cannot be read, was written by agc on Burn 0.21, or holds no record of this
+/// model (another architecture: missing, unused or mis-shaped tensors).
+pub fn load<M: Module>(model: M, path: &Path) -> Result<M, CheckpointError> {
+    let record = ModuleRecord::from_bytes(read_burnpack(path)?).map_err(record_error(path))?;
+    model.try_load_record(record).map_err(record_error(path))
+}
+
+/// Saves an optimizer's state (its moments, keyed by parameter id) to `path` atomically.
+///
+/// # Errors
+/// If the state cannot be serialised or the file cannot be written.
+pub fn save_optimizer(optim: &ModuleOptimizer, path: &Path) -> Result<(), CheckpointError> {
+    let bytes = optim.into_bytes().map_err(record_error(path))?;
+    agc_data::fsutil::write_atomic(path, &bytes).map_err(CheckpointError::Write)
+}
+
+/// Loads an optimizer state written by [`save_optimizer`] into `optim`.
+///
+/// # Errors
+/// If the file cannot be read, was written by agc on Burn 0.21, or is not an optimizer state.
+pub fn load_optimizer(
+    optim: ModuleOptimizer,
     path: &Path,
-    device: &B::Device,
-) -> Result<M, CheckpointError> {
-    let bytes = std::fs::read(path).map_err(io(path))?;
-    let record = NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
-        .load(bytes, device)
-        .map_err(|e| CheckpointError::Record {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-    Ok(model.load_record(record))
+) -> Result<ModuleOptimizer, CheckpointError> {
+    optim
+        .from_bytes(read_burnpack(path)?)
+        .map_err(record_error(path))
 }
 
 #[cfg(test)]
@@ -81,37 +153,103 @@ mod tests {
     use super::*;
     use burn::nn::{Linear, LinearConfig};
 
-    type B = burn::backend::Flex;
-
     #[test]
     fn a_saved_model_loads_back_with_the_same_outputs() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let dev = Default::default();
-        let model: Linear<B> = LinearConfig::new(4, 2).init(&dev);
-        let x = Tensor::<B, 2>::from_floats([[1.0, 2.0, 3.0, 4.0]], &dev);
+        let dev = Device::flex();
+        let model: Linear = LinearConfig::new(4, 2).init(&dev);
+        let x = Tensor::<2>::from_floats([[1.0, 2.0, 3.0, 4.0]], &dev);
         let expected = model.forward(x.clone()).into_data();
-        let path = dir.path().join("fold0/best.mpk");
+        let path = dir.path().join("fold0/best.bpk");
         save(&model, &path).expect("save");
-        assert!(!path.with_file_name("best.mpk.partial").exists());
-        let fresh: Linear<B> = LinearConfig::new(4, 2).init(&dev);
-        let loaded = load(fresh, &path, &dev).expect("load");
+        assert!(!path.with_file_name("best.bpk.partial").exists());
+        let fresh: Linear = LinearConfig::new(4, 2).init(&dev);
+        let loaded = load(fresh, &path).expect("load");
         assert_eq!(loaded.forward(x).into_data(), expected);
+    }
+
+    #[test]
+    fn another_architecture_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dev = Device::flex();
+        let path = dir.path().join("best.bpk");
+        save(&LinearConfig::new(4, 2).init(&dev), &path).expect("save");
+        let err = load(LinearConfig::new(4, 3).init(&dev), &path).expect_err("other shape");
+        assert!(
+            matches!(err, CheckpointError::Record { .. }) && err.to_string().contains("best.bpk"),
+            "{err}"
+        );
     }
 
     #[test]
     fn a_corrupt_or_missing_checkpoint_is_an_error_naming_the_file() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let dev = Default::default();
-        let bad = dir.path().join("bad.mpk");
+        let dev = Device::flex();
+        let bad = dir.path().join("bad.bpk");
         std::fs::write(&bad, b"not a record").expect("write");
-        let err = load(LinearConfig::new(4, 2).init::<B>(&dev), &bad, &dev).expect_err("corrupt");
-        assert!(err.to_string().contains("bad.mpk"), "{err}");
+        let err = load(LinearConfig::new(4, 2).init(&dev), &bad).expect_err("corrupt");
+        assert!(err.to_string().contains("bad.bpk"), "{err}");
         let err = load(
-            LinearConfig::new(4, 2).init::<B>(&dev),
-            &dir.path().join("none.mpk"),
-            &dev,
+            LinearConfig::new(4, 2).init(&dev),
+            &dir.path().join("none.bpk"),
         )
         .expect_err("missing");
-        assert!(err.to_string().contains("none.mpk"), "{err}");
+        assert!(err.to_string().contains("none.bpk"), "{err}");
+    }
+
+    #[test]
+    fn a_burn_0_21_checkpoint_is_named_as_such() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dev = Device::flex();
+        // The first bytes of a record of Burn 0.21's `NamedMpkBytesRecorder`: rmp-serde writes
+        // its `BurnRecord { metadata, item }` as a map of two entries, metadata first.
+        let old = b"\x82\xa8metadata\x85\xa5float\xa3f32";
+        let mpk = dir.path().join("last.mpk");
+        std::fs::write(&mpk, old).expect("write");
+        // Named directly…
+        let err = load(LinearConfig::new(4, 2).init(&dev), &mpk).expect_err("0.21");
+        assert!(matches!(err, CheckpointError::Burn021 { .. }), "{err}");
+        assert!(err.to_string().contains("Burn 0.21"), "{err}");
+        // …or found beside the burnpack file a run directory of this agc would hold.
+        let err = load(
+            LinearConfig::new(4, 2).init(&dev),
+            &mpk.with_extension("bpk"),
+        )
+        .expect_err("0.21 run directory");
+        assert!(
+            matches!(err, CheckpointError::Burn021 { ref path } if path == &mpk),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn optimizer_moments_survive_a_save_and_load() {
+        use burn::optim::{AdamConfig, GradientsParams};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dev = Device::flex().autodiff();
+        let x = Tensor::<2>::from_floats([[1.0, -2.0, 3.0, 0.5]], &dev);
+        let step = |model: Linear, optim: &mut ModuleOptimizer| {
+            let loss = model.forward(x.clone()).powf_scalar(2.0).sum();
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            optim.step(1e-2, model, grads)
+        };
+        let mut optim = AdamConfig::new().init();
+        let model = step(LinearConfig::new(4, 2).init(&dev), &mut optim);
+        let (model_path, optim_path) = (dir.path().join("m.bpk"), dir.path().join("o.bpk"));
+        save(&model, &model_path).expect("save model");
+        save_optimizer(&optim, &optim_path).expect("save optimizer");
+        // Go on without a break…
+        let mut kept = optim.clone();
+        let straight = step(model.clone(), &mut kept);
+        // …and after a reload into fresh objects.
+        let fresh = load(LinearConfig::new(4, 2).init(&dev), &model_path).expect("load model");
+        let mut reloaded =
+            load_optimizer(AdamConfig::new().init(), &optim_path).expect("load optimizer");
+        let resumed = step(fresh, &mut reloaded);
+        assert_eq!(
+            straight.weight.val().into_data(),
+            resumed.weight.val().into_data(),
+            "the same step after a reload"
+        );
     }
 }

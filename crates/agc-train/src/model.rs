@@ -141,12 +141,12 @@ impl ModelSpec {
     ///
     /// # Errors
     /// An unknown backbone, or weights that cannot be loaded.
-    pub fn init<B: Backend>(
+    pub fn init(
         &self,
         kind: ModelKind,
         meta_dim: usize,
-        device: &B::Device,
-    ) -> Result<Net<B>, TrainError> {
+        device: &Device,
+    ) -> Result<Net, TrainError> {
         let backbone = self.backbone_config()?;
         let mut net = match kind {
             ModelKind::Resnet | ModelKind::Cropnet | ModelKind::OracleCropnet => Net::Meta(
@@ -185,30 +185,30 @@ impl ModelSpec {
 
 /// One of the method's models.
 #[derive(Module, Debug)]
-pub enum Net<B: Backend> {
+pub enum Net {
     /// The whole-image ResNet and CropNet.
-    Meta(MetaResNet<B>),
+    Meta(MetaResNet),
     /// ChipNet.
-    Chip(ChipNet<B>),
+    Chip(ChipNet),
     /// AttnResNet.
-    Attn(AttnResNet<B>),
+    Attn(AttnResNet),
 }
 
 /// What a [`Net`] predicts for a batch.
 #[derive(Debug, Clone)]
-pub struct NetOutput<B: Backend> {
+pub struct NetOutput {
     /// `[batch, 1]`.
-    pub logit: Tensor<B, 2>,
+    pub logit: Tensor<2>,
     /// `[batch, grid_h, grid_w]`, each map summing to 1; `None` for a MetaResNet.
-    pub attention: Option<Tensor<B, 3>>,
+    pub attention: Option<Tensor<3>>,
 }
 
-impl<B: Backend> Net<B> {
+impl Net {
     /// # Shapes
     /// - `images`: `[batch, 3, S, S]`
     /// - `meta`: `[batch, meta_dim]` for a MetaResNet with a metadata branch (ignored by the
     ///   attention models)
-    pub fn forward(&self, images: Tensor<B, 4>, meta: Option<Tensor<B, 2>>) -> NetOutput<B> {
+    pub fn forward(&self, images: Tensor<4>, meta: Option<Tensor<2>>) -> NetOutput {
         match self {
             Self::Meta(m) => {
                 let meta = if m.meta.is_some() { meta } else { None };
@@ -235,7 +235,7 @@ impl<B: Backend> Net<B> {
     }
 
     /// The ResNet backbone (the parameter group with the lower learning rate).
-    pub fn backbone(&self) -> &ResNet<B> {
+    pub fn backbone(&self) -> &ResNet {
         match self {
             Self::Meta(m) => &m.backbone,
             Self::Chip(m) => &m.backbone,
@@ -243,7 +243,7 @@ impl<B: Backend> Net<B> {
         }
     }
 
-    fn backbone_mut(&mut self) -> &mut ResNet<B> {
+    fn backbone_mut(&mut self) -> &mut ResNet {
         match self {
             Self::Meta(m) => &mut m.backbone,
             Self::Chip(m) => &mut m.backbone,
@@ -256,8 +256,6 @@ impl<B: Backend> Net<B> {
 mod tests {
     use super::*;
 
-    type B = burn::backend::Flex;
-
     #[test]
     fn model_names_round_trip_and_unknown_names_are_listed() {
         for kind in ModelKind::ALL {
@@ -269,17 +267,17 @@ mod tests {
 
     #[test]
     fn every_kind_builds_and_predicts_one_logit_per_image() {
-        let dev = Default::default();
+        let dev = Device::flex();
         let spec = ModelSpec {
             backbone: "tiny".into(),
             attention_hidden: 8,
             meta_hidden: [8, 4],
             ..ModelSpec::default()
         };
-        let images = Tensor::<B, 4>::ones([2, 3, 64, 64], &dev);
-        let meta = Tensor::<B, 2>::ones([2, 5], &dev);
+        let images = Tensor::<4>::ones([2, 3, 64, 64], &dev);
+        let meta = Tensor::<2>::ones([2, 5], &dev);
         for kind in ModelKind::ALL {
-            let net: Net<B> = spec.init(kind, 5, &dev).expect("init");
+            let net: Net = spec.init(kind, 5, &dev).expect("init");
             let out = net.forward(images.clone(), Some(meta.clone()));
             assert_eq!(out.logit.dims(), [2, 1], "{kind}");
             assert_eq!(out.attention.is_some(), kind.has_attention(), "{kind}");
@@ -288,7 +286,7 @@ mod tests {
             backbone: "vgg".into(),
             ..ModelSpec::default()
         }
-        .init::<B>(ModelKind::Resnet, 0, &dev)
+        .init(ModelKind::Resnet, 0, &dev)
         .expect_err("unknown backbone");
         assert!(err.to_string().contains("vgg"), "{err}");
     }

@@ -5,7 +5,7 @@
 //! RUN/config.json                   the resolved configuration
 //! RUN/folds.csv                     image_name,fold
 //! RUN/metadata_encoder.json         the fitted metadata encoding
-//! RUN/models/<model>/fold<k>/       state.json, best.mpk, last.mpk, optim.mpk, predictions.json
+//! RUN/models/<model>/fold<k>/       state.json, best.bpk, last.bpk, optim.{backbone,head}.bpk, predictions.json
 //! RUN/models/<model>/oof.csv        image_name,fold,target,prediction (every training image)
 //! RUN/models/<model>/test.csv       image_name,prediction (mean over folds)
 //! RUN/attention/fold<k>.csv         split,image_name,a0..a{G²-1}: every attention map
@@ -27,7 +27,7 @@ use agc_data::{
     CacheJob, CacheOptions, DataDir, DataDirOptions, Folds, ImageCache, MetadataEncoder, Record,
     Split, build_cache, read_labels,
 };
-use burn::tensor::backend::AutodiffBackend;
+use burn::prelude::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint;
@@ -292,11 +292,7 @@ impl Run {
     ///
     /// # Errors
     /// A run directory made with another configuration, bad data, or unwritable files.
-    pub fn open<B: burn::prelude::Backend>(
-        dir: &Path,
-        config: PipelineConfig,
-        progress: bool,
-    ) -> Result<Self> {
+    pub fn open(dir: &Path, config: PipelineConfig, progress: bool) -> Result<Self> {
         let config_path = dir.join("config.json");
         if config_path.is_file() {
             let saved: PipelineConfig = read_json(&config_path)?;
@@ -431,11 +427,7 @@ impl Run {
     ///
     /// # Errors
     /// A missing crop step (for CropNet), bad data, or a failed fold.
-    pub fn train<B: AutodiffBackend>(
-        &self,
-        kind: ModelKind,
-        devices: &[B::Device],
-    ) -> Result<ModelPredictions> {
+    pub fn train(&self, kind: ModelKind, devices: &[Device]) -> Result<ModelPredictions> {
         if let Some(p) = self.predictions(kind)? {
             return Ok(p);
         }
@@ -462,7 +454,7 @@ impl Run {
                 seed: self.config.seed ^ ((f as u64 + 1) << 32) ^ kind_salt(kind),
                 progress: self.progress,
             };
-            let outcome = train_fold::<B>(&task, devices)?;
+            let outcome = train_fold(&task, devices)?;
             for (&row, &p) in task.valid_rows.iter().zip(&outcome.predictions.valid) {
                 oof[row] = p;
             }
@@ -592,7 +584,7 @@ impl Run {
     ///
     /// # Errors
     /// ChipNet not trained, unreadable originals, unwritable caches.
-    pub fn crop<B: AutodiffBackend>(&self, device: &B::Device) -> Result<()> {
+    pub fn crop(&self, device: &Device) -> Result<()> {
         let boxes_path = self.dir.join("boxes.csv");
         if boxes_path.is_file() {
             // Written last: every fold's crop cache is complete.
@@ -603,32 +595,28 @@ impl Run {
              orig_side,true_x0,true_y0,true_x1,true_y1,iou\n",
         );
         for f in 0..self.folds.k {
-            self.crop_fold::<B>(f, &mut boxes, device)?;
+            self.crop_fold(f, &mut boxes, device)?;
         }
         write_text(&boxes_path, &boxes)
     }
 
     /// Fold `f` of the crop step: its attention maps, its rows of `boxes.csv`, its crop cache.
-    fn crop_fold<B: AutodiffBackend>(
-        &self,
-        f: usize,
-        boxes: &mut String,
-        device: &B::Device,
-    ) -> Result<()> {
+    fn crop_fold(&self, f: usize, boxes: &mut String, device: &Device) -> Result<()> {
         let chip_dir = self.model_dir(ModelKind::Chipnet);
         let size = self.config.image_size as usize;
-        let best = chip_dir.join(format!("fold{f}")).join("best.mpk");
-        if !best.is_file() {
+        let best = chip_dir.join(format!("fold{f}")).join("best.bpk");
+        // A run of agc on Burn 0.21 has best.mpk instead: loading says so.
+        if !best.is_file() && !best.with_extension("mpk").is_file() {
             return Err(TrainError::MissingStep {
                 path: best,
                 step: "train --model chipnet".into(),
             });
         }
-        let net: Net<B::InnerBackend> =
-            self.config
-                .model
-                .init(ModelKind::Chipnet, self.meta_dim(), device)?;
-        let net = checkpoint::load(net, &best, device)?;
+        let net: Net = self
+            .config
+            .model
+            .init(ModelKind::Chipnet, self.meta_dim(), device)?;
+        let net = checkpoint::load(net, &best)?;
         let mut attention_csv = String::new();
         let crop_dir = self.dir.join("crops").join(format!("fold{f}"));
         let splits = [
@@ -904,9 +892,9 @@ impl Run {
 ///
 /// # Errors
 /// The first step that fails.
-pub fn run_all<B: AutodiffBackend>(
+pub fn run_all(
     run: &Run,
-    devices: &[B::Device],
+    devices: &[Device],
     started: std::time::Instant,
 ) -> Result<crate::report::Metrics> {
     let Some(device) = devices.first() else {
@@ -922,12 +910,12 @@ pub fn run_all<B: AutodiffBackend>(
     let mut predictions = Vec::new();
     for kind in kinds {
         match kind {
-            ModelKind::Cropnet => run.crop::<B>(device)?,
+            ModelKind::Cropnet => run.crop(device)?,
             ModelKind::OracleCropnet => run.oracle_crops()?,
             _ => {}
         }
         tracing::info!("training {kind}");
-        predictions.push((kind.name().to_string(), run.train::<B>(kind, devices)?));
+        predictions.push((kind.name().to_string(), run.train(kind, devices)?));
     }
     let weights = if run.config.ensemble.is_empty() {
         Vec::new()

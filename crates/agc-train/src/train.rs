@@ -20,13 +20,10 @@ use agc_data::{
 };
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
-use burn::module::AutodiffModule;
-use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{Adam, AdamConfig, GradientsParams, Optimizer};
+use burn::module::{ModuleVisitor, Param};
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
-use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::activation::sigmoid;
-use burn::tensor::backend::AutodiffBackend;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -35,7 +32,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint;
-use crate::error::{Result, TrainError, io, read_json};
+use crate::error::{Result, TrainError, read_json};
 use crate::loss::Loss;
 use crate::metrics::roc_auc;
 use crate::model::{ModelKind, ModelSpec, Net};
@@ -191,11 +188,11 @@ pub struct Predictions {
 }
 
 /// Splits `dataset` into batches in order, preparing the items of a batch in parallel.
-fn batches<B: Backend>(
+fn batches(
     dataset: &CacheDataset,
     batch_size: usize,
-    device: &B::Device,
-) -> impl Iterator<Item = ImageBatch<B>> {
+    device: &Device,
+) -> impl Iterator<Item = ImageBatch> {
     let n = dataset.len();
     (0..n.div_ceil(batch_size)).map(move |b| {
         batch_of(
@@ -207,11 +204,7 @@ fn batches<B: Backend>(
 }
 
 /// The items `range` of `dataset` as one batch on `device`, prepared in parallel.
-fn batch_of<B: Backend>(
-    dataset: &CacheDataset,
-    range: std::ops::Range<usize>,
-    device: &B::Device,
-) -> ImageBatch<B> {
+fn batch_of(dataset: &CacheDataset, range: std::ops::Range<usize>, device: &Device) -> ImageBatch {
     let items: Vec<ImageItem> = range
         .into_par_iter()
         .map(|i| dataset.get(i).expect("index below the dataset's length"))
@@ -219,17 +212,17 @@ fn batch_of<B: Backend>(
     ImageBatcher.batch(items, device)
 }
 
-/// Predicts `rows` of `images` with `net` (an inference-backend model: call `.valid()` on a
-/// training one). With `tta > 0` the probabilities are the mean over `tta` rounds of test-time
+/// Predicts `rows` of `images` with `net` in inference mode (batch-norm running statistics, no
+/// dropout, no autodiff graph, whatever mode `net` and `device` are in). With `tta > 0` the probabilities are the mean over `tta` rounds of test-time
 /// augmentation seeded by `seed`; attention maps always come from the plain images.
-pub fn predict<B: Backend>(
-    net: &Net<B>,
+pub fn predict(
+    net: &Net,
     images: &Images,
     rows: &[usize],
     batch_size: usize,
     tta: usize,
     seed: u64,
-    device: &B::Device,
+    device: &Device,
 ) -> Predictions {
     predict_reporting(
         net,
@@ -243,20 +236,22 @@ pub fn predict<B: Backend>(
 }
 
 /// [`predict`] (`sizes` = batch size, TTA rounds) advancing `bar` by one per image and round.
-pub(crate) fn predict_reporting<B: Backend>(
-    net: &Net<B>,
+pub(crate) fn predict_reporting(
+    net: &Net,
     images: &Images,
     rows: &[usize],
     [batch_size, tta]: [usize; 2],
     seed: u64,
-    device: &B::Device,
+    device: &Device,
     bar: &ProgressBar,
 ) -> Predictions {
+    let net = &net.valid();
+    let device = &device.clone().without_autodiff();
     let mut out = Predictions::default();
     let plain = images.dataset(rows.to_vec());
     let mut sums = vec![0f32; rows.len()];
     let mut k = 0;
-    for batch in batches::<B>(&plain, batch_size, device) {
+    for batch in batches(&plain, batch_size, device) {
         bar.inc(batch.rows.len() as u64);
         let o = net.forward(batch.images, batch.meta);
         if let Some(att) = o.attention {
@@ -284,7 +279,7 @@ pub(crate) fn predict_reporting<B: Backend>(
                     .clone()
                     .with_augment(Arc::clone(&tta_augmenter), seed, round as u64);
             let mut k = 0;
-            for batch in batches::<B>(&augmented, batch_size, device) {
+            for batch in batches(&augmented, batch_size, device) {
                 bar.inc(batch.rows.len() as u64);
                 let logit = net.forward(batch.images, batch.meta).logit;
                 for p in sigmoid(logit).into_data().convert::<f32>().iter::<f32>() {
@@ -332,7 +327,7 @@ pub struct FoldPredictions {
 pub struct FoldState {
     /// Finished epochs, in order.
     pub history: Vec<EpochRecord>,
-    /// The epoch of `best.mpk`.
+    /// The epoch of `best.bpk`.
     pub best_epoch: Option<usize>,
     /// Its validation AUC.
     pub best_auc: Option<f64>,
@@ -380,24 +375,13 @@ pub struct FoldOutcome {
     pub predictions: FoldPredictions,
 }
 
-struct Optimizers<B: AutodiffBackend> {
-    backbone: OptimizerAdaptor<Adam, Net<B>, B>,
-    head: OptimizerAdaptor<Adam, Net<B>, B>,
+#[derive(Clone)]
+struct Optimizers {
+    backbone: ModuleOptimizer,
+    head: ModuleOptimizer,
 }
 
-// Not derived: the derive would ask for `B: Clone`.
-impl<B: AutodiffBackend> Clone for Optimizers<B> {
-    fn clone(&self) -> Self {
-        Self {
-            backbone: self.backbone.clone(),
-            head: self.head.clone(),
-        }
-    }
-}
-
-type AdamRecord<B> = <OptimizerAdaptor<Adam, Net<B>, B> as Optimizer<Net<B>, B>>::Record;
-
-impl<B: AutodiffBackend> Optimizers<B> {
+impl Optimizers {
     fn new(config: &TrainConfig) -> Self {
         let adam = AdamConfig::new().with_epsilon(config.adam_epsilon);
         Self {
@@ -408,75 +392,71 @@ impl<B: AutodiffBackend> Optimizers<B> {
 
     /// One training step on `batch`: the loss, its gradients, the backbone's parameters moved
     /// at `lrs[0]` and the rest at `lrs[1]`. Returns the model and the batch's loss.
-    fn step(
-        &mut self,
-        net: Net<B>,
-        loss: &Loss,
-        batch: ImageBatch<B>,
-        lrs: [f64; 2],
-    ) -> (Net<B>, f64) {
-        match self.step_with(net, loss, batch, lrs, Ok::<_, std::convert::Infallible>) {
+    fn step(&mut self, net: Net, loss: &Loss, batch: ImageBatch, lrs: [f64; 2]) -> (Net, f64) {
+        match self.step_with(net, loss, batch, lrs, |g, _| {
+            Ok::<_, std::convert::Infallible>(g)
+        }) {
             Ok(stepped) => stepped,
             Err(never) => match never {},
         }
     }
 
-    /// [`Self::step`] with the gradients of each group passed through `reduce` before the
-    /// optimizers see them (the all-reduce of data-parallel training).
+    /// [`Self::step`] with the gradients of each group passed through `reduce` (with the model
+    /// they belong to) before the optimizers see them: the all-reduce of data-parallel training.
     fn step_with<E>(
         &mut self,
-        net: Net<B>,
+        net: Net,
         loss: &Loss,
-        batch: ImageBatch<B>,
+        batch: ImageBatch,
         lrs: [f64; 2],
-        reduce: impl Fn(GradientsParams) -> std::result::Result<GradientsParams, E>,
-    ) -> std::result::Result<(Net<B>, f64), E> {
+        reduce: impl Fn(GradientsParams, &Net) -> std::result::Result<GradientsParams, E>,
+    ) -> std::result::Result<(Net, f64), E> {
         let out = net.forward(batch.images, batch.meta);
         let loss = loss.forward(out.logit, batch.targets);
-        let value = f64::from(loss.clone().into_scalar().elem::<f32>());
+        let value = f64::from(loss.clone().into_scalar::<f32>());
         let mut grads = loss.backward();
-        let backbone = reduce(GradientsParams::from_module(&mut grads, net.backbone()))?;
-        let head = reduce(GradientsParams::from_grads(grads, &net))?;
+        let backbone = reduce(
+            GradientsParams::from_module(&mut grads, net.backbone()),
+            &net,
+        )?;
+        let head = reduce(GradientsParams::from_grads(grads, &net), &net)?;
         let net = self.backbone.step(lrs[0], net, backbone);
         let net = self.head.step(lrs[1], net, head);
         Ok((net, value))
     }
 
-    fn save(&self, path: &Path) -> Result<()> {
-        let record = (self.backbone.to_record(), self.head.to_record());
-        let bytes = NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
-            .record(record, ())
-            .map_err(|e| TrainError::Parse {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?;
-        agc_data::fsutil::write_atomic(path, &bytes)?;
+    /// Saves both optimizers' moments: `{stem}.backbone.bpk` and `{stem}.head.bpk` in `dir`.
+    fn save(&self, dir: &Path, stem: &str) -> Result<()> {
+        let [backbone, head] = Self::paths(dir, stem);
+        checkpoint::save_optimizer(&self.backbone, &backbone)?;
+        checkpoint::save_optimizer(&self.head, &head)?;
         Ok(())
     }
 
-    fn load(self, path: &Path, device: &B::Device) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(io(path))?;
-        let (backbone, head): (AdamRecord<B>, AdamRecord<B>) =
-            NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
-                .load(bytes, device)
-                .map_err(|e| TrainError::Parse {
-                    path: path.to_path_buf(),
-                    message: format!("not an optimizer state of this model: {e}"),
-                })?;
+    fn load(self, dir: &Path, stem: &str) -> Result<Self> {
+        let [backbone, head] = Self::paths(dir, stem);
         Ok(Self {
-            backbone: self.backbone.load_record(backbone),
-            head: self.head.load_record(head),
+            backbone: checkpoint::load_optimizer(self.backbone, &backbone)?,
+            head: checkpoint::load_optimizer(self.head, &head)?,
         })
+    }
+
+    fn paths(dir: &Path, stem: &str) -> [PathBuf; 2] {
+        let ext = checkpoint::EXTENSION;
+        [
+            dir.join(format!("{stem}.backbone.{ext}")),
+            dir.join(format!("{stem}.head.{ext}")),
+        ]
     }
 }
 
 /// Initialises every parameter of `module` in place. Burn initialises parameters lazily, and a
 /// clone of an uninitialised parameter initialises on its own: copies forked from a fresh model
 /// would each start from different random weights.
-fn materialize<B: Backend, M: Module<B>>(module: &M) {
+fn initialize_params<M: Module>(module: &M) {
     struct Touch;
-    impl<B: Backend> burn::module::ModuleVisitor<B> for Touch {
-        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {
+    impl ModuleVisitor for Touch {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
             let _ = param.val();
         }
     }
@@ -484,48 +464,173 @@ fn materialize<B: Backend, M: Module<B>>(module: &M) {
 }
 
 /// The batch of device `peer` at `step`, made on `device`.
-type ShardFn<'a, B> = dyn Fn(usize, usize, &Device<B>) -> ImageBatch<B> + Sync + 'a;
+type ShardFn<'a> = dyn Fn(usize, usize, &Device) -> ImageBatch + Sync + 'a;
 
 /// The work of [`data_parallel_steps`]: how many steps, each device's batches, and what to do
 /// after each step (on the first device's thread).
-struct Shards<'a, B: Backend> {
+struct Shards<'a> {
     steps: usize,
-    batch: &'a ShardFn<'a, B>,
+    batch: &'a ShardFn<'a>,
     on_step: &'a (dyn Fn() + Sync),
 }
 
 /// What one device did in a data-parallel epoch.
-struct Replica<B: AutodiffBackend> {
-    net: Net<B>,
-    optim: Optimizers<B>,
+struct Replica {
+    net: Net,
+    optim: Optimizers,
     /// Sum over its steps of the shard's mean loss times the shard's size.
     loss_sum: f64,
     /// Images it trained on.
     seen: usize,
 }
 
-/// `steps` data-parallel training steps on `devices` through burn-collective, Burn's
-/// collective-operations crate: every device trains its own copy of `net` (forked onto it) on
-/// its shard of each batch, given by `shards.batch(step, device index, device)`; the
-/// gradients of each learning-rate group are averaged across the devices (all-reduce, mean)
-/// before every copy's optimizers step, so all copies take the same step and stay equal. One
-/// thread per device. Returns every device's copy, the first device's first.
+/// What a device that stopped because another one failed reports.
+const STOPPED_BY_ANOTHER: &str = "stopped: another device failed";
+
+/// The all-reduce (mean) of data-parallel training, between threads of one process: every
+/// device hands in the gradients of a parameter group and takes back the mean over all devices,
+/// on its own device. The last device to arrive computes the mean.
+///
+/// Burn 0.22's own all-reduce (`DistributedContext`, inside `backward`) runs on CUDA (NCCL)
+/// only and refuses Flex; this one runs on every device, which is what lets the CPU test it.
+struct GradientExchange {
+    /// Each peer's device, without autodiff (gradients are plain tensors).
+    devices: Vec<Device>,
+    state: std::sync::Mutex<ExchangeState>,
+    turn: std::sync::Condvar,
+}
+
+struct ExchangeState {
+    handed_in: Vec<Option<GradientsParams>>,
+    means: Vec<Option<GradientsParams>>,
+    arrived: usize,
+    round: u64,
+    aborted: bool,
+}
+
+impl GradientExchange {
+    fn new(devices: &[Device]) -> Self {
+        let n = devices.len();
+        Self {
+            devices: devices
+                .iter()
+                .map(|d| d.clone().without_autodiff())
+                .collect(),
+            state: std::sync::Mutex::new(ExchangeState {
+                handed_in: (0..n).map(|_| None).collect(),
+                means: (0..n).map(|_| None).collect(),
+                arrived: 0,
+                round: 0,
+                aborted: false,
+            }),
+            turn: std::sync::Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ExchangeState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Ends every pending and future exchange with an error: a device failed, and the others
+    /// must not wait for its gradients for ever.
+    fn abort(&self) {
+        self.lock().aborted = true;
+        self.turn.notify_all();
+    }
+
+    /// Hands in `peer`'s gradients of the parameters of `net` and returns the mean over all
+    /// devices, on `peer`'s device.
+    fn mean(&self, peer: usize, grads: GradientsParams, net: &Net) -> Result<GradientsParams> {
+        let stopped = || TrainError::Devices(STOPPED_BY_ANOTHER.into());
+        let mut state = self.lock();
+        if state.aborted {
+            return Err(stopped());
+        }
+        state.handed_in[peer] = Some(grads);
+        state.arrived += 1;
+        let round = state.round;
+        if state.arrived == self.devices.len() {
+            let mut handed_in: Vec<GradientsParams> = state
+                .handed_in
+                .iter_mut()
+                .map(|g| g.take().expect("every device handed in"))
+                .collect();
+            let mut average = Average {
+                handed_in: &mut handed_in,
+                devices: &self.devices,
+                means: (0..self.devices.len())
+                    .map(|_| GradientsParams::new())
+                    .collect(),
+            };
+            net.visit(&mut average);
+            state.means = average.means.into_iter().map(Some).collect();
+            state.arrived = 0;
+            state.round += 1;
+            self.turn.notify_all();
+        } else {
+            while state.round == round && !state.aborted {
+                state = self
+                    .turn
+                    .wait(state)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            if state.round == round {
+                return Err(stopped());
+            }
+        }
+        Ok(state.means[peer].take().expect("this round's mean"))
+    }
+}
+
+/// Averages one parameter's gradients over the devices, for every parameter of a module.
+struct Average<'a> {
+    handed_in: &'a mut [GradientsParams],
+    devices: &'a [Device],
+    means: Vec<GradientsParams>,
+}
+
+impl ModuleVisitor for Average<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let home = &self.devices[0];
+        let sum = self
+            .handed_in
+            .iter_mut()
+            .filter_map(|g| g.remove::<D>(param.id))
+            .map(|g| g.to_device(home))
+            .reduce(|a, b| a + b);
+        // A parameter without gradients (not in this group) is left out.
+        if let Some(sum) = sum {
+            let mean = sum.div_scalar(self.devices.len() as f32);
+            for (means, device) in self.means.iter_mut().zip(self.devices) {
+                means.register(param.id, mean.clone().to_device(device));
+            }
+        }
+    }
+}
+
+/// `steps` data-parallel training steps on `devices`: every device trains its own copy of
+/// `net` (forked onto it) on its shard of each batch, given by
+/// `shards.batch(step, device index, device)`; the gradients of each learning-rate group are
+/// averaged across the devices ([`GradientExchange`]) before every copy's optimizers step, so
+/// all copies take the same step and stay equal. One thread per device. Returns every device's
+/// copy, the first device's first.
 ///
 /// Several GPUs in one process are what this is for; on the CPU it runs too (peers may share a
 /// device), which is how it is tested.
-fn data_parallel_steps<B: AutodiffBackend>(
-    net: &Net<B>,
-    optim: &Optimizers<B>,
-    devices: &[B::Device],
+fn data_parallel_steps(
+    net: &Net,
+    optim: &Optimizers,
+    devices: &[Device],
     loss: &Loss,
     lrs: [f64; 2],
-    shards: &Shards<'_, B>,
-) -> Result<Vec<Replica<B>>> {
-    use burn::collective::{self, CollectiveConfig, PeerId, ReduceOperation};
-    let failed = |e: collective::CollectiveError| TrainError::Devices(format!("{e:?}"));
+    shards: &Shards<'_>,
+) -> Result<Vec<Replica>> {
     // The copies must start equal.
-    materialize(net);
-    let config = CollectiveConfig::default().with_num_devices(devices.len());
+    initialize_params(net);
+    let exchange = GradientExchange::new(devices);
+    let exchange = &exchange;
     std::thread::scope(|scope| {
         let handles: Vec<_> = devices
             .iter()
@@ -533,20 +638,15 @@ fn data_parallel_steps<B: AutodiffBackend>(
             .map(|(peer, device)| {
                 let mut net = net.clone().fork(device);
                 let mut optim = optim.clone();
-                let config = config.clone();
-                let work = move || -> Result<Replica<B>> {
-                    let id = PeerId::from(peer);
-                    collective::register::<B::InnerBackend>(id, device.clone(), config)
-                        .map_err(failed)?;
+                let work = move || -> Result<Replica> {
                     let (mut loss_sum, mut seen) = (0.0, 0);
                     for step in 0..shards.steps {
                         let batch = (shards.batch)(step, peer, device);
                         let n = batch.rows.len();
-                        let (stepped, value) = optim
-                            .step_with(net, loss, batch, lrs, |g| {
-                                g.all_reduce::<B::InnerBackend>(id, ReduceOperation::Mean)
-                            })
-                            .map_err(failed)?;
+                        let (stepped, value) =
+                            optim.step_with(net, loss, batch, lrs, |g, net| {
+                                exchange.mean(peer, g, net)
+                            })?;
                         net = stepped;
                         loss_sum += value * n as f64;
                         seen += n;
@@ -554,7 +654,6 @@ fn data_parallel_steps<B: AutodiffBackend>(
                             (shards.on_step)();
                         }
                     }
-                    collective::finish_collective::<B::InnerBackend>(id).map_err(failed)?;
                     Ok(Replica {
                         net,
                         optim,
@@ -570,16 +669,13 @@ fn data_parallel_steps<B: AutodiffBackend>(
                             )))
                         });
                     if outcome.is_err() {
-                        // The other devices wait for this one's gradients: resetting the
-                        // collective ends their pending all-reduce with an error instead of
-                        // leaving them waiting for ever.
-                        collective::reset_collective::<B::InnerBackend>();
+                        exchange.abort();
                     }
                     outcome
                 })
             })
             .collect();
-        let outcomes: Vec<Result<Replica<B>>> = handles
+        let outcomes: Vec<Result<Replica>> = handles
             .into_iter()
             .enumerate()
             .map(|(peer, h)| {
@@ -590,11 +686,10 @@ fn data_parallel_steps<B: AutodiffBackend>(
                 })
             })
             .collect();
-        // The first device that failed on its own says why; the others only saw the reset.
-        let first_error = outcomes.iter().position(|o| {
-            matches!(o, Err(TrainError::Devices(m))
-                if !m.contains("LocalServerMissing") && !m.contains("RegisterNotFirstOperation"))
-        });
+        // The first device that failed on its own says why; the others only saw the abort.
+        let first_error = outcomes.iter().position(
+            |o| matches!(o, Err(e) if !matches!(e, TrainError::Devices(m) if m == STOPPED_BY_ANOTHER)),
+        );
         match first_error {
             Some(i) => Err(outcomes
                 .into_iter()
@@ -635,13 +730,13 @@ fn mean_loss(loss: &Loss, probabilities: &[f32], labels: &[u8]) -> f64 {
 
 /// Trains (or resumes, or just reloads) one model on one fold.
 ///
-/// Files in `task.dir`: `state.json` (the history and where training stands), `last.mpk` and
-/// `optim.mpk` (weights and optimizer moments after the last finished epoch), `best.mpk` (the
-/// best validation AUC), and `predictions.json` once the fold is done. Every file is written
+/// Files in `task.dir`: `state.json` (the history and where training stands), `last.bpk` and
+/// `optim.backbone.bpk`/`optim.head.bpk` (weights and both optimizers' moments after the last
+/// finished epoch, burnpack records), `best.bpk` (the best validation AUC), and `predictions.json` once the fold is done. Every file is written
 /// atomically; `state.json` is written last, so a kill between files costs at most the epoch in
 /// progress, which is re-run identically.
 ///
-/// With several `devices` the fold trains data-parallel through burn-collective: each device
+/// With several `devices` the fold trains data-parallel: each device
 /// trains its own copy of the model on an even share of every batch of `batch_size` images,
 /// the gradients are all-reduced (mean) before every step so the copies stay equal, and
 /// validation, test predictions and checkpoints run on the first device. Dropout draws on each device concurrently, so a run on
@@ -653,10 +748,7 @@ fn mean_loss(loss: &Loss, probabilities: &[f32], labels: &[u8]) -> f64 {
 /// read or written.
 // One epoch reads best as one loop body: sample, step, validate, checkpoint, stop.
 #[allow(clippy::too_many_lines)]
-pub fn train_fold<B: AutodiffBackend>(
-    task: &FoldTask<'_>,
-    devices: &[B::Device],
-) -> Result<FoldOutcome> {
+pub fn train_fold(task: &FoldTask<'_>, devices: &[Device]) -> Result<FoldOutcome> {
     let config = task.config;
     config.check()?;
     let Some(device) = devices.first() else {
@@ -692,15 +784,15 @@ pub fn train_fold<B: AutodiffBackend>(
         )));
     }
 
-    B::seed(device, epoch_seed(task.seed, usize::MAX));
-    let mut net: Net<B> = task.spec.init(task.kind, task.meta_dim, device)?;
-    let mut optim = Optimizers::<B>::new(config);
-    let last_path = dir.join("last.mpk");
-    let optim_path = dir.join("optim.mpk");
-    let best_path = dir.join("best.mpk");
+    device.seed(epoch_seed(task.seed, usize::MAX));
+    let mut net: Net = task.spec.init(task.kind, task.meta_dim, device)?;
+    let mut optim = Optimizers::new(config);
+    let ext = checkpoint::EXTENSION;
+    let last_path = dir.join(format!("last.{ext}"));
+    let best_path = dir.join(format!("best.{ext}"));
     if !state.history.is_empty() {
-        net = checkpoint::load(net, &last_path, device)?;
-        optim = optim.load(&optim_path, device)?;
+        net = checkpoint::load(net, &last_path)?;
+        optim = optim.load(dir, "optim")?;
         tracing::info!(
             "{}: resuming after epoch {}",
             dir.display(),
@@ -719,7 +811,7 @@ pub fn train_fold<B: AutodiffBackend>(
         let epoch = state.history.len();
         let started = std::time::Instant::now();
         for (i, d) in devices.iter().enumerate() {
-            B::seed(d, epoch_seed(task.seed ^ i as u64, epoch));
+            d.seed(epoch_seed(task.seed ^ i as u64, epoch));
         }
         // This epoch's rows: balanced or shuffled, seeded by the epoch.
         let rows = if config.balanced {
@@ -747,9 +839,9 @@ pub fn train_fold<B: AutodiffBackend>(
         if devices.len() > 1 {
             // Each batch of `batch_size` is split evenly across the devices.
             let per_device = config.batch_size / devices.len();
-            let shard = |step: usize, peer: usize, device: &B::Device| {
+            let shard = |step: usize, peer: usize, device: &Device| {
                 let start = step * config.batch_size + peer * per_device;
-                batch_of::<B>(&dataset, start..start + per_device, device)
+                batch_of(&dataset, start..start + per_device, device)
             };
             let on_step = || bar.inc(1);
             let shards = Shards {
@@ -764,7 +856,7 @@ pub fn train_fold<B: AutodiffBackend>(
             let first = replicas.swap_remove(0);
             (net, optim) = (first.net, first.optim);
         } else {
-            for batch in batches::<B>(&dataset, config.batch_size, device) {
+            for batch in batches(&dataset, config.batch_size, device) {
                 let n = batch.rows.len();
                 if n < config.batch_size {
                     // A short last batch: batch norm over a handful of images only adds noise.
@@ -830,7 +922,7 @@ pub fn train_fold<B: AutodiffBackend>(
             state.best_epoch = Some(epoch);
         }
         checkpoint::save(&net, &last_path)?;
-        optim.save(&optim_path)?;
+        optim.save(dir, "optim")?;
         state.history.push(record);
         let since_best = epoch - state.best_epoch.unwrap_or(epoch);
         if since_best >= config.patience.max(1) && config.patience > 0 {
@@ -847,7 +939,7 @@ pub fn train_fold<B: AutodiffBackend>(
         }
         if state.finished {
             // Predictions before the state says finished: a kill in between re-makes them.
-            let predictions = final_predictions::<B>(task, &state, &best_path, device)?;
+            let predictions = final_predictions(task, &state, &best_path, device)?;
             agc_data::fsutil::write_json(&predictions_path, &predictions)?;
             agc_data::fsutil::write_json(&state_path, &state)?;
             return Ok(FoldOutcome { state, predictions });
@@ -855,16 +947,12 @@ pub fn train_fold<B: AutodiffBackend>(
         agc_data::fsutil::write_json(&state_path, &state)?;
     }
     // Finished before, but predictions.json went missing: make it again.
-    let predictions = final_predictions::<B>(task, &state, &best_path, device)?;
+    let predictions = final_predictions(task, &state, &best_path, device)?;
     agc_data::fsutil::write_json(&predictions_path, &predictions)?;
     Ok(FoldOutcome { state, predictions })
 }
 
-fn fold_predictions<B: Backend>(
-    net: &Net<B>,
-    task: &FoldTask<'_>,
-    device: &B::Device,
-) -> FoldPredictions {
+fn fold_predictions(net: &Net, task: &FoldTask<'_>, device: &Device) -> FoldPredictions {
     let c = task.config;
     let valid = predict(
         net,
@@ -885,16 +973,16 @@ fn fold_predictions<B: Backend>(
     }
 }
 
-fn final_predictions<B: AutodiffBackend>(
+fn final_predictions(
     task: &FoldTask<'_>,
     state: &FoldState,
     best_path: &Path,
-    device: &B::Device,
+    device: &Device,
 ) -> Result<FoldPredictions> {
     match task.config.test_from {
         TestFrom::Best => {
-            let net: Net<B::InnerBackend> = task.spec.init(task.kind, task.meta_dim, device)?;
-            let net = checkpoint::load(net, best_path, device)?;
+            let net: Net = task.spec.init(task.kind, task.meta_dim, device)?;
+            let net = checkpoint::load(net, best_path)?;
             Ok(fold_predictions(&net, task, device))
         }
         TestFrom::LastEpochs => {
@@ -947,18 +1035,16 @@ pub(crate) fn progress_bar(show: bool, len: u64, message: &str) -> ProgressBar {
 mod tests {
     use super::*;
 
-    type AB = burn::backend::Autodiff<burn::backend::Flex>;
-
-    fn values<const D: usize>(param: &burn::module::Param<Tensor<AB, D>>) -> Vec<f32> {
-        param.val().into_data().to_vec::<f32>().expect("f32")
+    fn values<const D: usize>(param: &burn::module::Param<Tensor<D>>) -> Vec<f32> {
+        param.val().into_data().try_to_vec::<f32>().expect("f32")
     }
 
-    fn conv1(net: &Net<AB>) -> Vec<f32> {
+    fn conv1(net: &Net) -> Vec<f32> {
         values(&net.backbone().conv1.weight)
     }
 
     /// The weights of the final linear layer (the head group).
-    fn classifier(net: &Net<AB>) -> Vec<f32> {
+    fn classifier(net: &Net) -> Vec<f32> {
         match net {
             Net::Meta(m) => values(&m.fc.weight),
             Net::Chip(m) => values(&m.head.fc.weight),
@@ -974,26 +1060,15 @@ mod tests {
     }
 
     /// Four images of constant colour whose values depend on `k`, half of them positive.
-    fn toy_batch(k: usize, dev: Device<AB>) -> ImageBatch<AB> {
+    fn toy_batch(k: usize, dev: &Device) -> ImageBatch {
         let f = |i: usize| ((k * 4 + i) as f32 * 0.37).sin() * 2.0;
         ImageBatch {
-            images: Tensor::<AB, 4>::ones([4, 3, 64, 64], &dev)
-                * Tensor::<AB, 4>::from_floats(
-                    [[[[f(0)]]], [[[f(1)]]], [[[f(2)]]], [[[f(3)]]]],
-                    &dev,
-                ),
-            meta: Some(Tensor::<AB, 2>::ones([4, 3], &dev) * f(4)),
-            targets: Tensor::<AB, 1>::from_floats([0.0, 1.0, 1.0, 0.0], &dev),
+            images: Tensor::<4>::ones([4, 3, 64, 64], dev)
+                * Tensor::<4>::from_floats([[[[f(0)]]], [[[f(1)]]], [[[f(2)]]], [[[f(3)]]]], dev),
+            meta: Some(Tensor::<2>::ones([4, 3], dev) * f(4)),
+            targets: Tensor::<1>::from_floats([0.0, 1.0, 1.0, 0.0], dev),
             rows: vec![0, 1, 2, 3],
         }
-    }
-
-    /// burn-collective's server is one per backend: tests that use it take turns.
-    fn take_turn() -> std::sync::MutexGuard<'static, ()> {
-        static COLLECTIVE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        COLLECTIVE
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The tiny backbone with a small metadata branch (3 metadata values).
@@ -1007,40 +1082,38 @@ mod tests {
 
     #[test]
     fn a_failing_device_ends_data_parallel_training_with_an_error_not_a_hang() {
-        let _turn = take_turn();
-        let dev: Device<AB> = Default::default();
+        let dev = Device::flex().autodiff();
         let config = TrainConfig::seed_defaults(ModelKind::Resnet);
-        let net: Net<AB> = tiny_spec().init(ModelKind::Resnet, 3, &dev).expect("init");
-        let optim = Optimizers::<AB>::new(&config);
-        let batch = |step: usize, peer: usize, d: &Device<AB>| {
+        let net: Net = tiny_spec().init(ModelKind::Resnet, 3, &dev).expect("init");
+        let optim = Optimizers::new(&config);
+        let batch = |step: usize, peer: usize, d: &Device| {
             assert!(!(peer == 1 && step == 1), "device 1 runs out of memory");
-            toy_batch(step, *d)
+            toy_batch(step, d)
         };
         let shards = Shards {
             steps: 3,
             batch: &batch,
             on_step: &|| {},
         };
-        let outcome =
-            data_parallel_steps(&net, &optim, &[dev, dev], &config.loss, [1e-3; 2], &shards);
+        let devices = [dev.clone(), dev];
+        let outcome = data_parallel_steps(&net, &optim, &devices, &config.loss, [1e-3; 2], &shards);
         let Err(err) = outcome else {
             panic!("a device failed, yet data-parallel training succeeded")
         };
         assert!(err.to_string().contains("device 1"), "{err}");
-        // The collective is usable again afterwards.
+        // Data-parallel training works again afterwards.
         let shards = Shards {
             steps: 1,
-            batch: &|step, _, d| toy_batch(step, *d),
+            batch: &|step, _, d| toy_batch(step, d),
             on_step: &|| {},
         };
-        data_parallel_steps(&net, &optim, &[dev, dev], &config.loss, [1e-3; 2], &shards)
+        data_parallel_steps(&net, &optim, &devices, &config.loss, [1e-3; 2], &shards)
             .expect("a new data-parallel run after the failure");
     }
 
     #[test]
     fn data_parallel_copies_take_the_step_of_the_averaged_gradients() {
-        let _turn = take_turn();
-        let dev: Device<AB> = Default::default();
+        let dev = Device::flex().autodiff();
         // No dropout: every forward pass is deterministic, so the copies can be compared.
         let spec = ModelSpec {
             dropout: 0.0,
@@ -1050,19 +1123,19 @@ mod tests {
         let config = TrainConfig::seed_defaults(ModelKind::Resnet);
         let lrs = [1e-3, 1e-3];
         // Fresh, so its parameters are not initialised yet: the first data-parallel call must
-        // initialise them before forking (`materialize`), and does so in place, after which
+        // initialise them before forking (`initialize_params`), and does so in place, after which
         // every clone below starts from the same weights.
-        let net: Net<AB> = spec.init(ModelKind::Resnet, 3, &dev).expect("init");
-        let optim = Optimizers::<AB>::new(&config);
-        let devices = [dev, dev];
+        let net: Net = spec.init(ModelKind::Resnet, 3, &dev).expect("init");
+        let optim = Optimizers::new(&config);
+        let devices = [dev.clone(), dev.clone()];
         let alone = |batches: &[usize]| {
             let (mut net, mut optim) = (net.clone(), optim.clone());
             for &k in batches {
-                net = optim.step(net, &config.loss, toy_batch(k, dev), lrs).0;
+                net = optim.step(net, &config.loss, toy_batch(k, &dev), lrs).0;
             }
             net
         };
-        let both = |batch: &ShardFn<'_, AB>| {
+        let both = |batch: &ShardFn<'_>| {
             let shards = Shards {
                 steps: 2,
                 batch,
@@ -1074,7 +1147,7 @@ mod tests {
 
         // Each device on its own shards: without the all-reduce the copies would part, as
         // training on shard 0 alone and on shard 1 alone does.
-        let replicas = both(&|step, peer, d| toy_batch(2 * step + peer, *d));
+        let replicas = both(&|step, peer, d| toy_batch(2 * step + peer, d));
         let apart = max_change(&conv1(&alone(&[0, 2])), &conv1(&alone(&[1, 3])));
         assert!(apart > 1e-4, "the shards give different steps ({apart})");
         assert_eq!(replicas.len(), 2);
@@ -1093,7 +1166,7 @@ mod tests {
 
         // Both devices on the same shards: the mean of equal gradients is that gradient, so
         // the step is the one-device step.
-        let same = both(&|step, _, d| toy_batch(step, *d));
+        let same = both(&|step, _, d| toy_batch(step, d));
         let reference = alone(&[0, 1]);
         let off = max_change(&conv1(&same[0].net), &conv1(&reference)).max(max_change(
             &classifier(&same[0].net),
@@ -1107,7 +1180,7 @@ mod tests {
 
     #[test]
     fn a_step_moves_the_backbone_and_the_head_at_their_own_rates() {
-        let dev = Default::default();
+        let dev = Device::flex().autodiff();
         let spec = tiny_spec();
         let config = TrainConfig::seed_defaults(ModelKind::Resnet);
         for (kind, lrs) in [
@@ -1115,24 +1188,21 @@ mod tests {
             (ModelKind::Resnet, [0.0, 1e-3]),
             (ModelKind::Chipnet, [1e-3, 0.0]),
         ] {
-            let net: Net<AB> = spec.init(kind, 3, &dev).expect("init");
+            let net: Net = spec.init(kind, 3, &dev).expect("init");
             let before = conv1(&net);
             let fc_before = classifier(&net);
             let batch = ImageBatch {
-                images: Tensor::<AB, 4>::ones([4, 3, 64, 64], &dev),
-                meta: Some(Tensor::<AB, 2>::ones([4, 3], &dev)),
-                targets: Tensor::<AB, 1>::from_floats([0.0, 1.0, 0.0, 1.0], &dev),
+                images: Tensor::<4>::ones([4, 3, 64, 64], &dev),
+                meta: Some(Tensor::<2>::ones([4, 3], &dev)),
+                targets: Tensor::<1>::from_floats([0.0, 1.0, 0.0, 1.0], &dev),
                 rows: vec![0, 1, 2, 3],
             };
             let batch = ImageBatch {
                 images: batch.images
-                    * Tensor::<AB, 4>::from_floats(
-                        [[[[1.0]]], [[[-1.0]]], [[[0.5]]], [[[2.0]]]],
-                        &dev,
-                    ),
+                    * Tensor::<4>::from_floats([[[[1.0]]], [[[-1.0]]], [[[0.5]]], [[[2.0]]]], &dev),
                 ..batch
             };
-            let mut optim = Optimizers::<AB>::new(&config);
+            let mut optim = Optimizers::new(&config);
             let (net, value) = optim.step(net, &config.loss, batch, lrs);
             assert!(value.is_finite());
             let fc_after = classifier(&net);

@@ -6,7 +6,7 @@ use agc_data::{SynthConfig, generate};
 use agc_train::ModelKind;
 use agc_train::pipeline::{PipelineConfig, Run};
 
-type AB = burn::backend::Autodiff<burn::backend::Flex>;
+use burn::prelude::Device;
 
 #[test]
 fn a_model_trains_data_parallel_on_two_devices_and_resumes() {
@@ -32,11 +32,12 @@ fn a_model_trains_data_parallel_on_two_devices_and_resumes() {
     config.schedules.resnet.batch_size = 8;
     config.schedules.resnet.tta = 1;
     let run_dir = dir.path().join("run");
-    let run = Run::open::<AB>(&run_dir, config.clone(), false).expect("open the run");
-    let devices = [Default::default(), Default::default()];
+    let run = Run::open(&run_dir, config.clone(), false).expect("open the run");
+    let device = Device::flex().autodiff();
+    let devices = [device.clone(), device];
 
     let predictions = run
-        .train::<AB>(ModelKind::Resnet, &devices)
+        .train(ModelKind::Resnet, &devices)
         .expect("data-parallel training");
     assert_eq!(predictions.oof.len(), 32);
     assert_eq!(predictions.test.len(), 8);
@@ -59,7 +60,13 @@ fn a_model_trains_data_parallel_on_two_devices_and_resumes() {
             let loss = epoch["train_loss"].as_f64().expect("train loss");
             assert!(loss.is_finite() && loss > 0.0, "fold {fold}: loss {loss}");
         }
-        for file in ["best.mpk", "last.mpk", "optim.mpk", "predictions.json"] {
+        for file in [
+            "best.bpk",
+            "last.bpk",
+            "optim.backbone.bpk",
+            "optim.head.bpk",
+            "predictions.json",
+        ] {
             assert!(fold_dir.join(file).is_file(), "fold {fold}: {file}");
         }
     }
@@ -77,9 +84,9 @@ fn a_model_trains_data_parallel_on_two_devices_and_resumes() {
     for file in ["oof.csv", "test.csv"] {
         std::fs::remove_file(run_dir.join("models/resnet").join(file)).expect("remove");
     }
-    let run = Run::open::<AB>(&run_dir, config, false).expect("reopen the run");
+    let run = Run::open(&run_dir, config, false).expect("reopen the run");
     let again = run
-        .train::<AB>(ModelKind::Resnet, &devices)
+        .train(ModelKind::Resnet, &devices)
         .expect("resumed data-parallel training");
     assert_eq!(again.oof.len(), 32);
     let state: serde_json::Value =

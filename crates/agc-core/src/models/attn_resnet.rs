@@ -28,7 +28,7 @@ pub struct AttnResNetConfig {
 impl AttnResNetConfig {
     /// # Panics
     /// If a width is zero or a dropout probability is not in `[0, 1)`.
-    pub fn init<B: Backend>(&self, device: &B::Device) -> AttnResNet<B> {
+    pub fn init(&self, device: &Device) -> AttnResNet {
         check_dropout("AttnResNet dropout", self.dropout);
         let backbone = self.backbone.clone().with_num_classes(None).init(device);
         let dim = backbone.embed_dim();
@@ -51,20 +51,20 @@ impl AttnResNetConfig {
 /// receptive field covers the whole image, so its attention map localises less sharply than
 /// [`crate::ChipNet`]'s.
 #[derive(Module, Debug)]
-pub struct AttnResNet<B: Backend> {
+pub struct AttnResNet {
     /// Whole-image backbone (no head).
-    pub backbone: ResNet<B>,
+    pub backbone: ResNet,
     /// Attention pooling over the last feature map.
-    pub attention: AttentionPool<B>,
+    pub attention: AttentionPool,
     /// ReLU → BN → dropout → linear.
-    pub head: PooledHead<B>,
+    pub head: PooledHead,
 }
 
-impl<B: Backend> AttnResNet<B> {
+impl AttnResNet {
     /// # Shapes
     /// - `images`: `[batch, channels, height, width]`
     /// - output `logit`: `[batch, 1]`, `attention`: `[batch, ⌈height/32⌉, ⌈width/32⌉]`
-    pub fn forward(&self, images: Tensor<B, 4>) -> AttentionOutput<B> {
+    pub fn forward(&self, images: Tensor<4>) -> AttentionOutput {
         let pooled = self.attention.forward(self.backbone.features(images));
         AttentionOutput {
             logit: self.head.forward(pooled.pooled),
@@ -76,7 +76,7 @@ impl<B: Backend> AttnResNet<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::{TestBackend, device};
+    use crate::test_util::device;
     use burn::tensor::Distribution;
 
     #[test]
@@ -84,9 +84,8 @@ mod tests {
         let dev = device();
         let model = AttnResNetConfig::new(ResNetConfig::tiny())
             .with_attention_hidden(8)
-            .init::<TestBackend>(&dev);
-        let images =
-            Tensor::<TestBackend, 4>::random([2, 3, 224, 224], Distribution::Default, &dev);
+            .init(&dev);
+        let images = Tensor::<4>::random([2, 3, 224, 224], Distribution::Default, &dev);
         let out = model.forward(images);
         assert_eq!(out.logit.dims(), [2, 1]);
         assert_eq!(out.attention.dims(), [2, 7, 7]);

@@ -32,7 +32,7 @@ pub struct ChipNetConfig {
 impl ChipNetConfig {
     /// # Panics
     /// If a width is zero or a dropout probability is not in `[0, 1)`.
-    pub fn init<B: Backend>(&self, device: &B::Device) -> ChipNet<B> {
+    pub fn init(&self, device: &Device) -> ChipNet {
         check_dropout("ChipNet dropout", self.dropout);
         let backbone = self.backbone.clone().with_num_classes(None).init(device);
         let dim = backbone.embed_dim();
@@ -58,19 +58,19 @@ impl ChipNetConfig {
 /// Because each chip sees only its own pixels, attention weight `(i, j)` depends on chip `(i, j)`
 /// alone, which is what lets the attention map point at the object.
 #[derive(Module, Debug)]
-pub struct ChipNet<B: Backend> {
+pub struct ChipNet {
     /// The ResNet shared by all chips (no head).
-    pub backbone: ResNet<B>,
+    pub backbone: ResNet,
     /// The chip grid.
     #[module(skip)]
     pub grid: ChipGrid,
     /// Attention pooling over the chip-embedding map.
-    pub attention: AttentionPool<B>,
+    pub attention: AttentionPool,
     /// ReLU → BN → dropout → linear.
-    pub head: PooledHead<B>,
+    pub head: PooledHead,
 }
 
-impl<B: Backend> ChipNet<B> {
+impl ChipNet {
     /// The chip-embedding map.
     ///
     /// # Shapes
@@ -79,7 +79,7 @@ impl<B: Backend> ChipNet<B> {
     ///
     /// # Panics
     /// If the chip grid does not cover the image exactly.
-    pub fn chip_map(&self, images: Tensor<B, 4>) -> Tensor<B, 4> {
+    pub fn chip_map(&self, images: Tensor<4>) -> Tensor<4> {
         let [batch, _, height, width] = images.dims();
         let dims = self.grid.dims(height, width);
         // Every chip through the same backbone: [batch · rows · cols, dim].
@@ -94,7 +94,7 @@ impl<B: Backend> ChipNet<B> {
     ///
     /// # Panics
     /// If the chip grid does not cover the image exactly.
-    pub fn forward(&self, images: Tensor<B, 4>) -> AttentionOutput<B> {
+    pub fn forward(&self, images: Tensor<4>) -> AttentionOutput {
         let pooled = self.attention.forward(self.chip_map(images));
         AttentionOutput {
             logit: self.head.forward(pooled.pooled),
@@ -106,8 +106,7 @@ impl<B: Backend> ChipNet<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::{TestAutodiff, TestBackend, device};
-    use burn::module::AutodiffModule;
+    use crate::test_util::{autodiff_device, device};
     use burn::optim::GradientsParams;
     use burn::tensor::Distribution;
 
@@ -118,9 +117,8 @@ mod tests {
     #[test]
     fn outputs_one_logit_and_a_seven_by_seven_attention_map() {
         let dev = device();
-        let model = tiny().init::<TestBackend>(&dev);
-        let images =
-            Tensor::<TestBackend, 4>::random([2, 3, 224, 224], Distribution::Default, &dev);
+        let model = tiny().init(&dev);
+        let images = Tensor::<4>::random([2, 3, 224, 224], Distribution::Default, &dev);
         let out = model.forward(images);
         assert_eq!(out.logit.dims(), [2, 1]);
         assert_eq!(out.attention.dims(), [2, 7, 7]);
@@ -129,7 +127,7 @@ mod tests {
             .sum_dim(2)
             .sum_dim(1)
             .into_data()
-            .to_vec::<f32>()
+            .try_to_vec::<f32>()
             .expect("f32");
         assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-5), "{sums:?}");
     }
@@ -137,15 +135,15 @@ mod tests {
     #[test]
     fn a_chip_embedding_depends_on_its_own_chip_only() {
         let dev = device();
-        let model = tiny().init::<TestBackend>(&dev);
-        let images = Tensor::<TestBackend, 4>::random([1, 3, 96, 96], Distribution::Default, &dev);
+        let model = tiny().init(&dev);
+        let images = Tensor::<4>::random([1, 3, 96, 96], Distribution::Default, &dev);
         let before = model.chip_map(images.clone());
         // Change chip (1, 2) only.
-        let patch = Tensor::<TestBackend, 4>::random([1, 3, 32, 32], Distribution::Default, &dev);
+        let patch = Tensor::<4>::random([1, 3, 32, 32], Distribution::Default, &dev);
         let changed = images.slice_assign(s![.., .., 32..64, 64..96], patch);
         let after = model.chip_map(changed);
         let diff = (after - before).abs().sum_dim(1).squeeze_dim::<3>(1);
-        let diff = diff.into_data().to_vec::<f32>().expect("f32");
+        let diff = diff.into_data().try_to_vec::<f32>().expect("f32");
         for (k, d) in diff.iter().enumerate() {
             if k == 5 {
                 assert!(*d > 1e-4, "the changed chip's embedding must change");
@@ -157,9 +155,9 @@ mod tests {
 
     #[test]
     fn trains_under_autodiff_and_evaluates_deterministically() {
-        let dev = device();
-        let model = tiny().init::<TestAutodiff>(&dev);
-        let images = Tensor::<TestAutodiff, 4>::random([2, 3, 64, 64], Distribution::Default, &dev);
+        let dev = autodiff_device();
+        let model = tiny().init(&dev);
+        let images = Tensor::<4>::random([2, 3, 64, 64], Distribution::Default, &dev);
         let out = model.forward(images.clone());
         let loss = out.logit.powf_scalar(2.0).mean();
         let grads = GradientsParams::from_grads(loss.backward(), &model);

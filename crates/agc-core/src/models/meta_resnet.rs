@@ -27,7 +27,7 @@ pub struct MetaResNetConfig {
 impl MetaResNetConfig {
     /// # Panics
     /// If a width is zero or `dropout` is not in `[0, 1)`.
-    pub fn init<B: Backend>(&self, device: &B::Device) -> MetaResNet<B> {
+    pub fn init(&self, device: &Device) -> MetaResNet {
         check_dropout("MetaResNet dropout", self.dropout);
         let backbone = self.backbone.clone().with_num_classes(None).init(device);
         let meta =
@@ -44,19 +44,19 @@ impl MetaResNetConfig {
 
 /// The metadata branch: `Linear → ReLU → BN → Linear → ReLU → BN`.
 #[derive(Module, Debug)]
-pub struct MetaMlp<B: Backend> {
+pub struct MetaMlp {
     /// First linear layer.
-    pub fc1: Linear<B>,
+    pub fc1: Linear,
     /// Batch norm after the first ReLU.
-    pub bn1: BatchNorm<B>,
+    pub bn1: BatchNorm,
     /// Second linear layer.
-    pub fc2: Linear<B>,
+    pub fc2: Linear,
     /// Batch norm after the second ReLU.
-    pub bn2: BatchNorm<B>,
+    pub bn2: BatchNorm,
 }
 
-impl<B: Backend> MetaMlp<B> {
-    fn new(meta_dim: usize, [h1, h2]: [usize; 2], device: &B::Device) -> Self {
+impl MetaMlp {
+    fn new(meta_dim: usize, [h1, h2]: [usize; 2], device: &Device) -> Self {
         assert!(
             h1 > 0 && h2 > 0,
             "metadata MLP widths must be positive, got [{h1}, {h2}]"
@@ -72,7 +72,7 @@ impl<B: Backend> MetaMlp<B> {
     /// # Shapes
     /// - `meta`: `[batch, meta_dim]`
     /// - output: `[batch, meta_hidden[1]]`
-    pub fn forward(&self, meta: Tensor<B, 2>) -> Tensor<B, 2> {
+    pub fn forward(&self, meta: Tensor<2>) -> Tensor<2> {
         let x = self.bn1.forward(relu(self.fc1.forward(meta)));
         self.bn2.forward(relu(self.fc2.forward(x)))
     }
@@ -80,27 +80,27 @@ impl<B: Backend> MetaMlp<B> {
 
 /// A ResNet image embedding ⊕ a metadata MLP → dropout → linear to one logit.
 #[derive(Module, Debug)]
-pub struct MetaResNet<B: Backend> {
+pub struct MetaResNet {
     /// Image backbone (no head).
-    pub backbone: ResNet<B>,
+    pub backbone: ResNet,
     /// Metadata branch, where the model has one.
-    pub meta: Option<MetaMlp<B>>,
+    pub meta: Option<MetaMlp>,
     /// Dropout on the joined embedding.
     pub dropout: Dropout,
     /// Classifier.
-    pub fc: Linear<B>,
+    pub fc: Linear,
 }
 
 /// What [`MetaResNet::forward`] returns.
 #[derive(Debug, Clone)]
-pub struct MetaResNetOutput<B: Backend> {
+pub struct MetaResNetOutput {
     /// One logit per image, `[batch, 1]`.
-    pub logit: Tensor<B, 2>,
+    pub logit: Tensor<2>,
     /// The joined image and metadata embedding the classifier saw, `[batch, joined_dim]`.
-    pub embedding: Tensor<B, 2>,
+    pub embedding: Tensor<2>,
 }
 
-impl<B: Backend> MetaResNet<B> {
+impl MetaResNet {
     /// # Shapes
     /// - `images`: `[batch, channels, height, width]`
     /// - `meta`: `[batch, meta_dim]`, required exactly when the model has a metadata branch
@@ -108,7 +108,7 @@ impl<B: Backend> MetaResNet<B> {
     ///
     /// # Panics
     /// If `meta` is given to a model without a metadata branch, or missing for one with it.
-    pub fn forward(&self, images: Tensor<B, 4>, meta: Option<Tensor<B, 2>>) -> MetaResNetOutput<B> {
+    pub fn forward(&self, images: Tensor<4>, meta: Option<Tensor<2>>) -> MetaResNetOutput {
         // Image embedding.
         let embedding = self.backbone.embed(images);
         // Joined with the metadata embedding.
@@ -129,12 +129,11 @@ impl<B: Backend> MetaResNet<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::{TestAutodiff, TestBackend, device};
-    use burn::module::AutodiffModule;
+    use crate::test_util::{autodiff_device, device};
     use burn::tensor::Distribution;
 
-    fn inputs<B: Backend>(dev: &B::Device) -> (Tensor<B, 4>, Tensor<B, 2>) {
-        B::seed(dev, 7);
+    fn inputs(dev: &Device) -> (Tensor<4>, Tensor<2>) {
+        dev.seed(7);
         (
             Tensor::random([4, 3, 32, 32], Distribution::Default, dev),
             Tensor::random([4, 29], Distribution::Default, dev),
@@ -147,8 +146,8 @@ mod tests {
         let config = MetaResNetConfig::new(ResNetConfig::tiny())
             .with_meta_dim(29)
             .with_meta_hidden([16, 8]);
-        let model = config.init::<TestBackend>(&dev);
-        let (images, meta) = inputs::<TestBackend>(&dev);
+        let model = config.init(&dev);
+        let (images, meta) = inputs(&dev);
         let out = model.forward(images, Some(meta));
         assert_eq!(out.logit.dims(), [4, 1]);
         assert_eq!(out.embedding.dims(), [4, 64 + 8]);
@@ -157,9 +156,9 @@ mod tests {
     #[test]
     fn without_metadata_branch_uses_the_image_alone() {
         let dev = device();
-        let model = MetaResNetConfig::new(ResNetConfig::tiny()).init::<TestBackend>(&dev);
+        let model = MetaResNetConfig::new(ResNetConfig::tiny()).init(&dev);
         assert!(model.meta.is_none());
-        let (images, _) = inputs::<TestBackend>(&dev);
+        let (images, _) = inputs(&dev);
         assert_eq!(model.forward(images, None).embedding.dims(), [4, 64]);
     }
 
@@ -169,19 +168,19 @@ mod tests {
         let dev = device();
         let model = MetaResNetConfig::new(ResNetConfig::tiny())
             .with_meta_dim(3)
-            .init::<TestBackend>(&dev);
-        let (images, _) = inputs::<TestBackend>(&dev);
+            .init(&dev);
+        let (images, _) = inputs(&dev);
         let _ = model.forward(images, None);
     }
 
     #[test]
     fn training_is_stochastic_and_valid_is_deterministic() {
-        let dev = device();
+        let dev = autodiff_device();
         let config = MetaResNetConfig::new(ResNetConfig::tiny())
             .with_meta_dim(29)
             .with_meta_hidden([16, 8]);
-        let model = config.init::<TestAutodiff>(&dev);
-        let (images, meta) = inputs::<TestAutodiff>(&dev);
+        let model = config.init(&dev);
+        let (images, meta) = inputs(&dev);
         let a = model
             .forward(images.clone(), Some(meta.clone()))
             .logit

@@ -22,26 +22,26 @@ use crate::attention::{AttentionPool, AttentionPoolConfig, AttentionReduce};
 
 /// What the attention models return.
 #[derive(Debug, Clone)]
-pub struct AttentionOutput<B: Backend> {
+pub struct AttentionOutput {
     /// One logit per image (`sigmoid` gives the positive-class probability), `[batch, 1]`.
-    pub logit: Tensor<B, 2>,
+    pub logit: Tensor<2>,
     /// The attention weights over the grid, `[batch, grid_h, grid_w]`; each map sums to 1.
-    pub attention: Tensor<B, 3>,
+    pub attention: Tensor<3>,
 }
 
 /// The classifier after attention pooling: ReLU → BN → dropout → linear to one logit.
 #[derive(Module, Debug)]
-pub struct PooledHead<B: Backend> {
+pub struct PooledHead {
     /// Batch norm over the pooled embedding.
-    pub bn: BatchNorm<B>,
+    pub bn: BatchNorm,
     /// Dropout before the linear layer.
     pub dropout: Dropout,
     /// Linear layer to one logit.
-    pub fc: Linear<B>,
+    pub fc: Linear,
 }
 
-impl<B: Backend> PooledHead<B> {
-    fn new(dim: usize, dropout: f64, device: &B::Device) -> Self {
+impl PooledHead {
+    fn new(dim: usize, dropout: f64, device: &Device) -> Self {
         Self {
             bn: BatchNormConfig::new(dim).init(device),
             dropout: DropoutConfig::new(dropout).init(),
@@ -52,20 +52,20 @@ impl<B: Backend> PooledHead<B> {
     /// # Shapes
     /// - `pooled`: `[batch, dim]`
     /// - output: `[batch, 1]`
-    pub fn forward(&self, pooled: Tensor<B, 2>) -> Tensor<B, 2> {
+    pub fn forward(&self, pooled: Tensor<2>) -> Tensor<2> {
         let x = self.bn.forward(relu(pooled));
         self.fc.forward(self.dropout.forward(x))
     }
 }
 
 /// The attention settings shared by [`ChipNetConfig`] and [`AttnResNetConfig`].
-fn attention_pool<B: Backend>(
+fn attention_pool(
     channels: usize,
     hidden: usize,
     dropout: f64,
     reduce: AttentionReduce,
-    device: &B::Device,
-) -> AttentionPool<B> {
+    device: &Device,
+) -> AttentionPool {
     AttentionPoolConfig::new(channels)
         .with_hidden(hidden)
         .with_dropout(dropout)
