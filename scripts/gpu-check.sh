@@ -7,6 +7,7 @@
 #
 # Needs an NVIDIA GPU with its driver. Rust is needed to build; on a machine without it, build
 # here first and point the script at the binaries:
+#   eval "$(scripts/cuda-llvm.sh)"
 #   CUDARC_CUDA_VERSION=13000 cargo build --release --features cuda --bin agc
 #   AGC_BIN=target/release/agc SKIP_TESTS=1 scripts/gpu-check.sh
 # PyTorch (with CUDA) is needed only for the reference timings; without it they are skipped.
@@ -23,6 +24,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader \
 
 if [ -z "${AGC_BIN:-}" ]; then
     say "== build (--features cuda)"
+    # burn-cuda needs LLVM 23.1 at build time: installed from PyPI, no download from GitHub.
+    eval "$(scripts/cuda-llvm.sh)" || { say "no LLVM for the cuda build (scripts/cuda-llvm.sh)"; exit 1; }
     cargo build --release --features cuda --bin agc > "$OUT/build.log" 2>&1 \
         || { say "build failed: see $OUT/build.log"; exit 1; }
     AGC_BIN=target/release/agc

@@ -618,6 +618,14 @@ fn parse_device(name: &str) -> Result<DeviceArg> {
 }
 
 impl DeviceArg {
+    /// The devices as `--device` names them, in order.
+    fn names(&self) -> Vec<String> {
+        match self {
+            Self::Cpu => vec!["cpu".into()],
+            Self::Cuda(gpus) => gpus.iter().map(|i| format!("cuda:{i}")).collect(),
+        }
+    }
+
     /// The training devices (with autodiff): Burn's Flex backend on the CPU, CUDA on one or
     /// more GPUs.
     fn devices(&self) -> Vec<Device> {
@@ -632,9 +640,53 @@ impl DeviceArg {
 }
 
 impl Job {
-    /// Runs the job on the device(s) of `--device`.
+    /// Runs the job on the device(s) of `--device`, after checking that each one computes.
     fn on(self, device: &DeviceArg, progress: bool) -> Result<()> {
-        self.run(&device.devices(), progress)
+        let devices = device.devices();
+        for (d, name) in devices.iter().zip(device.names()) {
+            probe(d).with_context(|| format!("--device {name}: the device is not usable"))?;
+        }
+        self.run(&devices, progress)
+    }
+}
+
+/// Runs one small computation on `device`. Burn's GPU backends panic when the driver cannot be
+/// loaded or the GPU is missing; that becomes an error here, before any work starts.
+fn probe(device: &Device) -> Result<()> {
+    let message = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+    let seen = std::sync::Arc::clone(&message);
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| {
+                info.payload()
+                    .downcast_ref::<&str>()
+                    .map(ToString::to_string)
+            })
+            .unwrap_or_else(|| info.to_string());
+        seen.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_or_insert(text);
+    }));
+    let outcome = std::panic::catch_unwind(|| {
+        let x = burn::Tensor::<1>::from_floats([1.0, 2.0], device);
+        (x.clone() + x).sum().into_scalar::<f32>()
+    });
+    std::panic::set_hook(hook);
+    match outcome {
+        Ok(v) if (v - 6.0).abs() < 1e-3 => Ok(()),
+        Ok(v) => bail!("a test sum gave {v} instead of 6"),
+        Err(_) => {
+            let text = message
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take()
+                .unwrap_or_else(|| "it panicked".into());
+            bail!("{text}")
+        }
     }
 }
 
@@ -642,6 +694,14 @@ impl Job {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn the_cpu_passes_the_device_probe() {
+        for (device, name) in DeviceArg::Cpu.devices().iter().zip(DeviceArg::Cpu.names()) {
+            assert_eq!(name, "cpu");
+            probe(device).expect("the CPU computes");
+        }
+    }
 
     #[test]
     fn the_command_line_definition_is_consistent() {

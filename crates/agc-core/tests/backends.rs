@@ -124,6 +124,8 @@ fn cuda_gives_the_same_chipnet_outputs_as_flex() {
 
 #[cfg(feature = "cuda")]
 #[test]
+#[ignore = "did not finish within 200 s on an H200 with Burn 0.21 (docs/gpu.md); not yet run on \
+            Burn 0.22: run with --ignored"]
 fn cuda_trains() {
     check_training(&Device::cuda(0).autodiff());
 }

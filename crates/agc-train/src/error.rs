@@ -51,7 +51,7 @@ pub enum TrainError {
     /// A plot could not be written.
     #[error(transparent)]
     Plot(#[from] crate::plot::PlotError),
-    /// Training across several devices failed (burn-collective, or a device's thread).
+    /// Training across several devices failed (a device's thread failed or panicked).
     #[error("multi-device training: {0}")]
     Devices(String),
 }
