@@ -1,0 +1,219 @@
+//! Times agc's models on the CPU, the same workloads as `scripts/torch_model_bench.py` does in
+//! PyTorch, and prints one line per workload:
+//!
+//!     RESULT <workload> median_ms=<x>
+//!
+//! `scripts/bench_models.sh` runs both and prints the ratios. On its own:
+//!
+//!     cargo run --release --example model_bench -- [--reps 5] [--only WORKLOAD] [--parts]
+//!
+//! Workloads (batch 8 of 224×224 images, f32, Flex on every core rayon sees; `RAYON_NUM_THREADS`
+//! sets the count):
+//! - `r18_fwd_b8_224`: ResNet-18 (1000-class head) forward in inference mode;
+//! - `r18_train_step_b8_224`: ResNet-18 (one logit) forward in training mode, binary
+//!   cross-entropy, backward, one Adam step;
+//! - `chipnet_r18_train_step_b8_224`: ChipNet with a ResNet-18 over 7×7 chips of 32 and the
+//!   attention head (hidden 512), the same loss, backward and Adam step;
+//! - `r50_98chips_32`: ResNet-50 embeddings of 98 chips of 32×32 (two images' grids) in
+//!   inference mode.
+//!
+//! `--parts` also prints `PART <workload> <part> median_ms=<x>` for the parts of the training
+//! steps: `forward` (forward and loss, timed alone), `backward` (forward + backward, less the
+//! forward) and `optimizer` (the whole step, less forward + backward).
+//!
+//! Each timing is the median of `--reps` runs after two warm-up runs; every run ends by reading
+//! its result back (Flex computes eagerly, so nothing is left pending).
+
+use std::time::Instant;
+
+use agc::core::{ChipNetConfig, ResNetConfig};
+use agc::train::Loss;
+use anyhow::{Context, bail};
+use burn::module::Module;
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::prelude::*;
+use burn::tensor::Distribution;
+
+const BATCH: usize = 8;
+const SIZE: usize = 224;
+const WORKLOADS: [&str; 4] = [
+    "r18_fwd_b8_224",
+    "r18_train_step_b8_224",
+    "chipnet_r18_train_step_b8_224",
+    "r50_98chips_32",
+];
+
+struct Options {
+    reps: usize,
+    only: Option<String>,
+    parts: bool,
+}
+
+fn parse_args() -> anyhow::Result<Options> {
+    let mut options = Options {
+        reps: 5,
+        only: None,
+        parts: false,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--reps" => {
+                options.reps = args
+                    .next()
+                    .context("--reps needs a number")?
+                    .parse()
+                    .context("--reps needs a number")?;
+                if options.reps == 0 {
+                    bail!("--reps must be at least 1");
+                }
+            }
+            "--only" => {
+                let name = args.next().context("--only needs a workload")?;
+                if !WORKLOADS.contains(&name.as_str()) {
+                    bail!("unknown workload {name:?}; expected one of {WORKLOADS:?}");
+                }
+                options.only = Some(name);
+            }
+            "--parts" => options.parts = true,
+            other => bail!("unknown argument {other:?} (expected --reps N, --only NAME, --parts)"),
+        }
+    }
+    Ok(options)
+}
+
+/// The median of `reps` timed runs of `run`, in milliseconds, after two warm-up runs.
+fn median_ms(reps: usize, mut run: impl FnMut()) -> f64 {
+    run();
+    run();
+    let mut times: Vec<f64> = (0..reps)
+        .map(|_| {
+            let start = Instant::now();
+            run();
+            start.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+fn images(batch: usize, size: usize, device: &Device) -> Tensor<4> {
+    Tensor::random(
+        [batch, 3, size, size],
+        Distribution::Normal(0.0, 1.0),
+        device,
+    )
+}
+
+fn targets(device: &Device) -> Tensor<1> {
+    Tensor::from_floats([1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0], device)
+}
+
+/// A model that maps a batch of images to one logit per image.
+trait Classifier: Module {
+    fn logit(&self, images: Tensor<4>) -> Tensor<2>;
+}
+
+impl Classifier for agc::core::ResNet {
+    fn logit(&self, images: Tensor<4>) -> Tensor<2> {
+        self.forward(images)
+    }
+}
+
+impl Classifier for agc::core::ChipNet {
+    fn logit(&self, images: Tensor<4>) -> Tensor<2> {
+        self.forward(images).logit
+    }
+}
+
+/// One training step: forward, loss, backward, Adam. Returns the stepped model.
+fn train_step<M: Classifier>(
+    model: M,
+    optim: &mut ModuleOptimizer,
+    x: &Tensor<4>,
+    y: &Tensor<1>,
+) -> M {
+    let loss = Loss::Bce.forward(model.logit(x.clone()), y.clone());
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    optim.step(1e-4, model, grads)
+}
+
+/// Times the training step of `model`, and with `parts` its forward, backward and optimizer
+/// parts on their own.
+fn time_training<M: Classifier>(name: &str, model: M, options: &Options, device: &Device) {
+    let x = images(BATCH, SIZE, device);
+    let y = targets(device);
+    let mut optim = AdamConfig::new().init();
+    let mut model = Some(model);
+    let ms = median_ms(options.reps, || {
+        let stepped = train_step(model.take().expect("a model"), &mut optim, &x, &y);
+        device.sync().expect("the device ran the step");
+        model = Some(stepped);
+    });
+    println!("RESULT {name} median_ms={ms:.1}");
+    if !options.parts {
+        return;
+    }
+    let model = model.expect("a model");
+    let forward = median_ms(options.reps, || {
+        let loss = Loss::Bce.forward(model.logit(x.clone()), y.clone());
+        let _ = loss.into_scalar::<f32>();
+    });
+    let forward_backward = median_ms(options.reps, || {
+        let loss = Loss::Bce.forward(model.logit(x.clone()), y.clone());
+        let _ = GradientsParams::from_grads(loss.backward(), &model);
+        device.sync().expect("the device ran the backward pass");
+    });
+    println!("PART {name} forward median_ms={forward:.1}");
+    println!(
+        "PART {name} backward median_ms={:.1}",
+        forward_backward - forward
+    );
+    println!(
+        "PART {name} optimizer median_ms={:.1}",
+        ms - forward_backward
+    );
+}
+
+fn main() -> anyhow::Result<()> {
+    let options = parse_args()?;
+    let plain = Device::flex();
+    let train = plain.clone().autodiff();
+    plain.seed(0);
+    println!(
+        "# agc model bench: Flex, {} rayon threads, median of {} runs",
+        rayon::current_num_threads(),
+        options.reps
+    );
+    let wanted = |name: &str| options.only.as_deref().is_none_or(|only| only == name);
+
+    if wanted("r18_fwd_b8_224") {
+        let model = ResNetConfig::resnet18()
+            .with_num_classes(Some(1000))
+            .init(&plain);
+        let x = images(BATCH, SIZE, &plain);
+        let ms = median_ms(options.reps, || {
+            let _ = model.forward(x.clone()).into_data();
+        });
+        println!("RESULT r18_fwd_b8_224 median_ms={ms:.1}");
+    }
+    if wanted("r18_train_step_b8_224") {
+        let model = ResNetConfig::resnet18()
+            .with_num_classes(Some(1))
+            .init(&train);
+        time_training("r18_train_step_b8_224", model, &options, &train);
+    }
+    if wanted("chipnet_r18_train_step_b8_224") {
+        let model = ChipNetConfig::new(ResNetConfig::resnet18()).init(&train);
+        time_training("chipnet_r18_train_step_b8_224", model, &options, &train);
+    }
+    if wanted("r50_98chips_32") {
+        let model = ResNetConfig::resnet50().init(&plain);
+        let chips = images(98, 32, &plain);
+        let ms = median_ms(options.reps, || {
+            let _ = model.embed(chips.clone()).into_data();
+        });
+        println!("RESULT r50_98chips_32 median_ms={ms:.1}");
+    }
+    Ok(())
+}

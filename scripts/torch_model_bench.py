@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""PyTorch reference for `examples/model_bench.rs`: the same workloads, the same output lines.
+
+    RESULT <workload> median_ms=<x>
+
+Workloads (batch 8 of 224×224 images, f32, eager PyTorch on the CPU, torch.get_num_threads()
+threads; `--threads` sets it):
+- r18_fwd_b8_224: torchvision ResNet-18 (1000-class head), eval mode, no_grad;
+- r18_train_step_b8_224: ResNet-18 with one logit, train mode, BCE with logits, backward, Adam;
+- chipnet_r18_train_step_b8_224: ChipNet (ResNet-18 over 7×7 chips of 32, attention head with
+  hidden 512, Dropout2d 0.7, dropout 0.5), the same loss, backward and Adam step;
+- r50_98chips_32: torchvision ResNet-50 embeddings (no fc) of 98 chips of 32×32, no_grad.
+
+`--parts` also prints `PART <workload> forward|backward|optimizer median_ms=<x>` as the Rust
+bench does (forward alone; forward + backward less the forward; the whole step less forward +
+backward), and `--profile` prints torch.profiler's table of the training steps' operators
+(self CPU time), the per-operation breakdown docs/performance.md compares against.
+
+Each timing is the median of `--reps` runs after two warm-up runs. Needs torch and torchvision:
+
+    python3 scripts/torch_model_bench.py [--reps 5] [--only WORKLOAD] [--parts] [--profile]
+"""
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn as nn
+import torchvision
+
+BATCH, SIZE = 8, 224
+WORKLOADS = ["r18_fwd_b8_224", "r18_train_step_b8_224", "chipnet_r18_train_step_b8_224",
+             "r50_98chips_32"]
+
+
+class ChipNet(nn.Module):
+    """agc's ChipNet (crates/agc-core/src/models/chipnet.rs) written in PyTorch."""
+
+    def __init__(self, chip=32, hidden=512):
+        super().__init__()
+        self.chip = chip
+        self.backbone = torchvision.models.resnet18()
+        self.backbone.fc = nn.Identity()
+        self.drop2d = nn.Dropout2d(0.7)
+        self.conv1 = nn.Conv2d(512, hidden, 3, padding=1)
+        self.bn = nn.BatchNorm2d(hidden)
+        self.conv2 = nn.Conv2d(hidden, 1, 3, padding=1)
+        self.head_bn = nn.BatchNorm1d(512)
+        self.dropout = nn.Dropout(0.5)
+        self.fc = nn.Linear(512, 1)
+
+    def forward(self, x):
+        b, c, s, _ = x.shape
+        g = s // self.chip
+        chips = x.reshape(b, c, g, self.chip, g, self.chip).permute(0, 2, 4, 1, 3, 5)
+        emb = self.backbone(chips.reshape(b * g * g, c, self.chip, self.chip))
+        fmap = emb.reshape(b, g, g, -1).permute(0, 3, 1, 2)
+        a = self.conv2(self.bn(torch.relu(self.conv1(self.drop2d(fmap)))))
+        a = torch.softmax(a.reshape(b, -1), 1)
+        pooled = (fmap.reshape(b, fmap.shape[1], -1) * a.unsqueeze(1)).sum(2)
+        return self.fc(self.dropout(self.head_bn(torch.relu(pooled))))
+
+
+def median_ms(reps, run):
+    run()
+    run()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def training(name, model, args):
+    model.train()
+    x = torch.randn(BATCH, 3, SIZE, SIZE)
+    y = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0]).reshape(BATCH, 1)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    loss_fn = nn.functional.binary_cross_entropy_with_logits
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).backward()
+        opt.step()
+
+    print(f"RESULT {name} median_ms={median_ms(args.reps, step):.1f}", flush=True)
+    if args.parts:
+        # The same split as the Rust bench: forward alone, forward + backward, the whole step.
+        def forward():
+            with torch.no_grad():
+                loss_fn(model(x), y).item()
+
+        def forward_backward():
+            opt.zero_grad(set_to_none=True)
+            loss_fn(model(x), y).backward()
+
+        whole = median_ms(args.reps, step)
+        fwd = median_ms(args.reps, forward)
+        fwd_bwd = median_ms(args.reps, forward_backward)
+        print(f"PART {name} forward median_ms={fwd:.1f}")
+        print(f"PART {name} backward median_ms={fwd_bwd - fwd:.1f}")
+        print(f"PART {name} optimizer median_ms={whole - fwd_bwd:.1f}", flush=True)
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(3):
+                step()
+        print(f"# torch.profiler, {name}, 3 steps, self CPU time")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--only", choices=WORKLOADS)
+    p.add_argument("--parts", action="store_true")
+    p.add_argument("--profile", action="store_true")
+    p.add_argument("--threads", type=int)
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    print(f"# torch {torch.__version__} model bench: CPU, {torch.get_num_threads()} threads, "
+          f"median of {args.reps} runs", flush=True)
+
+    def wanted(name):
+        return args.only is None or args.only == name
+
+    if wanted("r18_fwd_b8_224"):
+        model = torchvision.models.resnet18().eval()
+        x = torch.randn(BATCH, 3, SIZE, SIZE)
+
+        def forward():
+            with torch.no_grad():
+                model(x)
+
+        print(f"RESULT r18_fwd_b8_224 median_ms={median_ms(args.reps, forward):.1f}", flush=True)
+    if wanted("r18_train_step_b8_224"):
+        model = torchvision.models.resnet18()
+        model.fc = nn.Linear(512, 1)
+        training("r18_train_step_b8_224", model, args)
+    if wanted("chipnet_r18_train_step_b8_224"):
+        training("chipnet_r18_train_step_b8_224", ChipNet(), args)
+    if wanted("r50_98chips_32"):
+        model = torchvision.models.resnet50()
+        model.fc = nn.Identity()
+        model.eval()
+        chips = torch.randn(98, 3, 32, 32)
+
+        def forward():
+            with torch.no_grad():
+                model(chips)
+
+        print(f"RESULT r50_98chips_32 median_ms={median_ms(args.reps, forward):.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
