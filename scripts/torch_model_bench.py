@@ -22,44 +22,29 @@ Each timing is the median of `--reps` runs after two warm-up runs. Needs torch a
 """
 
 import argparse
+import os
 import statistics
+import sys
 import time
 
 import torch
 import torch.nn as nn
 import torchvision
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import torch_epoch  # noqa: E402  (the ChipNet shared with the GPU check)
+
 BATCH, SIZE = 8, 224
 WORKLOADS = ["r18_fwd_b8_224", "r18_train_step_b8_224", "chipnet_r18_train_step_b8_224",
              "r50_98chips_32"]
 
 
-class ChipNet(nn.Module):
-    """agc's ChipNet (crates/agc-core/src/models/chipnet.rs) written in PyTorch."""
-
-    def __init__(self, chip=32, hidden=512):
-        super().__init__()
-        self.chip = chip
-        self.backbone = torchvision.models.resnet18()
-        self.backbone.fc = nn.Identity()
-        self.drop2d = nn.Dropout2d(0.7)
-        self.conv1 = nn.Conv2d(512, hidden, 3, padding=1)
-        self.bn = nn.BatchNorm2d(hidden)
-        self.conv2 = nn.Conv2d(hidden, 1, 3, padding=1)
-        self.head_bn = nn.BatchNorm1d(512)
-        self.dropout = nn.Dropout(0.5)
-        self.fc = nn.Linear(512, 1)
+class ChipNet(torch_epoch.ChipNet):
+    """agc's ChipNet (crates/agc-core/src/models/chipnet.rs), as scripts/torch_epoch.py writes it
+    (attention hidden 512, Dropout2d 0.7, dropout 0.5), taking the images alone."""
 
     def forward(self, x):
-        b, c, s, _ = x.shape
-        g = s // self.chip
-        chips = x.reshape(b, c, g, self.chip, g, self.chip).permute(0, 2, 4, 1, 3, 5)
-        emb = self.backbone(chips.reshape(b * g * g, c, self.chip, self.chip))
-        fmap = emb.reshape(b, g, g, -1).permute(0, 3, 1, 2)
-        a = self.conv2(self.bn(torch.relu(self.conv1(self.drop2d(fmap)))))
-        a = torch.softmax(a.reshape(b, -1), 1)
-        pooled = (fmap.reshape(b, fmap.shape[1], -1) * a.unsqueeze(1)).sum(2)
-        return self.fc(self.dropout(self.head_bn(torch.relu(pooled))))
+        return super().forward(x, None)
 
 
 def median_ms(reps, run):
@@ -142,7 +127,7 @@ def main():
         model.fc = nn.Linear(512, 1)
         training("r18_train_step_b8_224", model, args)
     if wanted("chipnet_r18_train_step_b8_224"):
-        training("chipnet_r18_train_step_b8_224", ChipNet(), args)
+        training("chipnet_r18_train_step_b8_224", ChipNet(chip=32), args)
     if wanted("r50_98chips_32"):
         model = torchvision.models.resnet50()
         model.fc = nn.Identity()
