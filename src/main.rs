@@ -100,7 +100,7 @@ struct RunArgs {
     /// Folder of the preprocessed caches [default: DATA/agc-cache-SIZE].
     #[arg(long)]
     cache: Option<PathBuf>,
-    /// Backbone: tiny, resnet18, resnet34, resnet50, resnet101, resnet152 [default: resnet18].
+    /// Backbone: tiny, small, resnet18, resnet34, resnet50, resnet101, resnet152 [default: resnet18].
     #[arg(long)]
     backbone: Option<String>,
     /// ImageNet weights for the backbone (torchvision .pth or .safetensors).
@@ -524,7 +524,8 @@ fn demo_synth() -> SynthConfig {
     }
 }
 
-/// The demo's pipeline, sized for 15 minutes on two CPU cores: tiny backbones trained from
+/// The demo's pipeline, sized for two CPU cores (about 5 minutes on Burn 0.22.1, 14 on Burn
+/// 0.21, docs/results.md): tiny backbones trained from
 /// scratch (so higher learning rates than the seed's fine-tuning ones), 112-pixel images cut
 /// into the paper's 7×7 grid (16-pixel chips), 3 folds, one round of test-time augmentation;
 /// ChipNet, which learns slowest and on which the crops depend, trains 10 epochs without early

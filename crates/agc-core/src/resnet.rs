@@ -82,8 +82,14 @@ impl ResNetConfig {
         Self::new([1, 1, 1, 1]).with_width(8)
     }
 
-    /// Looks a preset up by name: `resnet18`, `resnet34`, `resnet50`, `resnet101`, `resnet152`
-    /// or `tiny`.
+    /// A small ResNet for CPU runs: basic blocks `[1, 1, 1, 1]`, width 16 (128-dimensional
+    /// embedding, about 310 k parameters), twice as wide as [`Self::tiny`].
+    pub fn small() -> Self {
+        Self::new([1, 1, 1, 1]).with_width(16)
+    }
+
+    /// Looks a preset up by name: `resnet18`, `resnet34`, `resnet50`, `resnet101`, `resnet152`,
+    /// `small` or `tiny`.
     pub fn preset(name: &str) -> Option<Self> {
         Some(match name {
             "resnet18" => Self::resnet18(),
@@ -91,6 +97,7 @@ impl ResNetConfig {
             "resnet50" => Self::resnet50(),
             "resnet101" => Self::resnet101(),
             "resnet152" => Self::resnet152(),
+            "small" => Self::small(),
             "tiny" => Self::tiny(),
             _ => return None,
         })
@@ -508,6 +515,10 @@ mod tests {
         assert_eq!(
             ResNetConfig::preset("tiny").map(|c| c.embed_dim()),
             Some(64)
+        );
+        assert_eq!(
+            ResNetConfig::preset("small").map(|c| c.embed_dim()),
+            Some(128)
         );
         assert!(ResNetConfig::preset("vgg16").is_none());
     }
