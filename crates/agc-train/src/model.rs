@@ -88,8 +88,8 @@ impl FromStr for ModelKind {
 /// How to build a [`Net`]: everything but the learning schedule.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelSpec {
-    /// ResNet preset of the backbone: `tiny`, `small`, `resnet18`, `resnet34`, `resnet50`, `resnet101`,
-    /// `resnet152`.
+    /// ResNet preset of the backbone: `tiny`, `small`, `resnet18`, `resnet34`, `resnet50`,
+    /// `resnet101`, `resnet152`.
     pub backbone: String,
     /// ImageNet weights for the backbone (a torchvision `.pth` or `.safetensors`), or none to
     /// start from random weights.
@@ -129,8 +129,8 @@ impl ModelSpec {
     pub fn backbone_config(&self) -> Result<ResNetConfig, TrainError> {
         ResNetConfig::preset(&self.backbone).ok_or_else(|| {
             TrainError::Config(format!(
-                "unknown backbone {:?} (expected tiny, small, resnet18, resnet34, resnet50, resnet101 \
-                 or resnet152)",
+                "unknown backbone {:?} (expected tiny, small, resnet18, resnet34, resnet50, \
+                 resnet101 or resnet152)",
                 self.backbone
             ))
         })

@@ -5,7 +5,8 @@
 //! RUN/config.json                   the resolved configuration
 //! RUN/folds.csv                     image_name,fold
 //! RUN/metadata_encoder.json         the fitted metadata encoding
-//! RUN/models/<model>/fold<k>/       state.json, best.bpk, last.bpk, optim.{backbone,head}.bpk, predictions.json
+//! RUN/models/<model>/fold<k>/       state.json, best.bpk, last.bpk, optim.{backbone,head}.bpk,
+//!                                   predictions.json
 //! RUN/models/<model>/oof.csv        image_name,fold,target,prediction (every training image)
 //! RUN/models/<model>/test.csv       image_name,prediction (mean over folds)
 //! RUN/attention/fold<k>.csv         split,image_name,a0..a{G²-1}: every attention map

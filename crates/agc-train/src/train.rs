@@ -213,8 +213,9 @@ fn batch_of(dataset: &CacheDataset, range: std::ops::Range<usize>, device: &Devi
 }
 
 /// Predicts `rows` of `images` with `net` in inference mode (batch-norm running statistics, no
-/// dropout, no autodiff graph, whatever mode `net` and `device` are in). With `tta > 0` the probabilities are the mean over `tta` rounds of test-time
-/// augmentation seeded by `seed`; attention maps always come from the plain images.
+/// dropout, no autodiff graph, whatever mode `net` and `device` are in). With `tta > 0` the
+/// probabilities are the mean over `tta` rounds of test-time augmentation seeded by `seed`;
+/// attention maps always come from the plain images.
 pub fn predict(
     net: &Net,
     images: &Images,
@@ -687,9 +688,11 @@ fn data_parallel_steps(
             })
             .collect();
         // The first device that failed on its own says why; the others only saw the abort.
-        let first_error = outcomes.iter().position(
-            |o| matches!(o, Err(e) if !matches!(e, TrainError::Devices(m) if m == STOPPED_BY_ANOTHER)),
-        );
+        let stopped_by_another =
+            |e: &TrainError| matches!(e, TrainError::Devices(m) if m == STOPPED_BY_ANOTHER);
+        let first_error = outcomes
+            .iter()
+            .position(|o| matches!(o, Err(e) if !stopped_by_another(e)));
         match first_error {
             Some(i) => Err(outcomes
                 .into_iter()
