@@ -19,6 +19,15 @@ use burn_store::burn_pack::MAGIC_NUMBER;
 /// The extension of agc's checkpoints.
 pub const EXTENSION: &str = "bpk";
 
+/// The extension of the checkpoints of agc on Burn 0.21, which [`load`] names and refuses.
+const BURN_0_21_EXTENSION: &str = "mpk";
+
+/// Whether `path` holds a checkpoint, or was a checkpoint of agc on Burn 0.21 (then [`load`]
+/// says so): whether a step that needs it has run.
+pub fn exists(path: &Path) -> bool {
+    path.is_file() || path.with_extension(BURN_0_21_EXTENSION).is_file()
+}
+
 /// Why a checkpoint could not be saved or loaded.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -38,8 +47,8 @@ pub enum CheckpointError {
     /// The file is a checkpoint of an agc built on Burn 0.21, whose format Burn 0.22 cannot read.
     #[error(
         "{path}: a checkpoint written by agc on Burn 0.21 (MessagePack), which this agc (Burn \
-         0.22) cannot read; retrain into a new --out directory, or load the weights with the \
-         agc build that wrote them and export them with burn-store's safetensors store"
+         0.22) cannot read; train again into a new --out directory, or go on with the agc \
+         build (on Burn 0.21) that wrote this run"
     )]
     Burn021 {
         /// The checkpoint file.
@@ -68,7 +77,7 @@ fn read_burnpack(path: &Path) -> Result<Bytes, CheckpointError> {
         Ok(bytes) => bytes,
         Err(source) if source.kind() == std::io::ErrorKind::NotFound => {
             // A run directory of an agc on Burn 0.21 holds `.mpk` files instead.
-            let old = path.with_extension("mpk");
+            let old = path.with_extension(BURN_0_21_EXTENSION);
             return Err(if old.is_file() {
                 CheckpointError::Burn021 { path: old }
             } else {
@@ -195,6 +204,20 @@ mod tests {
         )
         .expect_err("missing");
         assert!(err.to_string().contains("none.bpk"), "{err}");
+    }
+
+    #[test]
+    fn a_checkpoint_exists_as_burnpack_or_as_burn_0_21_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("best.bpk");
+        assert!(!exists(&path));
+        std::fs::write(path.with_extension("mpk"), b"\x82").expect("write");
+        assert!(
+            exists(&path),
+            "a 0.21 checkpoint counts, so loading can name it"
+        );
+        save(&LinearConfig::new(4, 2).init(&Device::flex()), &path).expect("save");
+        assert!(exists(&path));
     }
 
     #[test]

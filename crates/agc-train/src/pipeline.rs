@@ -605,9 +605,8 @@ impl Run {
     fn crop_fold(&self, f: usize, boxes: &mut String, device: &Device) -> Result<()> {
         let chip_dir = self.model_dir(ModelKind::Chipnet);
         let size = self.config.image_size as usize;
-        let best = chip_dir.join(format!("fold{f}")).join("best.bpk");
-        // A run of agc on Burn 0.21 has best.mpk instead: loading says so.
-        if !best.is_file() && !best.with_extension("mpk").is_file() {
+        let best = chip_dir.join(format!("fold{f}/best.{}", checkpoint::EXTENSION));
+        if !checkpoint::exists(&best) {
             return Err(TrainError::MissingStep {
                 path: best,
                 step: "train --model chipnet".into(),
