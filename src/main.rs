@@ -5,8 +5,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use agc::data::{SynthConfig, generate};
-use agc::train::pipeline::{self, PipelineConfig, Run};
-use agc::train::report::{Metrics, results_table, write_overlays};
+use agc::train::report::results_table;
+use agc::train::run::orchestrate::write_overlays;
+use agc::train::run::prepare::preprocess;
+use agc::train::run::{PipelineConfig, Run, run_all};
+use agc::train::scores::{Metrics, evaluate_file};
 use agc::train::{Loss, ModelKind, TestFrom};
 use anyhow::{Context, Result, bail};
 use burn::prelude::Device;
@@ -147,6 +150,9 @@ struct RunArgs {
     /// Keep each patient's images in one fold (needs patient_id).
     #[arg(long)]
     group_by_patient: bool,
+    /// Leave out images that cannot be read (listed in RUN/skipped.csv) instead of stopping.
+    #[arg(long)]
+    skip_bad_images: bool,
     /// Models the pipeline trains, comma-separated [default: resnet,chipnet,cropnet; the
     /// oracle cropnet is added when the data has true boxes].
     #[arg(long, value_delimiter = ',')]
@@ -158,6 +164,10 @@ struct TrainArgs {
     /// resnet | chipnet | attnresnet | cropnet | oracle_cropnet.
     #[arg(long)]
     model: ModelKind,
+    /// Train this fold only (0-based), refusing if another process holds it: several
+    /// processes or machines sharing the run directory can each take folds (a job array).
+    #[arg(long)]
+    fold: Option<usize>,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -234,12 +244,12 @@ fn main() -> Result<()> {
         Command::Synth(a) => synth(&a, progress),
         Command::Preprocess(a) => {
             let config = resolve(&a)?;
-            pipeline::preprocess(&config, progress)?;
+            preprocess(&config, progress)?;
             println!("caches in {}", config.cache_dir().display());
             Ok(())
         }
         Command::Train(a) => {
-            Job::Train(a.model, a.run.clone()).on(&parse_device(&a.run.device)?, progress)
+            Job::Train(a.model, a.fold, a.run.clone()).on(&parse_device(&a.run.device)?, progress)
         }
         Command::Crop(a) => {
             Job::Crop(a.oracle, a.run.clone()).on(&parse_device(&a.run.device)?, progress)
@@ -247,7 +257,7 @@ fn main() -> Result<()> {
         Command::Ensemble(a) => ensemble(&a, progress),
         Command::Attention(a) => attention(&a),
         Command::Evaluate(a) => {
-            let (n, auc) = pipeline::evaluate_file(&a.predictions, &a.labels)?;
+            let (n, auc) = evaluate_file(&a.predictions, &a.labels)?;
             println!("{n} images, ROC AUC {auc:.4}");
             Ok(())
         }
@@ -285,9 +295,9 @@ fn synth(a: &SynthArgs, progress: bool) -> Result<()> {
 fn resolve(a: &RunArgs) -> Result<PipelineConfig> {
     let saved = a.out.join("config.json");
     let mut config: PipelineConfig = if let Some(path) = &a.config {
-        read_config(path)?
+        PipelineConfig::read(path)?
     } else if a.data.is_none() && saved.is_file() {
-        read_config(&saved)?
+        PipelineConfig::read(&saved)?
     } else {
         let Some(data) = &a.data else {
             bail!("--data is required (or --config, or an --out that holds a run)");
@@ -324,8 +334,33 @@ fn resolve(a: &RunArgs) -> Result<PipelineConfig> {
     if a.group_by_patient {
         config.group_by_patient = true;
     }
+    if a.skip_bad_images {
+        config.skip_bad_images = true;
+    }
     if let Some(m) = &a.models {
         config.models.clone_from(m);
+        // The ensemble keeps the members that will be trained: `--models resnet,chipnet`
+        // means no CropNet, not a failure at the end.
+        let before = config.ensemble.len();
+        config
+            .ensemble
+            .retain(|(k, _)| m.contains(k) || *k == ModelKind::OracleCropnet);
+        if config.ensemble.len() < before {
+            tracing::info!(
+                "--models {}: the ensemble keeps {}",
+                m.iter().map(|k| k.name()).collect::<Vec<_>>().join(","),
+                if config.ensemble.is_empty() {
+                    "no members (no ensemble)".to_string()
+                } else {
+                    config
+                        .ensemble
+                        .iter()
+                        .map(|(k, _)| k.name())
+                        .collect::<Vec<_>>()
+                        .join(" and ")
+                }
+            );
+        }
     }
     let test_from = match a.test_from.as_deref() {
         None => None,
@@ -362,16 +397,9 @@ fn resolve(a: &RunArgs) -> Result<PipelineConfig> {
     Ok(config)
 }
 
-fn read_config(path: &Path) -> Result<PipelineConfig> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(&text)
-        .with_context(|| format!("{}: not a pipeline config", path.display()))
-}
-
 /// The work that needs a device.
 enum Job {
-    Train(ModelKind, RunArgs),
+    Train(ModelKind, Option<usize>, RunArgs),
     Crop(bool, RunArgs),
     Pipeline(RunArgs),
     Demo(PathBuf),
@@ -382,8 +410,8 @@ impl Job {
         let started = Instant::now();
         let device = &devices[0];
         match self {
-            Self::Train(kind, a) => {
-                let run = Run::open(&a.out, resolve(&a)?, progress)?;
+            Self::Train(kind, fold, a) => {
+                let run = Run::start(&a.out, &resolve(&a)?, progress)?;
                 match kind {
                     ModelKind::Cropnet if !run.dir.join("boxes.csv").is_file() => {
                         bail!("cropnet trains on the crop step's crops: run `agc crop` first")
@@ -391,7 +419,20 @@ impl Job {
                     ModelKind::OracleCropnet => run.oracle_crops()?,
                     _ => {}
                 }
-                let p = run.train(kind, devices)?;
+                let p = match fold {
+                    None => run.train(kind, devices)?,
+                    Some(f) => {
+                        let Some(p) = run.train_one_fold(kind, f, devices)? else {
+                            let left = run.unfinished_folds(kind);
+                            println!(
+                                "{kind} fold {f} is trained; folds {left:?} are left (the \
+                                 predictions are written when the last one finishes)"
+                            );
+                            return Ok(());
+                        };
+                        p
+                    }
+                };
                 let s = run.score(&p);
                 println!(
                     "{kind}: OOF AUC {} (mean of folds {}), test AUC {}; predictions in {}",
@@ -402,7 +443,7 @@ impl Job {
                 );
             }
             Self::Crop(oracle, a) => {
-                let run = Run::open(&a.out, resolve(&a)?, progress)?;
+                let run = Run::start(&a.out, &resolve(&a)?, progress)?;
                 if oracle {
                     run.oracle_crops()?;
                     println!("oracle crops in {}", run.dir.join("crops/oracle").display());
@@ -420,9 +461,9 @@ impl Job {
                 }
             }
             Self::Pipeline(a) => {
-                let run = Run::open(&a.out, resolve(&a)?, progress)?;
-                let metrics = pipeline::run_all(&run, devices, started)?;
-                print_results(&run, &metrics);
+                let run = Run::start(&a.out, &resolve(&a)?, progress)?;
+                let metrics = run_all(&run, devices)?;
+                print_results(&run, &metrics, started);
             }
             Self::Demo(out) => demo(&out, devices, progress, started)?,
         }
@@ -434,7 +475,7 @@ fn fmt(v: Option<f64>) -> String {
     v.map_or_else(|| "–".into(), |v| format!("{v:.4}"))
 }
 
-fn print_results(run: &Run, metrics: &Metrics) {
+fn print_results(run: &Run, metrics: &Metrics, started: Instant) {
     println!("\n{}", results_table(metrics));
     if let Some(a) = &metrics.attention {
         println!(
@@ -445,7 +486,8 @@ fn print_results(run: &Run, metrics: &Metrics) {
         );
     }
     println!(
-        "wall time {:.0} s; report in {}",
+        "{:.0} s in this command, {:.0} s of work in the run; report in {}",
+        started.elapsed().as_secs_f64(),
         metrics.wall_seconds,
         run.dir.join("report.md").display()
     );
@@ -453,14 +495,7 @@ fn print_results(run: &Run, metrics: &Metrics) {
 
 fn ensemble(a: &EnsembleArgs, progress: bool) -> Result<()> {
     let started = Instant::now();
-    let saved = a.run.out.join("config.json");
-    if !saved.is_file() {
-        bail!(
-            "{} holds no run: train the members first",
-            a.run.out.display()
-        );
-    }
-    let mut run = Run::open(&a.run.out, read_config(&saved)?, progress)?;
+    let mut run = Run::open(&a.run.out, progress)?;
     // The ensemble is not part of a run's identity: it can change without a new run.
     let members = match &a.members {
         Some(w) => parse_weights(w)?,
@@ -498,8 +533,7 @@ fn parse_weights(text: &str) -> Result<Vec<(ModelKind, f64)>> {
 }
 
 fn attention(a: &AttentionArgs) -> Result<()> {
-    let config = read_config(&a.run.join("config.json"))?;
-    let run = Run::open(&a.run, config, false)?;
+    let run = Run::open(&a.run, false)?;
     let out = a.out.clone().unwrap_or_else(|| a.run.join("overlays"));
     let path = out.join(format!("fold{}.png", a.fold));
     let n = write_overlays(&run, a.fold, a.count, &path)?;
@@ -507,62 +541,13 @@ fn attention(a: &AttentionArgs) -> Result<()> {
     Ok(())
 }
 
-/// The demo's data: 1 000 synthetic photographs of 600 to 1 200 pixels, a quarter malignant,
-/// lesions 15–40 % of the shorter side across (as in dermoscopy, where the lesion is large
-/// but its fine structure is lost when the photograph is shrunk).
-fn demo_synth() -> SynthConfig {
-    SynthConfig {
-        train: 600,
-        test: 400,
-        positive_rate: 0.25,
-        min_side: 600,
-        max_side: 1200,
-        lesion_min: 0.15,
-        lesion_max: 0.4,
-        seed: 7,
-        ..SynthConfig::default()
-    }
-}
-
-/// The demo's pipeline, sized for two CPU cores (about 5 minutes on Burn 0.22.1, 14 on Burn
-/// 0.21, docs/results.md): tiny backbones trained from
-/// scratch (so higher learning rates than the seed's fine-tuning ones), 112-pixel images cut
-/// into the paper's 7×7 grid (16-pixel chips), 3 folds, one round of test-time augmentation;
-/// ChipNet, which learns slowest and on which the crops depend, trains 10 epochs without early
-/// stopping (its best epoch is kept), the others up to 6 with patience 3.
-fn demo_config(data: PathBuf) -> PipelineConfig {
-    let mut config = PipelineConfig::new(data);
-    config.image_size = 112;
-    config.folds = 3;
-    config.seed = 1;
-    config.model.backbone = "tiny".into();
-    config.model.chip = 16;
-    config.model.attention_hidden = 64;
-    config.model.meta_hidden = [32, 16];
-    config.model.dropout = 0.3;
-    config.model.attention_dropout = 0.3;
-    // ChipNet first: its attention is what the demo is about, so it shows first in the log.
-    config.models = vec![ModelKind::Chipnet, ModelKind::Resnet, ModelKind::Cropnet];
-    config.schedules.for_each(|s| {
-        s.max_epochs = 6;
-        s.patience = 3;
-        s.batch_size = 32;
-        s.lr_backbone = 2e-3;
-        s.lr_head = 2e-3;
-        s.tta = 1;
-    });
-    config.schedules.chipnet.max_epochs = 10;
-    config.schedules.chipnet.patience = 10;
-    config
-}
-
 fn demo(out: &Path, devices: &[Device], progress: bool, started: Instant) -> Result<()> {
     let data = out.join("data");
     println!("agc demo: synthetic data in {}", data.display());
-    generate(&demo_synth(), &data, progress)?;
-    let run = Run::open(out, demo_config(data), progress)?;
-    let metrics = pipeline::run_all(&run, devices, started)?;
-    print_results(&run, &metrics);
+    generate(&SynthConfig::demo(), &data, progress)?;
+    let run = Run::start(out, &PipelineConfig::demo(data), progress)?;
+    let metrics = run_all(&run, devices)?;
+    print_results(&run, &metrics, started);
     let auc = |m: &str| metrics.models.get(m).and_then(|s| s.test_auc);
     if let (Some(r), Some(c), Some(e)) = (auc("resnet"), auc("cropnet"), auc("ensemble")) {
         println!(

@@ -189,7 +189,7 @@ fn pipeline_writes_every_artefact_and_resumes_as_a_no_op() {
     // The same run directory with other settings is refused, naming the file.
     let err = common::agc_fails(&[&["pipeline"], &args[..], &["--seed", "9"]].concat());
     assert!(
-        err.contains("config.json") && err.contains("another configuration"),
+        err.contains("config.json") && err.contains("seed: saved 42, given 9"),
         "{err}"
     );
 }

@@ -91,6 +91,25 @@ impl Default for SynthConfig {
     }
 }
 
+impl SynthConfig {
+    /// The demo's data: 1 000 synthetic photographs of 600 to 1 200 pixels, a quarter
+    /// malignant, lesions 15–40 % of the shorter side across (as in dermoscopy, where the
+    /// lesion is large but its fine structure is lost when the photograph is shrunk).
+    pub fn demo() -> Self {
+        Self {
+            train: 600,
+            test: 400,
+            positive_rate: 0.25,
+            min_side: 600,
+            max_side: 1200,
+            lesion_min: 0.15,
+            lesion_max: 0.4,
+            seed: 7,
+            ..Self::default()
+        }
+    }
+}
+
 /// One generated image and its metadata.
 #[derive(Debug, Clone)]
 pub struct Sample {

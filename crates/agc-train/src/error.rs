@@ -51,6 +51,19 @@ pub enum TrainError {
     /// A plot could not be written.
     #[error(transparent)]
     Plot(#[from] crate::plot::PlotError),
+    /// Another process holds the claim on a step or fold.
+    #[error(
+        "{what} is claimed by {holder} ({path}); wait for it to finish, or work on another \
+             fold or run"
+    )]
+    Busy {
+        /// What was to be done.
+        what: String,
+        /// Who holds it, as the holder wrote it.
+        holder: String,
+        /// The lock file.
+        path: PathBuf,
+    },
     /// Training across several devices failed (a device's thread failed or panicked).
     #[error("multi-device training: {0}")]
     Devices(String),

@@ -6,17 +6,21 @@
 //! - [`Net`] and [`ModelSpec`]: the models a run trains; [`train_fold`]: one model on one fold,
 //!   resumable; [`predict`] with test-time augmentation;
 //! - [`weighted_average`] and [`fit_weights`] for ensembles; atomic [`checkpoint`]s;
+//! - [`run`]: a run directory and its steps (prepare, train, crop, ensemble, report), with
+//!   [`artefacts`] for its CSV files and [`scores`] for what it measures;
 //! - [`plot`]: ROC curves and attention overlays as PNG.
 
+pub mod artefacts;
 pub mod checkpoint;
 pub mod ensemble;
 pub mod error;
 pub mod loss;
 pub mod metrics;
 pub mod model;
-pub mod pipeline;
 pub mod plot;
 pub mod report;
+pub mod run;
+pub mod scores;
 pub mod train;
 
 pub use ensemble::{fit_weights, weighted_average};

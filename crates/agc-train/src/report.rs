@@ -1,81 +1,18 @@
-//! What a run reports: `metrics.json`, `report.md`, ROC curves and attention overlays as PNG.
+//! What a run reports: `report.md`, ROC curves and attention overlays as PNG. A leaf: it takes
+//! plain data ([`ReportInput`], [`Overlay`]) and knows nothing of run directories, which
+//! `run::orchestrate` reads to build that data.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use agc_data::{DataDir, decode};
-use serde::{Deserialize, Serialize};
+use agc_core::{CentreCrop, Rect};
+use agc_data::decode;
 
 use crate::error::{Result, TrainError};
-use crate::model::ModelKind;
-use crate::pipeline::{
-    AttentionStats, ModelPredictions, ModelScore, Run, read_csv_rows, true_square,
-};
 use crate::plot::{
     Curve, draw_rect, draw_text, grid_image, heat_overlay, roc_image, save_png, thumbnail,
 };
-
-/// `RUN/metrics.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Metrics {
-    /// Scores per model (`resnet`, `chipnet`, `cropnet`, `oracle_cropnet`, `ensemble`, ...).
-    pub models: BTreeMap<String, ModelScore>,
-    /// The ensemble's members and normalised weights.
-    pub ensemble_weights: BTreeMap<String, f64>,
-    /// How well the attention boxes found the lesions.
-    pub attention: Option<AttentionStats>,
-    /// Wall-clock seconds of the command that wrote this file (including resumed work only
-    /// from this invocation).
-    pub wall_seconds: f64,
-    /// Training images, positives among them, test images.
-    pub images: ImageCounts,
-}
-
-/// Sizes of the data.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct ImageCounts {
-    /// Training images.
-    pub train: usize,
-    /// Positives among them.
-    pub train_positives: usize,
-    /// Test images.
-    pub test: usize,
-    /// Whether test labels were known (synthetic data).
-    pub test_labelled: bool,
-}
-
-/// Scores every trained model and the ensemble and writes `metrics.json`.
-///
-/// # Errors
-/// Unreadable predictions or an unwritable file.
-pub fn write_metrics(
-    run: &Run,
-    predictions: &[(String, ModelPredictions)],
-    weights: &[(ModelKind, f64)],
-    wall_seconds: f64,
-) -> Result<Metrics> {
-    let metrics = Metrics {
-        models: predictions
-            .iter()
-            .map(|(name, p)| (name.clone(), run.score(p)))
-            .collect(),
-        ensemble_weights: weights
-            .iter()
-            .map(|(k, w)| (k.name().to_string(), *w))
-            .collect(),
-        attention: run.attention_stats()?,
-        wall_seconds,
-        images: ImageCounts {
-            train: run.train.len(),
-            train_positives: run.labels.iter().filter(|&&y| y == 1).count(),
-            test: run.test.len(),
-            test_labelled: run.test_labels.is_some(),
-        },
-    };
-    agc_data::fsutil::write_json(&run.dir.join("metrics.json"), &metrics)?;
-    Ok(metrics)
-}
+use crate::scores::{Metrics, ModelPredictions};
 
 fn fmt_auc(v: Option<f64>) -> String {
     v.map_or_else(|| "–".into(), |v| format!("{v:.4}"))
@@ -113,31 +50,80 @@ pub fn results_table(metrics: &Metrics) -> String {
     t
 }
 
+/// Everything `report.md` shows.
+#[derive(Debug)]
+pub struct ReportInput<'a> {
+    /// Where `report.md` and its PNGs go.
+    pub dir: &'a Path,
+    /// The scores.
+    pub metrics: &'a Metrics,
+    /// Each model's predictions, by name.
+    pub predictions: &'a [(String, ModelPredictions)],
+    /// Training labels, in the order of the out-of-fold predictions.
+    pub labels: &'a [u8],
+    /// Test labels, where known (synthetic data).
+    pub test_labels: Option<&'a [u8]>,
+    /// Folds of the cross-validation.
+    pub folds: usize,
+    /// The backbone preset.
+    pub backbone: &'a str,
+    /// Which synthetic class signs each image shows, where known.
+    pub signs: Option<SignFlags>,
+    /// Attention overlays to draw (fold 0's ChipNet, test images first).
+    pub overlays: Vec<Overlay>,
+}
+
+/// The synthetic class signs (`signs.csv`) of the images the signs table scores.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignFlags {
+    /// Scored on the test images (their labels known), else out of fold.
+    pub on_test: bool,
+    /// The sign names, in column order.
+    pub names: Vec<String>,
+    /// Per image (in prediction order), whether it shows each sign.
+    pub flags: Vec<Vec<bool>>,
+}
+
+/// One attention overlay: the map over the square the model saw, the crop box, the true box.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Overlay {
+    /// The image's name (drawn on the tile).
+    pub name: String,
+    /// The original photograph.
+    pub path: PathBuf,
+    /// The attention map, row-major over a square grid.
+    pub map: Vec<f32>,
+    /// Where the square the model saw lies in the original.
+    pub centre: CentreCrop,
+    /// The crop box in the original.
+    pub crop: Rect,
+    /// The squared true box in the original, where known.
+    pub truth: Option<Rect>,
+}
+
 /// Writes `report.md`, `roc_oof.png`, `roc_test.png` (with test labels) and
-/// `overlays/grid.png` into the run directory.
+/// `overlays/grid.png` into `input.dir`.
 ///
 /// # Errors
 /// Unwritable files or unreadable originals.
-pub fn write_report(
-    run: &Run,
-    metrics: &Metrics,
-    predictions: &[(String, ModelPredictions)],
-) -> Result<PathBuf> {
-    let dir = &run.dir;
-    let oof_curves: Vec<Curve> = predictions
+pub fn write_report(input: &ReportInput<'_>) -> Result<PathBuf> {
+    let dir = input.dir;
+    let metrics = input.metrics;
+    let oof_curves: Vec<Curve> = input
+        .predictions
         .iter()
         .map(|(n, p)| Curve {
             name: n,
             scores: &p.oof,
-            labels: &run.labels,
+            labels: input.labels,
         })
         .collect();
     save_png(&roc_image(&oof_curves, 480), &dir.join("roc_oof.png"))?;
     let mut md = String::from("# agc run report\n\n");
     writeln!(
         md,
-        "{} training images ({} positive), {} test images{}; {} folds; backbone `{}`; \
-         {} s wall time.\n",
+        "{} training images ({} positive), {} test images{}{}; {} folds; backbone `{}`; \
+         {} s of work.\n",
         metrics.images.train,
         metrics.images.train_positives,
         metrics.images.test,
@@ -146,8 +132,16 @@ pub fn write_report(
         } else {
             ""
         },
-        run.folds.k,
-        run.config.model.backbone,
+        if metrics.images.skipped > 0 {
+            format!(
+                "; {} unreadable images left out (skipped.csv)",
+                metrics.images.skipped
+            )
+        } else {
+            String::new()
+        },
+        input.folds,
+        input.backbone,
         metrics.wall_seconds.round()
     )
     .expect("writing to a String");
@@ -172,12 +166,13 @@ pub fn write_report(
         )
         .expect("writing to a String");
     }
-    if let Some(table) = signs_table(run, predictions)? {
-        md.push_str(&table);
+    if let Some(signs) = &input.signs {
+        md.push_str(&signs_table(input, signs));
     }
     md.push_str("\n![ROC, out-of-fold](roc_oof.png)\n");
-    if let Some(labels) = &run.test_labels {
-        let curves: Vec<Curve> = predictions
+    if let Some(labels) = input.test_labels {
+        let curves: Vec<Curve> = input
+            .predictions
             .iter()
             .filter(|(_, p)| p.test.len() == labels.len())
             .map(|(n, p)| Curve {
@@ -189,9 +184,8 @@ pub fn write_report(
         save_png(&roc_image(&curves, 480), &dir.join("roc_test.png"))?;
         md.push_str("![ROC, test](roc_test.png)\n");
     }
-    if dir.join("boxes.csv").is_file() {
-        let path = dir.join("overlays").join("grid.png");
-        write_overlays(run, 0, 16, &path)?;
+    if !input.overlays.is_empty() {
+        draw_overlays(&input.overlays, &dir.join("overlays").join("grid.png"))?;
         md.push_str(
             "\nAttention of fold 0's ChipNet on the first test images (red: the crop box; \
              green: the true box where known):\n\n![attention](overlays/grid.png)\n",
@@ -202,43 +196,13 @@ pub fn write_report(
     Ok(path)
 }
 
-/// For synthetic data (the data directory's `signs.csv`): which class signs each model reads.
-/// Within the benign and within the malignant images separately, the AUC of the model's score
-/// for telling images with the sign from images without it: 0.5 means the model ignores the
-/// sign. On the test images when their labels are known, else out of fold.
-fn signs_table(run: &Run, predictions: &[(String, ModelPredictions)]) -> Result<Option<String>> {
-    let path = run.config.data.join("signs.csv");
-    if !path.is_file() {
-        return Ok(None);
-    }
-    let (header, rows) = read_csv_rows(&path)?;
-    let expected: Vec<&str> = ["image_name", "target"]
-        .into_iter()
-        .chain(agc_data::Signs::NAMES)
-        .collect();
-    if header != expected {
-        // Not agc's synthetic-signs file: the report goes on without the table.
-        tracing::warn!(
-            "{}: not a synthetic signs table (expected the columns {}); skipped",
-            path.display(),
-            expected.join(",")
-        );
-        return Ok(None);
-    }
-    let signs: BTreeMap<&str, Vec<bool>> = rows
-        .iter()
-        .map(|r| (r[0].as_str(), r[2..].iter().map(|v| v == "1").collect()))
-        .collect();
-    let (records, labels, on_test) = match &run.test_labels {
-        Some(labels) => (&run.test, labels, true),
-        None => (&run.train, &run.labels, false),
-    };
-    let Some(flags) = records
-        .iter()
-        .map(|r| signs.get(r.image_name.as_str()))
-        .collect::<Option<Vec<_>>>()
-    else {
-        return Ok(None);
+/// For synthetic data: which class signs each model reads. Within the benign and within the
+/// malignant images separately, the AUC of the model's score for telling images with the sign
+/// from images without it: 0.5 means the model ignores the sign.
+fn signs_table(input: &ReportInput<'_>, signs: &SignFlags) -> String {
+    let (labels, on_test) = match (signs.on_test, input.test_labels) {
+        (true, Some(labels)) => (labels, true),
+        _ => (input.labels, false),
     };
     let mut t = format!(
         "\nWhich signs each model reads ({} images; `signs.csv`): within the benign (−) and the \
@@ -246,23 +210,23 @@ fn signs_table(run: &Run, predictions: &[(String, ModelPredictions)]) -> Result<
          the model ignores it.\n\n| model |",
         if on_test { "test" } else { "out-of-fold" }
     );
-    for name in agc_data::Signs::NAMES {
+    for name in &signs.names {
         write!(t, " {name} − | {name} + |").expect("writing to a String");
     }
     t.push_str("\n|---|");
-    t.push_str(&"---|".repeat(2 * agc_data::Signs::NAMES.len()));
+    t.push_str(&"---|".repeat(2 * signs.names.len()));
     t.push('\n');
-    for (name, p) in predictions {
+    for (name, p) in input.predictions {
         let scores = if on_test { &p.test } else { &p.oof };
-        if scores.len() != records.len() {
+        if scores.len() != signs.flags.len() || labels.len() != signs.flags.len() {
             continue;
         }
         write!(t, "| {name} |").expect("writing to a String");
-        for (sign, _) in agc_data::Signs::NAMES.iter().enumerate() {
+        for sign in 0..signs.names.len() {
             for class in [0u8, 1] {
-                let (s, has): (Vec<f32>, Vec<u8>) = (0..records.len())
+                let (s, has): (Vec<f32>, Vec<u8>) = (0..scores.len())
                     .filter(|&i| labels[i] == class)
-                    .map(|i| (scores[i], u8::from(flags[i][sign])))
+                    .map(|i| (scores[i], u8::from(signs.flags[i][sign])))
                     .unzip();
                 write!(t, " {} |", fmt_auc(crate::metrics::roc_auc(&s, &has)))
                     .expect("writing to a String");
@@ -270,121 +234,37 @@ fn signs_table(run: &Run, predictions: &[(String, ModelPredictions)]) -> Result<
         }
         t.push('\n');
     }
-    Ok(Some(t))
+    t
 }
 
-/// One parsed row of `attention/fold<k>.csv` with its `boxes.csv` row.
-struct Overlay {
-    split: String,
-    name: String,
-    map: Vec<f32>,
-    region: [u32; 3],
-    orig: [u32; 3],
-    truth: Option<[u32; 4]>,
-}
-
-fn read_overlays(run: &Run, fold: usize, count: usize) -> Result<Vec<Overlay>> {
-    let att_path = run.dir.join("attention").join(format!("fold{fold}.csv"));
-    let box_path = run.dir.join("boxes.csv");
-    for p in [&att_path, &box_path] {
-        if !p.is_file() {
-            return Err(TrainError::MissingStep {
-                path: p.clone(),
-                step: "crop".into(),
-            });
-        }
-    }
-    let parse = |path: &Path, s: &str| -> Result<f32> {
-        s.parse::<f32>().map_err(|e| TrainError::Parse {
-            path: path.to_path_buf(),
-            message: format!("{s:?}: {e}"),
-        })
-    };
-    let mut boxes: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
-    for r in read_csv_rows(&box_path)?.1 {
-        if r[0] == fold.to_string() && r.len() >= 16 {
-            boxes.insert((r[1].clone(), r[2].clone()), r);
-        }
-    }
-    let mut rows: Vec<Overlay> = Vec::new();
-    let mut test_first = Vec::new();
-    for r in read_csv_rows(&att_path)?.1 {
-        let key = (r[0].clone(), r[1].clone());
-        let Some(b) = boxes.get(&key) else { continue };
-        let map = r
-            .iter()
-            .skip(2)
-            .map(|v| parse(&att_path, v))
-            .collect::<Result<Vec<f32>>>()?;
-        let num = |j: usize| -> Result<u32> { Ok(parse(&box_path, &b[j])? as u32) };
-        let truth = if b[11].is_empty() {
-            None
-        } else {
-            Some([num(11)?, num(12)?, num(13)?, num(14)?])
-        };
-        let o = Overlay {
-            split: key.0.clone(),
-            name: key.1,
-            map,
-            region: [0, 0, 0],
-            orig: [num(8)?, num(9)?, num(10)?],
-            truth,
-        };
-        if o.split == "test" {
-            test_first.push(o);
-        } else {
-            rows.push(o);
-        }
-    }
-    test_first.extend(rows);
-    test_first.truncate(count);
-    Ok(test_first)
-}
-
-/// Draws `count` attention overlays of fold `fold` (test images first) into one grid PNG at
-/// `path`: the map over the square the model saw, the crop box in red and the true box in
-/// green.
+/// Draws `overlays` into one grid PNG at `path`: each map over the square the model saw, the
+/// crop box in red and the true box in green.
 ///
 /// # Errors
-/// The crop step has not run, or an original cannot be read.
-pub fn write_overlays(run: &Run, fold: usize, count: usize, path: &Path) -> Result<usize> {
-    let overlays = read_overlays(run, fold, count)?;
+/// No overlays, an original that cannot be read, or an unwritable file.
+pub fn draw_overlays(overlays: &[Overlay], path: &Path) -> Result<usize> {
     let mut tiles = Vec::with_capacity(overlays.len());
-    for mut o in overlays {
-        let file = DataDir::image_path(run.images_folder(&o.split), &o.name);
-        let image = decode(&file, None)?.image;
-        let (width, height) = image.dimensions();
-        let side = width.min(height);
-        o.region = [(width - side) / 2, (height - side) / 2, side];
+    for o in overlays {
+        let image = decode(&o.path, None)?.image;
+        let c = &o.centre;
         let grid = (o.map.len() as f64).sqrt() as usize;
-        let mut img = heat_overlay(&image, &o.map, grid, o.region, 0.45);
-        let thick = (side / 150).max(2);
-        if let Some(t) = o.truth {
-            let sq = true_square(t, width as usize, height as usize);
-            draw_rect(
-                &mut img,
-                [sq.x0 as u32, sq.y0 as u32, sq.x1 as u32, sq.y1 as u32],
-                [40, 220, 60],
-                thick,
-            );
+        let region = [c.x as u32, c.y as u32, c.side as u32];
+        let mut img = heat_overlay(&image, &o.map, grid, region, 0.45);
+        let thick = (c.side as u32 / 150).max(2);
+        let corners = |r: &Rect| [r.x0 as u32, r.y0 as u32, r.x1 as u32, r.y1 as u32];
+        if let Some(t) = &o.truth {
+            draw_rect(&mut img, corners(t), [40, 220, 60], thick);
         }
-        let [left, top, crop_side] = o.orig;
-        draw_rect(
-            &mut img,
-            [left, top, left + crop_side, top + crop_side],
-            [230, 30, 30],
-            thick,
-        );
+        draw_rect(&mut img, corners(&o.crop), [230, 30, 30], thick);
         let mut tile = thumbnail(&img, 256);
         draw_text(&mut tile, 4, 4, &o.name, [255, 255, 255], 1);
         tiles.push(tile);
     }
     if tiles.is_empty() {
-        return Err(TrainError::Undefined(format!(
-            "fold {fold} has no attention maps to draw"
-        )));
+        return Err(TrainError::Undefined(
+            "there are no attention maps to draw".into(),
+        ));
     }
-    let n = tiles.len();
     save_png(&grid_image(&tiles, 4, 4), path)?;
-    Ok(n)
+    Ok(tiles.len())
 }

@@ -109,7 +109,7 @@ impl TrainConfig {
         }
     }
 
-    fn check(&self) -> Result<()> {
+    pub(crate) fn check(&self) -> Result<()> {
         let bad = |what: &str| Err(TrainError::Config(what.to_string()));
         if self.max_epochs == 0 {
             return bad("max_epochs must be at least 1");

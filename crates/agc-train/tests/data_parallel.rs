@@ -4,7 +4,7 @@
 
 use agc_data::{SynthConfig, generate};
 use agc_train::ModelKind;
-use agc_train::pipeline::{PipelineConfig, Run};
+use agc_train::run::{PipelineConfig, Run};
 
 use burn::prelude::Device;
 
@@ -32,7 +32,7 @@ fn a_model_trains_data_parallel_on_two_devices_and_resumes() {
     config.schedules.resnet.batch_size = 8;
     config.schedules.resnet.tta = 1;
     let run_dir = dir.path().join("run");
-    let run = Run::open(&run_dir, config.clone(), false).expect("open the run");
+    let run = Run::start(&run_dir, &config, false).expect("start the run");
     let device = Device::flex().autodiff();
     let devices = [device.clone(), device];
 
@@ -84,7 +84,7 @@ fn a_model_trains_data_parallel_on_two_devices_and_resumes() {
     for file in ["oof.csv", "test.csv"] {
         std::fs::remove_file(run_dir.join("models/resnet").join(file)).expect("remove");
     }
-    let run = Run::open(&run_dir, config, false).expect("reopen the run");
+    let run = Run::open(&run_dir, false).expect("reopen the run");
     let again = run
         .train(ModelKind::Resnet, &devices)
         .expect("resumed data-parallel training");

@@ -1,0 +1,512 @@
+//! The configuration of a run (`RUN/config.json`): the seed's defaults and the demo's preset,
+//! reading with unknown keys refused, validation before anything is written, and the settings
+//! in which two configurations differ.
+
+use std::path::{Path, PathBuf};
+
+use agc_core::BoxConfig;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Result, TrainError, io};
+use crate::model::{ModelKind, ModelSpec};
+use crate::train::TrainConfig;
+
+/// The training schedules of the models.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Schedules {
+    /// The whole-image MetaResNet.
+    pub resnet: TrainConfig,
+    /// ChipNet.
+    pub chipnet: TrainConfig,
+    /// AttnResNet.
+    pub attnresnet: TrainConfig,
+    /// CropNet and the oracle CropNet.
+    pub cropnet: TrainConfig,
+}
+
+impl Default for Schedules {
+    fn default() -> Self {
+        Self {
+            resnet: TrainConfig::seed_defaults(ModelKind::Resnet),
+            chipnet: TrainConfig::seed_defaults(ModelKind::Chipnet),
+            attnresnet: TrainConfig::seed_defaults(ModelKind::Attnresnet),
+            cropnet: TrainConfig::seed_defaults(ModelKind::Cropnet),
+        }
+    }
+}
+
+impl Schedules {
+    /// The schedule of `kind`.
+    pub fn of(&self, kind: ModelKind) -> &TrainConfig {
+        match kind {
+            ModelKind::Resnet => &self.resnet,
+            ModelKind::Chipnet => &self.chipnet,
+            ModelKind::Attnresnet => &self.attnresnet,
+            ModelKind::Cropnet | ModelKind::OracleCropnet => &self.cropnet,
+        }
+    }
+
+    /// Applies `f` to every schedule (for command-line overrides).
+    pub fn for_each(&mut self, mut f: impl FnMut(&mut TrainConfig)) {
+        for c in [
+            &mut self.resnet,
+            &mut self.chipnet,
+            &mut self.attnresnet,
+            &mut self.cropnet,
+        ] {
+            f(c);
+        }
+    }
+}
+
+/// Everything a run does, saved as `RUN/config.json`.
+// Its switches are independent settings of the method, not a state machine.
+#[allow(clippy::struct_excessive_bools)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PipelineConfig {
+    /// The data directory (`train.csv`, `test.csv`, `train/`, `test/`).
+    pub data: PathBuf,
+    /// Training images, if not `DATA/train`.
+    pub train_images: Option<PathBuf>,
+    /// Test images, if not `DATA/test`.
+    pub test_images: Option<PathBuf>,
+    /// Where the preprocessed caches go (default `DATA/agc-cache-<size>`).
+    pub cache_dir: Option<PathBuf>,
+    /// Side S of the images the models see.
+    pub image_size: u32,
+    /// Folds of the cross-validation.
+    pub folds: usize,
+    /// Keep each patient's images in one fold (needs `patient_id`).
+    pub group_by_patient: bool,
+    /// Seed of folds, initialisation, sampling and augmentation.
+    pub seed: u64,
+    /// Feed the metadata (sex, age, site) to the MetaResNets.
+    pub metadata: bool,
+    /// Leave out the images that cannot be decoded (listed in `RUN/skipped.csv`) instead of
+    /// stopping.
+    #[serde(default)]
+    pub skip_bad_images: bool,
+    /// The models' architecture.
+    pub model: ModelSpec,
+    /// The models' training schedules.
+    pub schedules: Schedules,
+    /// From attention map to box.
+    pub boxes: BoxConfig,
+    /// Models the `pipeline` command trains (the oracle CropNet is added when the data has true
+    /// boxes).
+    pub models: Vec<ModelKind>,
+    /// Ensemble members and weights (normalised to sum to 1).
+    pub ensemble: Vec<(ModelKind, f64)>,
+    /// Fit the ensemble weights on the out-of-fold predictions instead.
+    pub fit_ensemble: bool,
+}
+
+impl PipelineConfig {
+    /// The seed's pipeline over `data`: ResNet-18 backbones, 224 px, 5 folds, resnet + chipnet
+    /// + cropnet, a 0.5/0.5 ensemble of resnet and cropnet.
+    pub fn new(data: PathBuf) -> Self {
+        Self {
+            data,
+            train_images: None,
+            test_images: None,
+            cache_dir: None,
+            image_size: 224,
+            folds: 5,
+            group_by_patient: false,
+            seed: 42,
+            metadata: true,
+            skip_bad_images: false,
+            model: ModelSpec::default(),
+            schedules: Schedules::default(),
+            boxes: BoxConfig::new(),
+            models: vec![ModelKind::Resnet, ModelKind::Chipnet, ModelKind::Cropnet],
+            ensemble: vec![(ModelKind::Resnet, 0.5), (ModelKind::Cropnet, 0.5)],
+            fit_ensemble: false,
+        }
+    }
+
+    /// The demo's pipeline, sized for two CPU cores (about 5 minutes for 1 000 images on Burn
+    /// 0.22.1, docs/results.md): tiny backbones trained from scratch (so higher learning rates
+    /// than the seed's fine-tuning ones), 112-pixel images cut into the paper's 7×7 grid
+    /// (16-pixel chips), 3 folds, one round of test-time augmentation; ChipNet, which learns
+    /// slowest and on which the crops depend, trains 10 epochs without early stopping (its best
+    /// epoch is kept), the others up to 6 with patience 3.
+    pub fn demo(data: PathBuf) -> Self {
+        let mut config = Self::new(data);
+        config.image_size = 112;
+        config.folds = 3;
+        config.seed = 1;
+        config.model.backbone = "tiny".into();
+        config.model.chip = 16;
+        config.model.attention_hidden = 64;
+        config.model.meta_hidden = [32, 16];
+        config.model.dropout = 0.3;
+        config.model.attention_dropout = 0.3;
+        // ChipNet first: its attention is what the demo is about, so it shows first in the log.
+        config.models = vec![ModelKind::Chipnet, ModelKind::Resnet, ModelKind::Cropnet];
+        config.schedules.for_each(|s| {
+            s.max_epochs = 6;
+            s.patience = 3;
+            s.batch_size = 32;
+            s.lr_backbone = 2e-3;
+            s.lr_head = 2e-3;
+            s.tta = 1;
+        });
+        config.schedules.chipnet.max_epochs = 10;
+        config.schedules.chipnet.patience = 10;
+        config
+    }
+
+    /// The preprocessed caches' folder.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.cache_dir
+            .clone()
+            .unwrap_or_else(|| self.data.join(format!("agc-cache-{}", self.image_size)))
+    }
+
+    /// Reads a configuration file (a run's `config.json` or a hand-written one). Every key
+    /// must be one agc knows: a misspelt `"epohcs"` would otherwise be ignored silently.
+    ///
+    /// # Errors
+    /// An unreadable file, invalid JSON, a wrong value type, or unknown keys (each named).
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(io(path))?;
+        let bad = |message: String| TrainError::Parse {
+            path: path.to_path_buf(),
+            message,
+        };
+        let given: Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let config: Self = serde_json::from_value(given.clone())
+            .map_err(|e| bad(format!("not a pipeline configuration: {e}")))?;
+        let known = serde_json::to_value(&config).map_err(|e| bad(e.to_string()))?;
+        let mut unknown = Vec::new();
+        unknown_keys(&given, &known, "", &mut unknown);
+        if !unknown.is_empty() {
+            return Err(bad(format!(
+                "unknown key{} {} (agc would ignore {}; check the spelling against a run's \
+                 config.json)",
+                if unknown.len() == 1 { "" } else { "s" },
+                unknown.join(", "),
+                if unknown.len() == 1 { "it" } else { "them" },
+            )));
+        }
+        Ok(config)
+    }
+
+    /// The models the pipeline trains, in order: the configured ones, ChipNet before CropNet
+    /// when CropNet needs it, and the oracle CropNet when the data has true boxes.
+    pub fn pipeline_models(&self, has_true_boxes: bool) -> Vec<ModelKind> {
+        let mut kinds = self.models.clone();
+        if let Some(i) = kinds.iter().position(|&k| k == ModelKind::Cropnet)
+            && !kinds.contains(&ModelKind::Chipnet)
+        {
+            kinds.insert(i, ModelKind::Chipnet);
+        }
+        if has_true_boxes && !kinds.contains(&ModelKind::OracleCropnet) {
+            kinds.push(ModelKind::OracleCropnet);
+        }
+        kinds
+    }
+
+    /// Checks every setting that can be checked without the data, all at once, so that a bad
+    /// value stops the run before anything is written or trained rather than after hours.
+    ///
+    /// # Errors
+    /// [`TrainError::Config`] listing every problem, each naming the setting and its value.
+    pub fn validate(&self) -> Result<()> {
+        let mut problems = Vec::new();
+        let mut bad = |p: String| problems.push(p);
+        if self.image_size < 16 {
+            bad(format!(
+                "image_size {}: the models need images of at least 16 pixels",
+                self.image_size
+            ));
+        }
+        if self.folds < 2 {
+            bad(format!(
+                "folds {}: cross-validation needs at least 2 folds",
+                self.folds
+            ));
+        }
+        self.model_problems(&mut bad);
+        if self.models.is_empty() {
+            bad("models is empty: name at least one model to train".into());
+        }
+        for (i, k) in self.models.iter().enumerate() {
+            if self.models[..i].contains(k) {
+                bad(format!("models lists {k} twice"));
+            }
+        }
+        let kinds = self.pipeline_models(false);
+        if kinds.contains(&ModelKind::Chipnet) {
+            let (size, chip) = (self.image_size as usize, self.model.chip);
+            if chip < 8 || chip > size || !size.is_multiple_of(chip) {
+                bad(format!(
+                    "chip {chip} with image_size {size}: ChipNet cuts each image into whole \
+                     chips of at least 8 pixels, so the image size must be a multiple of the \
+                     chip (e.g. --image-size {} with --chip {chip}, or --chip {})",
+                    (size / chip.max(1)).max(1) * chip.max(8),
+                    largest_chip_dividing(size)
+                ));
+            }
+        }
+        for kind in kinds
+            .iter()
+            .copied()
+            .filter(|&k| k != ModelKind::OracleCropnet)
+        {
+            if let Err(e) = self.schedules.of(kind).check() {
+                bad(format!(
+                    "schedules.{}: {}",
+                    schedule_name(kind),
+                    e.to_string().trim_start_matches("configuration: ")
+                ));
+            }
+        }
+        for &(kind, w) in &self.ensemble {
+            if !self.models.contains(&kind) && kind != ModelKind::OracleCropnet {
+                bad(format!(
+                    "ensemble member {kind} is not among the models ({}): the ensemble would \
+                     fail after everything else has trained; add it to models or drop it from \
+                     the ensemble",
+                    names(&self.models)
+                ));
+            }
+            if !(w.is_finite() && w >= 0.0) {
+                bad(format!(
+                    "ensemble weight of {kind} is {w}: must be non-negative"
+                ));
+            }
+        }
+        if !self.fit_ensemble
+            && !self.ensemble.is_empty()
+            && self.ensemble.iter().map(|m| m.1).sum::<f64>() <= 0.0
+        {
+            bad("ensemble weights are all zero".into());
+        }
+        let b = &self.boxes;
+        if !(b.k.is_finite() && b.margin.is_finite() && b.margin >= 0.0) {
+            bad(format!(
+                "boxes: k {} must be finite and margin {} non-negative",
+                b.k, b.margin
+            ));
+        }
+        if !(b.uniform_tolerance.is_finite() && b.uniform_tolerance >= 0.0) {
+            bad(format!(
+                "boxes.uniform_tolerance {} must be non-negative",
+                b.uniform_tolerance
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(TrainError::Config(problems.join("; ")))
+        }
+    }
+
+    /// Problems of the architecture settings.
+    fn model_problems(&self, bad: &mut impl FnMut(String)) {
+        if let Err(e) = self.model.backbone_config() {
+            bad(e.to_string().trim_start_matches("configuration: ").into());
+        }
+        if let Some(w) = &self.model.weights
+            && !w.is_file()
+        {
+            bad(format!("weights {}: no such file", w.display()));
+        }
+        for (name, p) in [
+            ("dropout", self.model.dropout),
+            ("attention_dropout", self.model.attention_dropout),
+        ] {
+            if !(0.0..1.0).contains(&p) {
+                bad(format!("{name} {p}: must be at least 0 and below 1"));
+            }
+        }
+        if self.model.attention_hidden == 0 || self.model.meta_hidden.contains(&0) {
+            bad(format!(
+                "attention_hidden {} and meta_hidden {:?} must be positive",
+                self.model.attention_hidden, self.model.meta_hidden
+            ));
+        }
+    }
+
+    /// The settings in which `self` (saved) and `given` differ, one line each:
+    /// `schedules.resnet.max_epochs: saved 6, given 20`.
+    pub fn differences(&self, given: &Self) -> Vec<String> {
+        let (Ok(saved), Ok(given)) = (serde_json::to_value(self), serde_json::to_value(given))
+        else {
+            return vec!["(the configurations cannot be compared)".into()];
+        };
+        let mut out = Vec::new();
+        diff(&saved, &given, "", &mut out);
+        out
+    }
+}
+
+fn schedule_name(kind: ModelKind) -> &'static str {
+    match kind {
+        ModelKind::Cropnet | ModelKind::OracleCropnet => "cropnet",
+        k => k.name(),
+    }
+}
+
+fn names(kinds: &[ModelKind]) -> String {
+    kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join(",")
+}
+
+fn largest_chip_dividing(size: usize) -> usize {
+    (8..=size.min(64))
+        .rev()
+        .find(|c| size.is_multiple_of(*c))
+        .unwrap_or(8)
+}
+
+/// Keys of `given` (a parsed file) that `known` (the same value read and written back) lacks.
+fn unknown_keys(given: &Value, known: &Value, at: &str, out: &mut Vec<String>) {
+    match (given, known) {
+        (Value::Object(g), Value::Object(k)) => {
+            for (key, value) in g {
+                let path = if at.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{at}.{key}")
+                };
+                match k.get(key) {
+                    Some(known) => unknown_keys(value, known, &path, out),
+                    None => out.push(format!("{path:?}")),
+                }
+            }
+        }
+        (Value::Array(g), Value::Array(k)) => {
+            for (i, (g, k)) in g.iter().zip(k).enumerate() {
+                unknown_keys(g, k, &format!("{at}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn diff(saved: &Value, given: &Value, at: &str, out: &mut Vec<String>) {
+    if saved == given {
+        return;
+    }
+    if let (Value::Object(s), Value::Object(g)) = (saved, given) {
+        let mut keys: Vec<&String> = s.keys().chain(g.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        for key in keys {
+            let path = if at.is_empty() {
+                key.clone()
+            } else {
+                format!("{at}.{key}")
+            };
+            diff(
+                s.get(key).unwrap_or(&Value::Null),
+                g.get(key).unwrap_or(&Value::Null),
+                &path,
+                out,
+            );
+        }
+    } else {
+        out.push(format!("{at}: saved {saved}, given {given}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> PipelineConfig {
+        PipelineConfig::demo("data".into())
+    }
+
+    #[test]
+    fn the_presets_are_valid() {
+        PipelineConfig::new("d".into()).validate().expect("seed");
+        config().validate().expect("demo");
+    }
+
+    #[test]
+    fn every_problem_is_named_at_once() {
+        let mut c = config();
+        c.image_size = 80;
+        c.model.chip = 32;
+        c.folds = 1;
+        c.model.dropout = 1.5;
+        c.models = vec![ModelKind::Resnet, ModelKind::Chipnet];
+        let err = c.validate().expect_err("bad").to_string();
+        for part in [
+            "chip 32 with image_size 80",
+            "folds 1",
+            "dropout 1.5",
+            "member cropnet",
+        ] {
+            assert!(err.contains(part), "{part:?} not in {err}");
+        }
+        let mut c = config();
+        c.image_size = 0;
+        assert!(
+            c.validate()
+                .expect_err("0")
+                .to_string()
+                .contains("image_size 0")
+        );
+        let mut c = config();
+        c.schedules.cropnet.batch_size = 1;
+        let err = c.validate().expect_err("batch").to_string();
+        assert!(
+            err.contains("schedules.cropnet") && err.contains("batch_size"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("c.json");
+        let mut value = serde_json::to_value(config()).expect("json");
+        value["epochs"] = 99.into();
+        value["schedules"]["resnet"]["lr_backbon"] = 0.1.into();
+        std::fs::write(&path, value.to_string()).expect("write");
+        let err = PipelineConfig::read(&path)
+            .expect_err("unknown")
+            .to_string();
+        assert!(err.contains("\"epochs\""), "{err}");
+        assert!(err.contains("\"schedules.resnet.lr_backbon\""), "{err}");
+        std::fs::write(&path, serde_json::to_string(&config()).expect("json")).expect("write");
+        assert_eq!(PipelineConfig::read(&path).expect("good"), config());
+    }
+
+    #[test]
+    fn differences_name_each_setting() {
+        let saved = config();
+        let mut given = config();
+        given.schedules.resnet.max_epochs = 20;
+        given.data = "other".into();
+        let d = saved.differences(&given);
+        assert_eq!(
+            d,
+            [
+                "data: saved \"data\", given \"other\"",
+                "schedules.resnet.max_epochs: saved 6, given 20"
+            ]
+        );
+        assert!(saved.differences(&saved).is_empty());
+    }
+
+    #[test]
+    fn cropnet_brings_chipnet_and_the_oracle_comes_with_true_boxes() {
+        let mut c = config();
+        c.models = vec![ModelKind::Resnet, ModelKind::Cropnet];
+        assert_eq!(
+            c.pipeline_models(true),
+            [
+                ModelKind::Resnet,
+                ModelKind::Chipnet,
+                ModelKind::Cropnet,
+                ModelKind::OracleCropnet
+            ]
+        );
+    }
+}

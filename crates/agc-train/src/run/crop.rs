@@ -1,0 +1,227 @@
+//! The crop step: each fold's ChipNet maps every image, each map becomes a square box, the box
+//! is carried to the original photograph, and the originals are cropped into the fold's crop
+//! cache. Also the oracle crops, by the true lesion boxes.
+
+use std::time::Instant;
+
+use agc_core::{CentreCrop, attention_box};
+use agc_data::{CacheJob, DataDir, IndexEntry, Record, build_cache};
+use burn::prelude::Device;
+
+use super::prepare::cache_options;
+use super::{Run, lock, true_square};
+use crate::artefacts::{AttentionRow, BoxRow, read_rows, write_attention, write_rows};
+use crate::checkpoint;
+use crate::error::{Result, TrainError};
+use crate::model::{ModelKind, Net};
+use crate::scores::AttentionStats;
+use crate::train::{Images, predict_reporting, progress_bar};
+
+/// Where a cache row's square lies in its original.
+pub(crate) fn centre_of(entry: &IndexEntry) -> CentreCrop {
+    CentreCrop {
+        width: entry.width as usize,
+        height: entry.height as usize,
+        x: entry.crop_x as usize,
+        y: entry.crop_y as usize,
+        side: entry.crop_side as usize,
+    }
+}
+
+/// A split's name, images, readable records and their cache rows.
+type Split<'a> = (&'a str, Option<&'a Images>, &'a [Record], &'a [usize]);
+
+impl Run {
+    /// The crop step: each fold's ChipNet maps every training and test image, the maps become
+    /// boxes in the originals, and the originals are cropped into the fold's crop cache.
+    /// Writes `attention/fold<k>.csv`, `crops/fold<k>/` and, last, `boxes.csv`.
+    ///
+    /// # Errors
+    /// ChipNet not trained, unreadable originals, unwritable caches.
+    pub fn crop(&self, device: &Device) -> Result<()> {
+        let boxes_path = self.dir.join("boxes.csv");
+        if boxes_path.is_file() {
+            // Written last: every fold's crop cache is complete.
+            return Ok(());
+        }
+        let _claim = lock::claim(&self.lock_path("crop"), "the crop step")?;
+        if boxes_path.is_file() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let mut boxes = Vec::new();
+        for f in 0..self.folds.k {
+            boxes.extend(self.crop_fold(f, device)?);
+        }
+        write_rows(&boxes_path, &boxes)?;
+        self.record_step("crop", started.elapsed().as_secs_f64())
+    }
+
+    /// Fold `f` of the crop step: its attention maps, its rows of `boxes.csv`, its crop cache.
+    fn crop_fold(&self, f: usize, device: &Device) -> Result<Vec<BoxRow>> {
+        let chip_dir = self.model_dir(ModelKind::Chipnet);
+        let size = self.config.image_size as usize;
+        let best = chip_dir.join(format!("fold{f}/best.{}", checkpoint::EXTENSION));
+        if !checkpoint::exists(&best) {
+            return Err(TrainError::MissingStep {
+                path: best,
+                step: "train --model chipnet".into(),
+            });
+        }
+        let net: Net = self
+            .config
+            .model
+            .init(ModelKind::Chipnet, self.meta_dim(), device)?;
+        let net = checkpoint::load(net, &best)?;
+        let mut attention = Vec::new();
+        let mut boxes = Vec::new();
+        let crop_dir = self.dir.join("crops").join(format!("fold{f}"));
+        let splits: [Split<'_>; 2] = [
+            (
+                "train",
+                Some(&self.train_images),
+                &self.train,
+                &self.train_rows,
+            ),
+            (
+                "test",
+                self.test_images.as_ref(),
+                &self.test,
+                &self.test_rows,
+            ),
+        ];
+        for (split, images, records, rows) in splits {
+            let Some(images) = images else { continue };
+            let bar = progress_bar(
+                self.progress,
+                rows.len() as u64,
+                &format!("fold {f}: attention maps of the {split} images"),
+            );
+            let batch = self.config.schedules.of(ModelKind::Chipnet).eval_batch_size;
+            let maps = predict_reporting(&net, images, rows, [batch, 0], 0, device, &bar);
+            bar.finish_and_clear();
+            let g = maps.grid;
+            let index = images.cache.index();
+            // One job per cache row, so the crop cache lines up with the image cache; a row
+            // whose original could not be read gets the centre square and is skipped again.
+            let mut jobs: Vec<CacheJob> = index
+                .iter()
+                .map(|e| CacheJob {
+                    name: e.image_name.clone(),
+                    path: DataDir::image_path(self.images_folder(split), &e.image_name),
+                    square: None,
+                })
+                .collect();
+            for (i, (record, &row)) in records.iter().zip(rows).enumerate() {
+                let map = &maps.attention[i * g * g..(i + 1) * g * g];
+                attention.push(AttentionRow {
+                    split: split.into(),
+                    image_name: record.image_name.clone(),
+                    map: map.to_vec(),
+                });
+                let found = attention_box(map, [g, g], [size, size], &self.config.boxes);
+                let centre = centre_of(&index[row]);
+                let orig = centre.map_box(found.square, size);
+                let truth = record.lesion_box;
+                let iou = truth.map(|t| {
+                    let t = true_square(t, centre.width, centre.height);
+                    (orig.iou(&t) * 1e4).round() / 1e4
+                });
+                boxes.push(BoxRow {
+                    fold: f,
+                    split: split.into(),
+                    image_name: record.image_name.clone(),
+                    threshold: found.threshold,
+                    fallback: found.fallback.map_or("", |b| b.as_str()).into(),
+                    box_x: found.square.x0,
+                    box_y: found.square.y0,
+                    box_side: found.square.width(),
+                    orig_x: orig.x0,
+                    orig_y: orig.y0,
+                    orig_side: orig.width(),
+                    true_x0: truth.map(|b| b[0]),
+                    true_y0: truth.map(|b| b[1]),
+                    true_x1: truth.map(|b| b[2]),
+                    true_y1: truth.map(|b| b[3]),
+                    iou,
+                });
+                jobs[row].square = Some([orig.x0 as u32, orig.y0 as u32, orig.width() as u32]);
+            }
+            build_cache(
+                &jobs,
+                &crop_dir.join(format!("{split}.npy")),
+                &cache_options(&self.config, self.progress),
+            )?;
+        }
+        write_attention(
+            &self.dir.join("attention").join(format!("fold{f}.csv")),
+            &attention,
+        )?;
+        Ok(boxes)
+    }
+
+    /// Crops every image by its true lesion box (squared, kept inside the image) into
+    /// `crops/oracle/`, for the oracle CropNet.
+    ///
+    /// # Errors
+    /// Records without a true box, unreadable originals, unwritable caches.
+    pub fn oracle_crops(&self) -> Result<()> {
+        if !self.has_true_boxes() {
+            return Err(TrainError::Config(
+                "the oracle CropNet needs true lesion boxes (lesion_x0.. columns) for every \
+                 image"
+                    .into(),
+            ));
+        }
+        let _claim = lock::claim(&self.lock_path("oracle"), "the oracle crops")?;
+        let dir = self.dir.join("crops").join("oracle");
+        let splits = [
+            ("train", Some(&self.train_images), &self.data.train),
+            ("test", self.test_images.as_ref(), &self.data.test),
+        ];
+        for (split, images, records) in splits {
+            let Some(images) = images else { continue };
+            let jobs: Vec<CacheJob> = records
+                .iter()
+                .zip(images.cache.index())
+                .map(|(r, e)| {
+                    let square = r.lesion_box.filter(|_| e.is_ok()).map(|b| {
+                        let t = true_square(b, e.width as usize, e.height as usize);
+                        [t.x0 as u32, t.y0 as u32, t.width() as u32]
+                    });
+                    CacheJob {
+                        name: r.image_name.clone(),
+                        path: DataDir::image_path(self.images_folder(split), &r.image_name),
+                        square,
+                    }
+                })
+                .collect();
+            build_cache(
+                &jobs,
+                &dir.join(format!("{split}.npy")),
+                &cache_options(&self.config, self.progress),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The rows of `boxes.csv`, if the crop step has run.
+    ///
+    /// # Errors
+    /// A malformed `boxes.csv`.
+    pub fn boxes(&self) -> Result<Option<Vec<BoxRow>>> {
+        let path = self.dir.join("boxes.csv");
+        if !path.is_file() {
+            return Ok(None);
+        }
+        read_rows(&path).map(Some)
+    }
+
+    /// IoU and fallback statistics of `boxes.csv`, if the crop step has run.
+    ///
+    /// # Errors
+    /// A malformed `boxes.csv`.
+    pub fn attention_stats(&self) -> Result<Option<AttentionStats>> {
+        Ok(self.boxes()?.map(|rows| AttentionStats::of(&rows)))
+    }
+}

@@ -1,0 +1,230 @@
+//! The whole pipeline in order, and what the report is built from: every step that is not
+//! complete yet, then `metrics.json` and `report.md`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use burn::prelude::Device;
+
+use super::crop::centre_of;
+use super::{Run, read_csv_rows, true_square};
+use crate::artefacts::read_attention;
+use crate::error::{Result, TrainError};
+use crate::model::ModelKind;
+use crate::report::{Overlay, ReportInput, SignFlags, write_report};
+use crate::scores::{ImageCounts, Metrics, ModelPredictions};
+
+/// Runs every step that is not complete yet: the configured models (ChipNet before CropNet,
+/// the oracle CropNet too when the data has true boxes), the crop step before CropNet, the
+/// ensemble, `metrics.json` and the report. Models train on every device in `devices`
+/// (data-parallel when there are several); the crop step runs on the first.
+///
+/// # Errors
+/// The first step that fails.
+pub fn run_all(run: &Run, devices: &[Device]) -> Result<Metrics> {
+    let Some(device) = devices.first() else {
+        return Err(TrainError::Config("no device to run on".into()));
+    };
+    let mut predictions = Vec::new();
+    for kind in run.config.pipeline_models(run.has_true_boxes()) {
+        match kind {
+            ModelKind::Cropnet => run.crop(device)?,
+            ModelKind::OracleCropnet => run.oracle_crops()?,
+            _ => {}
+        }
+        tracing::info!("training {kind}");
+        predictions.push((kind.name().to_string(), run.train(kind, devices)?));
+    }
+    let weights = if run.config.ensemble.is_empty() {
+        Vec::new()
+    } else {
+        let (weights, ensemble) = run.ensemble()?;
+        predictions.push(("ensemble".to_string(), ensemble));
+        weights
+    };
+    let metrics = run.write_metrics(&predictions, &weights)?;
+    run.write_report(&metrics, &predictions)?;
+    Ok(metrics)
+}
+
+impl Run {
+    /// Scores every model in `predictions` and writes `metrics.json`.
+    ///
+    /// # Errors
+    /// A malformed `boxes.csv` or `steps.json`, or an unwritable file.
+    pub fn write_metrics(
+        &self,
+        predictions: &[(String, ModelPredictions)],
+        weights: &[(ModelKind, f64)],
+    ) -> Result<Metrics> {
+        let metrics = Metrics {
+            models: predictions
+                .iter()
+                .map(|(name, p)| (name.clone(), self.score(p)))
+                .collect(),
+            ensemble_weights: weights
+                .iter()
+                .map(|(k, w)| (k.name().to_string(), *w))
+                .collect(),
+            attention: self.attention_stats()?,
+            wall_seconds: self.step_seconds()?,
+            images: ImageCounts {
+                train: self.train.len(),
+                train_positives: self.labels.iter().filter(|&&y| y == 1).count(),
+                test: self.test.len(),
+                test_labelled: self.test_labels.is_some(),
+                skipped: self.skipped,
+            },
+        };
+        agc_data::fsutil::write_json(&self.dir.join("metrics.json"), &metrics)?;
+        Ok(metrics)
+    }
+
+    /// Writes `report.md` and its figures.
+    ///
+    /// # Errors
+    /// Unreadable artefacts or originals, unwritable files.
+    pub fn write_report(
+        &self,
+        metrics: &Metrics,
+        predictions: &[(String, ModelPredictions)],
+    ) -> Result<std::path::PathBuf> {
+        let overlays = if self.dir.join("boxes.csv").is_file() {
+            self.overlays(0, 16)?
+        } else {
+            Vec::new()
+        };
+        write_report(&ReportInput {
+            dir: &self.dir,
+            metrics,
+            predictions,
+            labels: &self.labels,
+            test_labels: self.test_labels.as_deref(),
+            folds: self.folds.k,
+            backbone: &self.config.model.backbone,
+            signs: self.sign_flags()?,
+            overlays,
+        })
+    }
+
+    /// The attention overlays of fold `fold`'s ChipNet: up to `count` images, test images
+    /// first.
+    ///
+    /// # Errors
+    /// A fold out of range, the crop step not run, or malformed artefacts.
+    pub fn overlays(&self, fold: usize, count: usize) -> Result<Vec<Overlay>> {
+        if fold >= self.folds.k {
+            return Err(TrainError::Config(format!(
+                "fold {fold}: the run has {} folds (0 to {})",
+                self.folds.k,
+                self.folds.k - 1
+            )));
+        }
+        let att_path = self.dir.join("attention").join(format!("fold{fold}.csv"));
+        let Some(boxes) = self.boxes()? else {
+            return Err(TrainError::MissingStep {
+                path: self.dir.join("boxes.csv"),
+                step: "agc crop".into(),
+            });
+        };
+        if !att_path.is_file() {
+            return Err(TrainError::MissingStep {
+                path: att_path,
+                step: "agc crop".into(),
+            });
+        }
+        let by_key: HashMap<(&str, &str), _> = boxes
+            .iter()
+            .filter(|b| b.fold == fold)
+            .map(|b| ((b.split.as_str(), b.image_name.as_str()), b))
+            .collect();
+        let entries = |split: &str| {
+            let images = if split == "train" {
+                Some(&self.train_images)
+            } else {
+                self.test_images.as_ref()
+            };
+            images.map(|i| {
+                i.cache
+                    .index()
+                    .iter()
+                    .map(|e| (e.image_name.as_str(), e))
+                    .collect::<HashMap<_, _>>()
+            })
+        };
+        let (train_index, test_index) = (entries("train"), entries("test"));
+        let mut overlays = Vec::new();
+        let mut rows = read_attention(&att_path)?;
+        // Test images first.
+        rows.sort_by_key(|r| r.split != "test");
+        for row in rows.into_iter().take(count) {
+            let key = (row.split.as_str(), row.image_name.as_str());
+            let index = if row.split == "train" {
+                &train_index
+            } else {
+                &test_index
+            };
+            let (Some(b), Some(entry)) = (
+                by_key.get(&key),
+                index.as_ref().and_then(|i| i.get(row.image_name.as_str())),
+            ) else {
+                continue;
+            };
+            let centre = centre_of(entry);
+            overlays.push(Overlay {
+                path: agc_data::DataDir::image_path(
+                    self.images_folder(&row.split),
+                    &row.image_name,
+                ),
+                map: row.map,
+                centre,
+                crop: agc_core::Rect::square(b.orig_x, b.orig_y, b.orig_side),
+                truth: b
+                    .truth()
+                    .map(|t| true_square(t, centre.width, centre.height)),
+                name: row.image_name,
+            });
+        }
+        Ok(overlays)
+    }
+
+    /// Which class signs each scored image shows, from the data's `signs.csv` (synthetic data):
+    /// the test images when their labels are known, else the training images.
+    fn sign_flags(&self) -> Result<Option<SignFlags>> {
+        let path = self.config.data.join("signs.csv");
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let (header, rows) = read_csv_rows(&path)?;
+        if header.len() < 3 || header[0] != "image_name" || header[1] != "target" {
+            tracing::warn!(
+                "{}: not a signs table (image_name,target,<sign>...); the report goes without it",
+                path.display()
+            );
+            return Ok(None);
+        }
+        let by_name: BTreeMap<&str, Vec<bool>> = rows
+            .iter()
+            .map(|r| (r[0].as_str(), r[2..].iter().map(|v| v == "1").collect()))
+            .collect();
+        let on_test = self.test_labels.is_some();
+        let records = if on_test { &self.test } else { &self.train };
+        let flags = records
+            .iter()
+            .map(|r| by_name.get(r.image_name.as_str()).cloned())
+            .collect::<Option<Vec<_>>>();
+        Ok(flags.map(|flags| SignFlags {
+            on_test,
+            names: header[2..].to_vec(),
+            flags,
+        }))
+    }
+}
+
+/// Draws the overlays of fold `fold` into `path` (`agc attention`).
+///
+/// # Errors
+/// As [`Run::overlays`] and [`crate::report::draw_overlays`].
+pub fn write_overlays(run: &Run, fold: usize, count: usize, path: &Path) -> Result<usize> {
+    crate::report::draw_overlays(&run.overlays(fold, count)?, path)
+}

@@ -1,0 +1,250 @@
+//! The first step: check the configuration and the data, build the caches, make the folds and
+//! the metadata encoder, and only then write `config.json`, so that a failed first try (a typo
+//! in `--data`, a read-only folder) never locks the run to its settings.
+
+use std::path::Path;
+use std::time::Instant;
+
+use agc_data::{
+    CacheOptions, DataDir, Folds, ImageCache, MetadataEncoder, Record, Split, build_cache,
+};
+
+use super::config::PipelineConfig;
+use super::{lock, open_data};
+use crate::artefacts::{FoldRow, SkippedRow, write_rows};
+use crate::error::{Result, TrainError, io};
+use crate::model::ModelKind;
+
+/// Cache options of a run's preprocessing and crops.
+pub(crate) fn cache_options(config: &PipelineConfig, progress: bool) -> CacheOptions {
+    CacheOptions {
+        size: config.image_size,
+        skip_bad: config.skip_bad_images,
+        progress,
+        ..CacheOptions::default()
+    }
+}
+
+/// Prepares the run in `dir` for `config`: validates the configuration, checks the data
+/// (columns, labels, images, patient grouping, positives per fold), builds or completes the
+/// caches, makes the folds and the metadata encoder, and writes `config.json` last. A run that
+/// is already prepared is only compared with `config`.
+///
+/// # Errors
+/// Every invalid setting (all at once); a run prepared with other settings (each difference
+/// named); missing or malformed data; unwritable folders.
+pub fn prepare(dir: &Path, config: &PipelineConfig, progress: bool) -> Result<()> {
+    config.validate()?;
+    let config_path = dir.join("config.json");
+    if config_path.is_file() {
+        return compare(&config_path, config);
+    }
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let _claim = lock::claim(&dir.join("locks").join("prepare.lock"), "preparing the run")?;
+    if config_path.is_file() {
+        // Another process prepared it while this one waited.
+        return compare(&config_path, config);
+    }
+    let started = Instant::now();
+    let data = open_data(config)?;
+    check_data(config, &data)?;
+    let skipped = build_caches(config, &data, progress)?;
+    write_rows(&dir.join("skipped.csv"), &skipped)?;
+    let kept: Vec<Record> = data
+        .train
+        .iter()
+        .filter(|r| {
+            !skipped
+                .iter()
+                .any(|s| s.split == "train" && s.image_name == r.image_name)
+        })
+        .cloned()
+        .collect();
+    let labels: Vec<u8> = kept.iter().map(|r| r.target.unwrap_or(0)).collect();
+    check_labels(config, &labels, data.train.len() - kept.len())?;
+    let folds = if config.group_by_patient {
+        let patients: Vec<Option<String>> = kept.iter().map(|r| r.patient_id.clone()).collect();
+        Folds::grouped(&labels, &patients, config.folds, config.seed)?
+    } else {
+        Folds::stratified(&labels, config.folds, config.seed)?
+    };
+    let rows: Vec<FoldRow> = kept
+        .iter()
+        .zip(&folds.fold_of)
+        .map(|(r, &fold)| FoldRow {
+            image_name: r.image_name.clone(),
+            fold,
+        })
+        .collect();
+    write_rows(&dir.join("folds.csv"), &rows)?;
+    MetadataEncoder::fit(&kept).save(&dir.join("metadata_encoder.json"))?;
+    agc_data::fsutil::write_json(&config_path, config)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let run = super::Run::open(dir, progress)?;
+    run.record_step("prepare", seconds)
+}
+
+/// A prepared run resumes only with the settings it was prepared with.
+fn compare(config_path: &Path, given: &PipelineConfig) -> Result<()> {
+    let saved = PipelineConfig::read(config_path)?;
+    if &saved == given {
+        return Ok(());
+    }
+    Err(TrainError::Config(format!(
+        "{} holds a run made with other settings:\n  {}\nresume it with the saved settings \
+         (the same flags, or none but --out), or choose a new --out",
+        config_path.display(),
+        saved.differences(given).join("\n  ")
+    )))
+}
+
+/// What can be checked in the data before any image is decoded.
+fn check_data(config: &PipelineConfig, data: &DataDir) -> Result<()> {
+    let train_csv = config.data.join("train.csv");
+    if data.train.is_empty() {
+        return Err(TrainError::Config(format!(
+            "{} has a header but no images",
+            train_csv.display()
+        )));
+    }
+    if let Some(r) = data.train.iter().find(|r| r.target.is_none()) {
+        return Err(TrainError::Config(format!(
+            "{}: image {:?} has no target (every training image needs a label 0 or 1)",
+            train_csv.display(),
+            r.image_name
+        )));
+    }
+    if config.group_by_patient {
+        let missing = data.train.iter().filter(|r| r.patient_id.is_none()).count();
+        if missing > 0 {
+            return Err(TrainError::Config(format!(
+                "--group-by-patient needs a patient_id for every image, but {missing} of {} \
+                 rows of {} have none (the first: {:?}); add the patient_id column or drop \
+                 --group-by-patient",
+                data.train.len(),
+                train_csv.display(),
+                data.train
+                    .iter()
+                    .find(|r| r.patient_id.is_none())
+                    .map_or("", |r| r.image_name.as_str())
+            )));
+        }
+    }
+    let has_boxes = data
+        .train
+        .iter()
+        .chain(&data.test)
+        .all(|r| r.lesion_box.is_some());
+    if !has_boxes
+        && (config.models.contains(&ModelKind::OracleCropnet)
+            || config
+                .ensemble
+                .iter()
+                .any(|m| m.0 == ModelKind::OracleCropnet))
+    {
+        return Err(TrainError::Config(
+            "the oracle CropNet needs true lesion boxes (lesion_x0.. columns) for every image"
+                .into(),
+        ));
+    }
+    if !config.skip_bad_images {
+        for split in [Split::Train, Split::Test] {
+            let missing = data.missing_images(split);
+            if !missing.is_empty() {
+                let shown: Vec<String> = missing
+                    .iter()
+                    .take(10)
+                    .map(|p| p.display().to_string())
+                    .collect();
+                return Err(TrainError::Config(format!(
+                    "{} {split:?} images are missing: {}{}; fix the data or pass \
+                     --skip-bad-images to leave them out",
+                    missing.len(),
+                    shown.join(", "),
+                    if missing.len() > 10 { ", ..." } else { "" }
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Labels that cannot be cross-validated.
+fn check_labels(config: &PipelineConfig, labels: &[u8], skipped: usize) -> Result<()> {
+    let positives = labels.iter().filter(|&&y| y == 1).count();
+    let negatives = labels.len() - positives;
+    let left = if skipped > 0 {
+        format!(" (after leaving out {skipped} unreadable images)")
+    } else {
+        String::new()
+    };
+    if positives < config.folds || negatives < config.folds {
+        return Err(TrainError::Config(format!(
+            "{} training images{left} hold {positives} positives and {negatives} negatives: \
+             each of the {} folds needs at least one of each for a validation AUC; use fewer \
+             --folds or more data",
+            labels.len(),
+            config.folds
+        )));
+    }
+    Ok(())
+}
+
+/// Builds (or completes) the caches of both splits, each under a claim on the cache file so
+/// that two runs sharing a cache never write it at once; returns the images left out.
+fn build_caches(
+    config: &PipelineConfig,
+    data: &DataDir,
+    progress: bool,
+) -> Result<Vec<SkippedRow>> {
+    let dir = config.cache_dir();
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let mut skipped = Vec::new();
+    for (split, name, records) in [
+        (Split::Train, "train", &data.train),
+        (Split::Test, "test", &data.test),
+    ] {
+        if records.is_empty() {
+            continue;
+        }
+        let path = dir.join(format!("{name}.npy"));
+        let _claim = lock::claim(
+            &dir.join(format!("{name}.npy.lock")),
+            &format!("building {}", path.display()),
+        )?;
+        let report = build_cache(&data.jobs(split), &path, &cache_options(config, progress))?;
+        if !report.up_to_date {
+            tracing::info!(
+                "{}: {} images cached",
+                path.display(),
+                report.written + report.resumed
+            );
+        }
+        let cache = ImageCache::open(&path)?;
+        for entry in cache.index().iter().filter(|e| !e.is_ok()) {
+            skipped.push(SkippedRow {
+                split: name.into(),
+                image_name: entry.image_name.clone(),
+                reason: entry.skipped.clone(),
+            });
+        }
+    }
+    if !skipped.is_empty() {
+        tracing::warn!(
+            "{} unreadable images left out (--skip-bad-images); listed in skipped.csv",
+            skipped.len()
+        );
+    }
+    Ok(skipped)
+}
+
+/// Builds the caches only (`agc preprocess`), after the same checks as [`prepare`].
+///
+/// # Errors
+/// As [`prepare`], without the run directory.
+pub fn preprocess(config: &PipelineConfig, progress: bool) -> Result<()> {
+    config.validate()?;
+    let data = open_data(config)?;
+    check_data(config, &data)?;
+    build_caches(config, &data, progress).map(|_| ())
+}
