@@ -165,7 +165,22 @@ fn pipeline_writes_every_artefact_and_resumes_as_a_no_op() {
     // A rerun finds everything done and changes nothing.
     let before = std::fs::read(run.join("submission.csv")).expect("submission");
     let oof = std::fs::read(run.join("models/cropnet/oof.csv")).expect("oof");
+    let work = |run: &Path| -> f64 {
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(run.join("metrics.json")).expect("metrics"))
+                .expect("json");
+        m["wall_seconds"].as_f64().expect("wall_seconds")
+    };
+    let seconds = work(&run);
+    assert!(seconds > 0.0, "wall_seconds {seconds}");
     agc(&[&["pipeline"], &args[..]].concat());
+    // The rerun only re-made the ensemble; the run's work is still counted (it used to
+    // become 0 s after a resume).
+    assert!(
+        (work(&run) - seconds).abs() < 0.5,
+        "{} vs {seconds}",
+        work(&run)
+    );
     assert_eq!(
         std::fs::read(run.join("submission.csv")).expect("again"),
         before

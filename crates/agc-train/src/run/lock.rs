@@ -111,11 +111,7 @@ pub fn claim(path: &Path, what: &str) -> Result<Claim> {
     if let Some(c) = try_claim(path, what)? {
         return Ok(c);
     }
-    tracing::info!(
-        "waiting for {} ({}) to finish {what}",
-        holder(path),
-        path.display()
-    );
+    tracing::info!("waiting for {} ({})", holder(path), path.display());
     let file = open(path)?;
     file.lock().map_err(io(path))?;
     took(file, path, what)

@@ -42,6 +42,7 @@ pub fn run_all(run: &Run, devices: &[Device]) -> Result<Metrics> {
         predictions.push(("ensemble".to_string(), ensemble));
         weights
     };
+    let _claim = super::lock::claim(&run.lock_path("report"), "writing the metrics and report")?;
     let metrics = run.write_metrics(&predictions, &weights)?;
     run.write_report(&metrics, &predictions)?;
     Ok(metrics)
