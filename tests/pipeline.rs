@@ -54,6 +54,14 @@ fn check_crop_step(run: &Path) {
     }
 }
 
+/// `wall_seconds` of a run's `metrics.json`.
+fn work(run: &Path) -> f64 {
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("metrics.json")).expect("metrics"))
+            .expect("json");
+    m["wall_seconds"].as_f64().expect("wall_seconds")
+}
+
 fn side_commands(data: &Path, run: &Path) {
     let out = agc(&[
         "attention",
@@ -165,12 +173,6 @@ fn pipeline_writes_every_artefact_and_resumes_as_a_no_op() {
     // A rerun finds everything done and changes nothing.
     let before = std::fs::read(run.join("submission.csv")).expect("submission");
     let oof = std::fs::read(run.join("models/cropnet/oof.csv")).expect("oof");
-    let work = |run: &Path| -> f64 {
-        let m: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(run.join("metrics.json")).expect("metrics"))
-                .expect("json");
-        m["wall_seconds"].as_f64().expect("wall_seconds")
-    };
     let seconds = work(&run);
     assert!(seconds > 0.0, "wall_seconds {seconds}");
     agc(&[&["pipeline"], &args[..]].concat());
