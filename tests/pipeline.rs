@@ -62,6 +62,30 @@ fn work(run: &Path) -> f64 {
     m["wall_seconds"].as_f64().expect("wall_seconds")
 }
 
+/// A rerun finds everything done and changes nothing.
+fn rerun_is_a_no_op(args: &[&str], run: &Path) {
+    let before = std::fs::read(run.join("submission.csv")).expect("submission");
+    let oof = std::fs::read(run.join("models/cropnet/oof.csv")).expect("oof");
+    let seconds = work(run);
+    assert!(seconds > 0.0, "wall_seconds {seconds}");
+    agc(&[&["pipeline"], args].concat());
+    // The rerun only re-made the ensemble; the run's work is still counted (it used to
+    // become 0 s after a resume).
+    assert!(
+        (work(run) - seconds).abs() < 0.5,
+        "{} vs {seconds}",
+        work(run)
+    );
+    assert_eq!(
+        std::fs::read(run.join("submission.csv")).expect("again"),
+        before
+    );
+    assert_eq!(
+        std::fs::read(run.join("models/cropnet/oof.csv")).expect("again"),
+        oof
+    );
+}
+
 fn side_commands(data: &Path, run: &Path) {
     let out = agc(&[
         "attention",
@@ -170,27 +194,7 @@ fn pipeline_writes_every_artefact_and_resumes_as_a_no_op() {
 
     side_commands(&data, &run);
 
-    // A rerun finds everything done and changes nothing.
-    let before = std::fs::read(run.join("submission.csv")).expect("submission");
-    let oof = std::fs::read(run.join("models/cropnet/oof.csv")).expect("oof");
-    let seconds = work(&run);
-    assert!(seconds > 0.0, "wall_seconds {seconds}");
-    agc(&[&["pipeline"], &args[..]].concat());
-    // The rerun only re-made the ensemble; the run's work is still counted (it used to
-    // become 0 s after a resume).
-    assert!(
-        (work(&run) - seconds).abs() < 0.5,
-        "{} vs {seconds}",
-        work(&run)
-    );
-    assert_eq!(
-        std::fs::read(run.join("submission.csv")).expect("again"),
-        before
-    );
-    assert_eq!(
-        std::fs::read(run.join("models/cropnet/oof.csv")).expect("again"),
-        oof
-    );
+    rerun_is_a_no_op(&args, &run);
 
     // Fitted ensemble weights are written too, from the OOF predictions only.
     let out = agc(&[
