@@ -4,7 +4,7 @@
 //! - [`Loss`] (focal and binary cross-entropy on one logit); [`roc_auc`], [`bootstrap_auc`],
 //!   [`accuracy`];
 //! - [`Net`] and [`ModelSpec`]: the models a run trains; [`train_fold`]: one model on one fold,
-//!   resumable; [`predict`] with test-time augmentation;
+//!   resumable; [`predict()`] with test-time augmentation;
 //! - [`weighted_average`] and [`fit_weights`] for ensembles; atomic [`checkpoint`]s;
 //! - [`run`]: a run directory and its steps (prepare, train, crop, ensemble, report), with
 //!   [`artefacts`] for its CSV files and [`scores`] for what it measures;

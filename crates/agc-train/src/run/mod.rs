@@ -19,7 +19,7 @@
 //! RUN/locks/                        claims of the steps and folds (see [`lock`])
 //! ```
 //!
-//! One module per step: [`prepare`] (check everything, caches, folds, encoder, then
+//! One module per step: [`prepare`](mod@prepare) (check everything, caches, folds, encoder, then
 //! `config.json`), [`models`] (train a model fold by fold), [`crop`] (attention → boxes →
 //! crops), [`ensemble`], and [`orchestrate`] which calls them in order. [`Run::open`] only
 //! reads. Every step skips what is complete, so the same command resumes a killed run, and
@@ -51,7 +51,7 @@ use crate::scores::{ModelPredictions, ModelScore};
 use crate::train::Images;
 
 /// An opened run: the data, caches, folds and metadata, ready for the steps. Opening reads
-/// and never writes; [`prepare`] makes what it reads.
+/// and never writes; [`prepare()`] makes what it reads.
 pub struct Run {
     /// The run directory.
     pub dir: PathBuf,
@@ -143,11 +143,11 @@ pub(crate) fn encode(
 }
 
 impl Run {
-    /// Prepares the run in `dir` for `config` ([`prepare`]) and opens it: what every command
+    /// Prepares the run in `dir` for `config` ([`prepare()`]) and opens it: what every command
     /// that is given a configuration does.
     ///
     /// # Errors
-    /// As [`prepare`] and [`Run::open`].
+    /// As [`prepare()`] and [`Run::open`].
     pub fn start(dir: &Path, config: &PipelineConfig, progress: bool) -> Result<Self> {
         prepare(dir, config, progress)?;
         Self::open(dir, progress)
