@@ -345,6 +345,10 @@ fn resolve(a: &RunArgs) -> Result<PipelineConfig> {
         config
             .ensemble
             .retain(|(k, _)| m.contains(k) || *k == ModelKind::OracleCropnet);
+        if config.ensemble.len() == 1 {
+            // An ensemble of one model is that model again.
+            config.ensemble.clear();
+        }
         if config.ensemble.len() < before {
             tracing::info!(
                 "--models {}: the ensemble keeps {}",

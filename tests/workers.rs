@@ -40,15 +40,19 @@ fn two_processes_share_a_run_and_a_cache_and_give_the_single_process_result() {
         a
     };
 
-    // Two pipelines on one --out (and the data folder's default cache), started together.
+    // Two pipelines on one --out, and a third on its own run directory, all three on the data
+    // folder's default cache, started together.
+    let alone = dir.path().join("alone");
     let first = spawn(&args(&shared));
     let second = spawn(&args(&shared));
+    let third = spawn(&args(&alone));
     let log_a = finish(first, "first worker");
     let log_b = finish(second, "second worker");
+    finish(third, "the run alone");
 
-    // One process alone, on its own run directory (same data, same cache).
-    let alone = dir.path().join("alone");
-    agc(&args(&alone));
+    // And one process after the others, alone: the reference.
+    let after = dir.path().join("after");
+    agc(&args(&after));
     for file in [
         "folds.csv",
         "models/resnet/oof.csv",
@@ -57,10 +61,16 @@ fn two_processes_share_a_run_and_a_cache_and_give_the_single_process_result() {
         "models/cropnet/oof.csv",
         "submission.csv",
     ] {
+        let reference = read(&after.join(file));
         assert_eq!(
             read(&shared.join(file)),
+            reference,
+            "{file} of the shared run differs from a single process's\n{log_a}\n{log_b}"
+        );
+        assert_eq!(
             read(&alone.join(file)),
-            "{file} differs from a single process's\n{log_a}\n{log_b}"
+            reference,
+            "{file} of the concurrent run"
         );
     }
 

@@ -1,0 +1,92 @@
+//! Bad input at the command line: each case ends with an error that names the setting, file or
+//! row at fault before any work is done, or is handled as documented.
+
+mod common;
+
+use common::{agc, agc_fails, synth, tiny_run_args};
+
+#[test]
+fn bad_settings_are_named_before_anything_is_written() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("data");
+    synth(&data, 24, 8);
+    let run = dir.path().join("run");
+    let base = tiny_run_args(&data, &run);
+    // The tiny run's flags with some values replaced.
+    let pipeline = |changes: &[(&str, &'static str)]| {
+        let mut args = vec!["pipeline"];
+        args.extend(base.iter().copied());
+        for (flag, value) in changes {
+            let at = args
+                .iter()
+                .position(|a| a == flag)
+                .expect("a flag of the tiny run");
+            args[at + 1] = value;
+        }
+        agc_fails(&args)
+    };
+
+    // Chips that do not tile the image: refused up front, not after the ResNet has trained.
+    let err = pipeline(&[("--image-size", "80"), ("--chip", "32")]);
+    assert!(err.contains("chip 32 with image_size 80"), "{err}");
+    let err = pipeline(&[("--image-size", "0")]);
+    assert!(err.contains("image_size 0"), "{err}");
+    assert!(
+        !run.join("config.json").exists(),
+        "nothing saved after a refusal"
+    );
+
+    // An unknown key in --config is an error, not ignored.
+    let config = dir.path().join("config.json");
+    let mut value: serde_json::Value = serde_json::from_str("{}").expect("json");
+    value["data"] = data.to_str().expect("utf-8").into();
+    std::fs::write(&config, value.to_string()).expect("write");
+    let err = agc_fails(&[
+        "pipeline",
+        "--config",
+        config.to_str().expect("utf-8"),
+        "--out",
+        run.to_str().expect("utf-8"),
+    ]);
+    assert!(err.contains("config.json"), "{err}");
+
+    // `--models resnet,chipnet` trains and ends without the CropNet ensemble.
+    let out = agc(&[&["pipeline"], &base[..], &["--models", "resnet,chipnet"]].concat());
+    assert!(
+        out.contains("chipnet") && !out.contains("| ensemble"),
+        "{out}"
+    );
+    assert!(run.join("metrics.json").is_file());
+
+    // A saved run's configuration with a misspelt key.
+    let saved = std::fs::read_to_string(run.join("config.json")).expect("saved");
+    let mut value: serde_json::Value = serde_json::from_str(&saved).expect("json");
+    value["schedules"]["resnet"]["max_epohcs"] = 99.into();
+    std::fs::write(&config, value.to_string()).expect("write");
+    let err = agc_fails(&[
+        "pipeline",
+        "--config",
+        config.to_str().expect("utf-8"),
+        "--out",
+        dir.path().join("run2").to_str().expect("utf-8"),
+    ]);
+    assert!(err.contains("\"schedules.resnet.max_epohcs\""), "{err}");
+
+    // `agc evaluate` refuses predictions that miss labelled images.
+    let labels = data.join("test_labels.csv");
+    let partial = dir.path().join("partial.csv");
+    let full = std::fs::read_to_string(run.join("models/resnet/test.csv")).expect("test.csv");
+    let lines: Vec<&str> = full.lines().collect();
+    std::fs::write(&partial, lines[..lines.len() - 2].join("\n")).expect("write");
+    let err = agc_fails(&[
+        "evaluate",
+        "--predictions",
+        partial.to_str().expect("utf-8"),
+        "--labels",
+        labels.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        err.contains("2 of 8 labelled images have no prediction"),
+        "{err}"
+    );
+}
