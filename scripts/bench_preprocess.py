@@ -93,7 +93,8 @@ def generate(folder, count, size, seed):
 
 def centre_crop_resize(img):
     side = min(img.width, img.height)
-    x, y = (img.width - side) // 2, (img.height - side) // 2
+    # torchvision's center_crop offsets (Python's round half to even), as agc places them.
+    x, y = int(round((img.width - side) / 2.0)), int(round((img.height - side) / 2.0))
     img = img.crop((x, y, x + side, y + side)).resize((SIZE, SIZE), Image.BILINEAR)
     return np.asarray(img, dtype=np.uint8)
 

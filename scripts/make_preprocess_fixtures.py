@@ -3,7 +3,8 @@
 
 Four real-looking JPEGs (skin-toned, shaded, a dark irregular lesion, fine noise) of different
 sizes and orientations, and for each the reference that torchvision's PIL pipeline gives:
-centre square crop (side = shorter side, offsets rounded down, as agc does) then
+centre square crop (side = shorter side, offsets placed as torchvision's `center_crop` places
+them: `int(round((w - side) / 2.0))`, Python's round half to even, as agc does) then
 `resize((224, 224), Image.BILINEAR)` (PIL's antialiased bilinear, what torchvision's Resize
 uses on PIL images), saved as `<name>.224.npy` ([224, 224, 3] uint8).
 
@@ -50,7 +51,9 @@ def main():
         Image.fromarray(render(w, h, rng)).save(path, quality=85)
         img = Image.open(path).convert("RGB")
         side = min(img.width, img.height)
-        x, y = (img.width - side) // 2, (img.height - side) // 2
+        # torchvision.transforms.functional.center_crop's offsets (torchvision 0.29).
+        x = int(round((img.width - side) / 2.0))
+        y = int(round((img.height - side) / 2.0))
         ref = img.crop((x, y, x + side, y + side)).resize((SIZE, SIZE), Image.BILINEAR)
         np.save(OUT / f"{name}.{SIZE}.npy", np.asarray(ref, dtype=np.uint8))
 

@@ -242,10 +242,23 @@ pub fn attention_boxes(
         .collect()
 }
 
-/// The largest square centred in a `width`×`height` image (the whole image when it is square).
+/// The largest square centred in a `width`×`height` image (the whole image when it is square),
+/// placed as torchvision's `center_crop` places it (see [`centred_offset`]).
 fn centred_square(width: usize, height: usize) -> Rect {
     let side = width.min(height);
-    Rect::square((width - side) / 2, (height - side) / 2, side)
+    Rect::square(
+        centred_offset(width - side),
+        centred_offset(height - side),
+        side,
+    )
+}
+
+/// The offset that centres a span `spare` pixels shorter than the image: `spare / 2` rounded
+/// half to even, as torchvision's `center_crop` computes it (`int(round((h - th) / 2.0))`,
+/// Python's `round`), so odd spares ending in 3 (mod 4) round up. agc-data's
+/// `CropGeometry::centre_square` follows the same rule.
+fn centred_offset(spare: usize) -> usize {
+    spare / 2 + usize::from(spare % 4 == 3)
 }
 
 /// The bounding box of the `true` pixels of a row-major mask, if any.
@@ -340,8 +353,10 @@ pub struct CentreCrop {
 }
 
 impl CentreCrop {
-    /// The centre square crop (side = the shorter side, offsets rounded down) of a
-    /// `width`×`height` image.
+    /// The centre square crop of a `width`×`height` image: side = the shorter side, offset =
+    /// half the difference rounded half to even, as torchvision's `center_crop`
+    /// (`int(round((w - side) / 2.0))`); the same rule as agc-data's
+    /// `CropGeometry::centre_square`.
     ///
     /// # Panics
     /// If a size is zero.

@@ -62,6 +62,21 @@ pub enum WeightsError {
         /// Shape in the file.
         found: Vec<usize>,
     },
+    /// The file holds tensors the model has no place for, other than a head the model does not
+    /// load: usually a deeper ResNet's file (ResNet-34 into a ResNet-18). Allowed with
+    /// [`LoadOptions::allow_unused`].
+    #[error(
+        "{path}: {count} tensor(s) in the file are not used by the model (a deeper or different \
+         ResNet?), first {first:?}; set allow_unused to load anyway"
+    )]
+    Unused {
+        /// The file.
+        path: PathBuf,
+        /// How many tensors went unused.
+        count: usize,
+        /// The first unused keys in sorted order (model naming), at most five.
+        first: Vec<String>,
+    },
     /// Another per-tensor failure (data type, conversion).
     #[error("{path}: tensor {key:?}: {message}")]
     Tensor {
@@ -83,7 +98,14 @@ pub struct LoadOptions {
     /// Leave the model's `fc` head as it is and ignore the file's `fc.*` tensors, for a head of
     /// another size (1000 ImageNet classes into a one-logit model).
     pub skip_head: bool,
+    /// Load even if the file holds tensors the model has no place for (beyond a head the model
+    /// does not load); they are listed in [`LoadReport::unused`]. Off by default: a ResNet-34
+    /// file loaded into a ResNet-18 is an error, not a silent partial load.
+    pub allow_unused: bool,
 }
+
+/// How many unused keys [`WeightsError::Unused`] names.
+const UNUSED_NAMED: usize = 5;
 
 /// What a successful load did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,7 +113,8 @@ pub struct LoadReport {
     /// Tensors of the model that were set from the file.
     pub applied: usize,
     /// Tensors in the file that the model has no place for (such as `fc.*` for a backbone),
-    /// without batch-norm bookkeeping (`num_batches_tracked`).
+    /// without batch-norm bookkeeping (`num_batches_tracked`). Anything beyond the head is an
+    /// error unless [`LoadOptions::allow_unused`].
     pub unused: Vec<String>,
 }
 
@@ -99,12 +122,15 @@ impl ResNet {
     /// Loads a torchvision ResNet state dict from `path` (`.pth`/`.pt`/`.bin`/`.ckpt` PyTorch
     /// pickles or `.safetensors`).
     ///
-    /// A model built without a head (`num_classes: None`) loads the backbone and ignores the
-    /// file's `fc.*`. On error the model is left unchanged.
+    /// A model built without a head (`num_classes: None`), or loaded with
+    /// [`LoadOptions::skip_head`], loads the backbone and ignores the file's `fc.*`. On error
+    /// the model is left unchanged.
     ///
     /// # Errors
     /// A missing or unreadable file, an unknown extension, a tensor the model needs that the
     /// file lacks, or a tensor of another shape: each error names the file and the tensor.
+    /// Tensors of the file the model does not use, other than `fc.*` for a model without a
+    /// loaded head, are [`WeightsError::Unused`] unless [`LoadOptions::allow_unused`].
     pub fn load_torchvision(
         &mut self,
         path: impl AsRef<Path>,
@@ -148,6 +174,25 @@ impl ResNet {
             }
         };
         let report = check(path, &result)?;
+        if !options.allow_unused {
+            let mut unexpected: Vec<&String> = report
+                .unused
+                .iter()
+                .filter(|key| model.fc.is_some() || !key.starts_with("fc."))
+                .collect();
+            unexpected.sort();
+            if !unexpected.is_empty() {
+                return Err(WeightsError::Unused {
+                    path: path.to_path_buf(),
+                    count: unexpected.len(),
+                    first: unexpected
+                        .iter()
+                        .take(UNUSED_NAMED)
+                        .map(|k| (*k).clone())
+                        .collect(),
+                });
+            }
+        }
         if options.skip_head {
             model.fc = head;
         }

@@ -271,3 +271,84 @@ fn unreadable_or_unknown_files_are_errors_naming_the_path() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn a_deeper_file_is_an_error_naming_its_unused_tensors_unless_allowed() {
+    // The file has two blocks in layer2 ([2, 2, 1, 1]); this model has one, as a ResNet-18 has
+    // fewer blocks than a ResNet-34 file.
+    let device = Device::flex();
+    let shallower = || {
+        ResNetConfig::new([2, 1, 1, 1])
+            .with_width(8)
+            .with_num_classes(Some(10))
+    };
+    for format in ["pth", "safetensors"] {
+        let name = format!("resnet_basic.{format}");
+        let mut model: ResNet = shallower().init(&device);
+        let before = model.conv1.weight.val().into_data();
+        let err = model
+            .load_torchvision(fixture(&name), &LoadOptions::default())
+            .expect_err("layer2.1 has no place in the model");
+        match &err {
+            WeightsError::Unused { count, first, .. } => {
+                assert!(*count > 0 && first.len() == (*count).min(5), "{err}");
+                assert!(first.iter().all(|k| k.starts_with("layer2.1.")), "{err}");
+            }
+            other => panic!("{format}: expected unused tensors, got {other}"),
+        }
+        assert!(err.to_string().contains(&name), "{err}");
+        assert_eq!(model.conv1.weight.val().into_data(), before, "unchanged");
+
+        let allowed = LoadOptions {
+            allow_unused: true,
+            ..LoadOptions::default()
+        };
+        let report = model
+            .load_torchvision(fixture(&name), &allowed)
+            .expect("allowed");
+        assert!(
+            !report.unused.is_empty() && report.unused.iter().all(|k| k.starts_with("layer2.1.")),
+            "{:?}",
+            report.unused
+        );
+    }
+}
+
+#[test]
+fn an_extra_tensor_in_a_safetensors_file_is_an_error() {
+    let bytes = std::fs::read(fixture("resnet_basic.safetensors")).expect("fixture present");
+    let file = SafeTensors::deserialize(&bytes).expect("valid safetensors");
+    let mut tensors: Vec<(String, safetensors::tensor::TensorView<'_>)> =
+        file.tensors().into_iter().collect();
+    let extra = [0_u8; 16];
+    tensors.push((
+        "projection.weight".to_string(),
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2, 2], &extra)
+            .expect("view"),
+    ));
+    let dir = std::env::temp_dir().join(format!("agc-weights-extra-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("extra.safetensors");
+    safetensors::serialize_to_file(tensors, None, &path).expect("write");
+
+    let device = Device::flex();
+    let mut model: ResNet = config("basic", true).init(&device);
+    let err = model
+        .load_torchvision(&path, &LoadOptions::default())
+        .expect_err("projection.weight is not a ResNet tensor");
+    assert!(
+        matches!(&err, WeightsError::Unused { count: 1, first, .. } if first == &["projection.weight"])
+            && err.to_string().contains("extra.safetensors"),
+        "{err}"
+    );
+    // A headless model still ignores the file's fc.* but not the extra tensor.
+    let mut backbone: ResNet = config("basic", false).init(&device);
+    let err = backbone
+        .load_torchvision(&path, &LoadOptions::default())
+        .expect_err("still unused");
+    assert!(
+        matches!(&err, WeightsError::Unused { count: 1, .. }),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

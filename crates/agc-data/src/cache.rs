@@ -8,6 +8,9 @@
 //! - the array is filled in `<cache>.npy.partial`, chunk by chunk; after each chunk,
 //!   `<cache>.npy.progress.json` records what is done (written atomically), so a killed run
 //!   loses at most one chunk and the same call goes on from there;
+//! - an image that cannot be decoded does not stop the build: the others are written, and the call
+//!   then fails with one [`DataError::BadImages`] listing every bad image; the next call (after
+//!   fixing them, or with `skip_bad`) decodes only what is not done yet;
 //! - when all is done, the index is written, the array renamed into place and, last,
 //!   `<cache>.npy.manifest.json` records a fingerprint of the inputs (names, paths, file sizes
 //!   and modification times, and the options). A later call with the same fingerprint does
@@ -47,7 +50,7 @@ pub struct CacheOptions {
     /// many times S; 0 decodes at full resolution.
     pub min_decode_factor: f64,
     /// Skip images that cannot be decoded (their slot is zeros and the index marks them) instead
-    /// of stopping with an error.
+    /// of failing, after all the others are cached, with [`DataError::BadImages`].
     pub skip_bad: bool,
     /// Images per resumable chunk.
     pub chunk: usize,
@@ -137,6 +140,25 @@ struct Progress {
     done: BTreeMap<usize, IndexEntry>,
 }
 
+impl Progress {
+    /// The record of an earlier call, if both it and the array it describes survive and it was
+    /// made for the same inputs, without the images it skipped (they are tried again); else an
+    /// empty record. The progress fingerprint leaves out `skip_bad`, so that a call with
+    /// `skip_bad` after a failed one keeps what that one wrote.
+    fn resume(path: &Path, partial_exists: bool, fingerprint: String) -> Self {
+        let mut progress = std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Self>(&b).ok())
+            .filter(|p| partial_exists && p.fingerprint == fingerprint)
+            .unwrap_or(Self {
+                fingerprint,
+                done: BTreeMap::new(),
+            });
+        progress.done.retain(|_, entry| entry.is_ok());
+        progress
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct Manifest {
     fingerprint: String,
@@ -152,8 +174,9 @@ pub fn index_path(cache: &Path) -> PathBuf {
 /// Builds (or completes, or confirms) the cache `path` (`.npy`) from `jobs`.
 ///
 /// # Errors
-/// An image that cannot be decoded (unless `skip_bad`), a square outside its image, an empty
-/// job list, or a cache file that cannot be written; each names the file.
+/// Images that cannot be decoded or a square outside its image (unless `skip_bad`): all the
+/// others are decoded and kept first, and one [`DataError::BadImages`] lists every bad image.
+/// An empty job list, or a cache file that cannot be written, names the file.
 pub fn build_cache(jobs: &[CacheJob], path: &Path, options: &CacheOptions) -> Result<CacheReport> {
     if jobs.is_empty() {
         return Err(DataError::Invalid {
@@ -167,7 +190,8 @@ pub fn build_cache(jobs: &[CacheJob], path: &Path, options: &CacheOptions) -> Re
             message: "size and chunk must be positive".into(),
         });
     }
-    let fingerprint = fingerprint(jobs, options);
+    let progress_fingerprint = fingerprint(jobs, options, false);
+    let fingerprint = fingerprint(jobs, options, true);
     let manifest_path = sidecar(path, ".manifest.json");
     if path.is_file()
         && let Ok(bytes) = std::fs::read(&manifest_path)
@@ -183,18 +207,10 @@ pub fn build_cache(jobs: &[CacheJob], path: &Path, options: &CacheOptions) -> Re
         std::fs::create_dir_all(dir).map_err(io(dir))?;
     }
 
-    // Resume only when both the progress record and the array it describes survive.
     let partial_exists = partial_path(path).is_file();
     let partial = PartialCache::open(path, jobs.len(), options.size as usize)?;
     let progress_path = sidecar(path, ".progress.json");
-    let mut progress = std::fs::read(&progress_path)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<Progress>(&b).ok())
-        .filter(|p| partial_exists && p.fingerprint == fingerprint && !p.done.is_empty())
-        .unwrap_or(Progress {
-            fingerprint: fingerprint.clone(),
-            done: BTreeMap::new(),
-        });
+    let mut progress = Progress::resume(&progress_path, partial_exists, progress_fingerprint);
     partial.prepare(!progress.done.is_empty())?;
 
     let mut report = CacheReport {
@@ -206,6 +222,7 @@ pub fn build_cache(jobs: &[CacheJob], path: &Path, options: &CacheOptions) -> Re
     let todo: Vec<usize> = (0..jobs.len())
         .filter(|i| !progress.done.contains_key(i))
         .collect();
+    let mut bad = Vec::new();
     for chunk in todo.chunks(options.chunk) {
         let results: Vec<_> = chunk
             .par_iter()
@@ -225,7 +242,12 @@ pub fn build_cache(jobs: &[CacheJob], path: &Path, options: &CacheOptions) -> Re
                     partial.write(i, &vec![0u8; partial.item])?;
                     IndexEntry::skipped(&jobs[i].name, e.to_string())
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    tracing::warn!("{}: {e}", jobs[i].name);
+                    bad.push((i, e.to_string()));
+                    bar.inc(1);
+                    continue;
+                }
             };
             progress.done.insert(i, entry);
             bar.inc(1);
@@ -234,6 +256,17 @@ pub fn build_cache(jobs: &[CacheJob], path: &Path, options: &CacheOptions) -> Re
         write_json(&progress_path, &progress)?;
     }
     bar.finish_and_clear();
+    if !bad.is_empty() {
+        // Chunks finish in job order, but keep the list in job order whatever the schedule.
+        bad.sort_by_key(|(i, _)| *i);
+        return Err(DataError::BadImages {
+            cache: path.to_path_buf(),
+            images: bad
+                .into_iter()
+                .map(|(i, why)| (jobs[i].name.clone(), why))
+                .collect(),
+        });
+    }
 
     // Index, then the array, then the manifest that marks the cache complete.
     write_index(&index_path(path), progress.done.values())?;
@@ -401,13 +434,17 @@ pub fn read_index(path: &Path) -> Result<Vec<IndexEntry>> {
         .collect()
 }
 
-/// FNV-1a over everything that decides a cache's content.
-fn fingerprint(jobs: &[CacheJob], options: &CacheOptions) -> String {
+/// FNV-1a over everything that decides a cache's content; `skip_bad` too if `with_skip`.
+fn fingerprint(jobs: &[CacheJob], options: &CacheOptions, with_skip: bool) -> String {
     let mut h = Fnv::default();
-    h.write(b"agc-cache-v1");
+    // v2: centre squares placed as torchvision places them (and, on this branch, 1/8-scale
+    // decoding and EXIF orientation): a cache of v1 is rebuilt, not mixed with new images.
+    h.write(b"agc-cache-v2");
     h.write(&options.size.to_le_bytes());
     h.write(&options.min_decode_factor.to_le_bytes());
-    h.write(&[u8::from(options.skip_bad)]);
+    if with_skip {
+        h.write(&[u8::from(options.skip_bad)]);
+    }
     for job in jobs {
         h.write(job.name.as_bytes());
         h.write(&[0]);
@@ -634,7 +671,7 @@ mod tests {
 
         // Recreate the state a kill after two of three chunks leaves: the partial array with
         // chunks 0 and 1 written (chunk 2 zeroed), and the progress file, but no final cache.
-        let fingerprint = fingerprint(&jobs, &options());
+        let fingerprint = fingerprint(&jobs, &options(), false);
         let index = read_index(&index_path(&cache_path)).expect("index");
         let done = (0..4).map(|i| (i, index[i].clone())).collect();
         let progress = Progress { fingerprint, done };
@@ -658,20 +695,38 @@ mod tests {
     }
 
     #[test]
-    fn a_bad_image_stops_the_build_or_is_skipped_and_listed() {
+    fn every_bad_image_is_listed_in_one_error_and_skip_bad_then_resumes() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut jobs = originals(dir.path(), 3);
+        let mut jobs = originals(dir.path(), 5);
         std::fs::write(&jobs[1].path, b"corrupt").expect("write");
         jobs.push(CacheJob {
             name: "gone".into(),
             path: dir.path().join("gone.jpg"),
             square: None,
         });
+        // Past the first chunk, so the build must go on after the first bad image.
+        jobs[4].square = Some([1000, 0, 10]);
         let cache_path = dir.path().join("c.npy");
-        let err = build_cache(&jobs, &cache_path, &options())
-            .expect_err("corrupt image")
-            .to_string();
-        assert!(err.contains("img1.png"), "{err}");
+        let err = build_cache(&jobs, &cache_path, &options()).expect_err("bad images");
+        let message = err.to_string();
+        match &err {
+            DataError::BadImages { cache, images } => {
+                assert_eq!(cache, &cache_path);
+                let names: Vec<&str> = images.iter().map(|(n, _)| n.as_str()).collect();
+                assert_eq!(names, ["img1", "img4", "gone"]);
+            }
+            other => panic!("expected BadImages, got {other}"),
+        }
+        for needle in [
+            "c.npy",
+            "3 image(s)",
+            "img1.png",
+            "img4.png",
+            "gone.jpg",
+            "skip_bad",
+        ] {
+            assert!(message.contains(needle), "{needle:?} in {message}");
+        }
         assert!(!cache_path.exists(), "no cache after a failed build");
 
         let skip = CacheOptions {
@@ -679,11 +734,40 @@ mod tests {
             ..options()
         };
         let report = build_cache(&jobs, &cache_path, &skip).expect("skips");
+        assert_eq!(
+            (report.resumed, report.written),
+            (3, 0),
+            "the good images of the failed call are kept"
+        );
         let names: Vec<&str> = report.skipped.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["img1", "gone"]);
+        assert_eq!(names, ["img1", "img4", "gone"]);
         let cache = ImageCache::open(&cache_path).expect("opens");
         assert!(!cache.index()[1].is_ok() && cache.index()[1].skipped.contains("img1.png"));
-        assert!(cache.index()[2].is_ok());
+        assert!(cache.index()[2].is_ok() && cache.image(2).iter().all(|&v| v == 20));
+        assert!(cache.image(1).iter().all(|&v| v == 0));
+    }
+
+    #[test]
+    fn a_long_list_of_bad_images_shows_twenty_and_counts_the_rest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let jobs: Vec<CacheJob> = (0..23)
+            .map(|i| CacheJob {
+                name: format!("missing{i}"),
+                path: dir.path().join(format!("missing{i}.jpg")),
+                square: None,
+            })
+            .collect();
+        let err = build_cache(&jobs, &dir.path().join("c.npy"), &options())
+            .expect_err("all missing")
+            .to_string();
+        assert!(
+            err.contains("23 image(s)") && err.contains("and 3 more"),
+            "{err}"
+        );
+        assert!(
+            err.contains("missing19.jpg") && !err.contains("missing20.jpg"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -67,6 +67,20 @@ pub enum DataError {
         /// What the decoder said.
         message: String,
     },
+    /// Images of a cache could not be decoded or cut; every one is listed. The images that
+    /// could be were written and are kept for the next call.
+    #[error(
+        "{cache}: {} image(s) cannot be used:{}\nfix or remove them, or set skip_bad to cache \
+         them as zeros marked in the index",
+        images.len(),
+        list_bad(images)
+    )]
+    BadImages {
+        /// The cache being built.
+        cache: PathBuf,
+        /// Each bad image's name and why it is bad, in job order.
+        images: Vec<(String, String)>,
+    },
     /// A cache file is not what it claims to be.
     #[error("{path}: invalid cache: {message}")]
     Cache {
@@ -98,6 +112,22 @@ pub enum DataError {
 
 /// Results of agc-data.
 pub type Result<T, E = DataError> = std::result::Result<T, E>;
+
+/// How many bad images [`DataError::BadImages`] shows.
+const BAD_SHOWN: usize = 20;
+
+/// The bad images, one a line, at most [`BAD_SHOWN`] and a count of the rest.
+fn list_bad(images: &[(String, String)]) -> String {
+    let mut lines: Vec<String> = images
+        .iter()
+        .take(BAD_SHOWN)
+        .map(|(name, why)| format!("\n  {name}: {why}"))
+        .collect();
+    if images.len() > BAD_SHOWN {
+        lines.push(format!("\n  … and {} more", images.len() - BAD_SHOWN));
+    }
+    lines.concat()
+}
 
 /// Attaches a path to an I/O error.
 pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> DataError {

@@ -18,7 +18,9 @@ use crate::error::{DataError, Result};
 /// Where the square that preprocessing resized came from in the original image.
 ///
 /// The same rule as `agc_core::CentreCrop::centre_square` (agc-data knows no model, so the
-/// training crate converts between the two): side = the shorter side, offsets rounded down.
+/// training crate converts between the two): side = the shorter side, offset = half the
+/// difference rounded half to even, as torchvision's `center_crop` computes it
+/// (`int(round((w - side) / 2.0))`, Python's `round`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct CropGeometry {
     /// Width of the original image.
@@ -40,11 +42,17 @@ impl CropGeometry {
         Self {
             width,
             height,
-            x: (width - side) / 2,
-            y: (height - side) / 2,
+            x: centred_offset(width - side),
+            y: centred_offset(height - side),
             side,
         }
     }
+}
+
+/// `spare / 2` rounded half to even, as Python's `round(spare / 2.0)` in torchvision's
+/// `center_crop`: an odd spare ending in 3 (mod 4) rounds up, one ending in 1 rounds down.
+fn centred_offset(spare: u32) -> u32 {
+    spare / 2 + u32::from(spare % 4 == 3)
 }
 
 /// An image decoded to 8-bit RGB, possibly at a reduced scale.
