@@ -89,6 +89,8 @@ struct SynthArgs {
 
 /// Where a run is and how it is configured. Flags override `--config` (a `config.json` of an
 /// earlier run or a hand-written one); an existing run resumes only with the same settings.
+// Its switches are independent command-line flags.
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Args, Debug, Clone)]
 struct RunArgs {
     /// The data directory: train.csv, test.csv (optional), train/, test/.
@@ -109,6 +111,10 @@ struct RunArgs {
     /// ImageNet weights for the backbone (torchvision .pth or .safetensors).
     #[arg(long)]
     weights: Option<PathBuf>,
+    /// Load --weights even if the file holds tensors the backbone has no place for (by default
+    /// that is an error: a ResNet-34 file is not a ResNet-18).
+    #[arg(long)]
+    allow_unused_weights: bool,
     /// Device: cpu, or cuda:N, or several GPUs cuda:0,cuda:1 for data-parallel training
     /// (built with --features cuda).
     #[arg(long, default_value = "cpu")]
@@ -339,32 +345,10 @@ fn resolve(a: &RunArgs) -> Result<PipelineConfig> {
     }
     if let Some(m) = &a.models {
         config.models.clone_from(m);
-        // The ensemble keeps the members that will be trained: `--models resnet,chipnet`
-        // means no CropNet, not a failure at the end.
-        let before = config.ensemble.len();
-        config
-            .ensemble
-            .retain(|(k, _)| m.contains(k) || *k == ModelKind::OracleCropnet);
-        if config.ensemble.len() == 1 {
-            // An ensemble of one model is that model again.
-            config.ensemble.clear();
-        }
-        if config.ensemble.len() < before {
-            tracing::info!(
-                "--models {}: the ensemble keeps {}",
-                m.iter().map(|k| k.name()).collect::<Vec<_>>().join(","),
-                if config.ensemble.is_empty() {
-                    "no members (no ensemble)".to_string()
-                } else {
-                    config
-                        .ensemble
-                        .iter()
-                        .map(|(k, _)| k.name())
-                        .collect::<Vec<_>>()
-                        .join(" and ")
-                }
-            );
-        }
+        keep_trained_members(&mut config);
+    }
+    if a.allow_unused_weights {
+        config.model.allow_unused_weights = true;
     }
     let test_from = match a.test_from.as_deref() {
         None => None,
@@ -401,6 +385,39 @@ fn resolve(a: &RunArgs) -> Result<PipelineConfig> {
     Ok(config)
 }
 
+/// The ensemble keeps the members that will be trained: `--models resnet,chipnet` means no
+/// CropNet, not a failure at the end; an ensemble of one model is that model again, so it goes.
+fn keep_trained_members(config: &mut PipelineConfig) {
+    let models = config.models.clone();
+    let before = config.ensemble.len();
+    config
+        .ensemble
+        .retain(|(k, _)| models.contains(k) || *k == ModelKind::OracleCropnet);
+    if config.ensemble.len() == 1 {
+        config.ensemble.clear();
+    }
+    if config.ensemble.len() < before {
+        tracing::info!(
+            "--models {}: the ensemble keeps {}",
+            models
+                .iter()
+                .map(|k| k.name())
+                .collect::<Vec<_>>()
+                .join(","),
+            if config.ensemble.is_empty() {
+                "no members (no ensemble)".to_string()
+            } else {
+                config
+                    .ensemble
+                    .iter()
+                    .map(|(k, _)| k.name())
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            }
+        );
+    }
+}
+
 /// The work that needs a device.
 enum Job {
     Train(ModelKind, Option<usize>, RunArgs),
@@ -415,7 +432,7 @@ impl Job {
         let device = &devices[0];
         match self {
             Self::Train(kind, fold, a) => {
-                let run = Run::start(&a.out, &resolve(&a)?, progress)?;
+                let run = start(&a, device, progress)?;
                 match kind {
                     ModelKind::Cropnet if !run.dir.join("boxes.csv").is_file() => {
                         bail!("cropnet trains on the crop step's crops: run `agc crop` first")
@@ -447,7 +464,7 @@ impl Job {
                 );
             }
             Self::Crop(oracle, a) => {
-                let run = Run::start(&a.out, &resolve(&a)?, progress)?;
+                let run = start(&a, device, progress)?;
                 if oracle {
                     run.oracle_crops()?;
                     println!("oracle crops in {}", run.dir.join("crops/oracle").display());
@@ -465,7 +482,7 @@ impl Job {
                 }
             }
             Self::Pipeline(a) => {
-                let run = Run::start(&a.out, &resolve(&a)?, progress)?;
+                let run = start(&a, device, progress)?;
                 let metrics = run_all(&run, devices)?;
                 print_results(&run, &metrics, started);
             }
@@ -473,6 +490,15 @@ impl Job {
         }
         Ok(())
     }
+}
+
+/// Resolves the configuration, checks the weights on `device`, prepares and opens the run.
+fn start(a: &RunArgs, device: &Device, progress: bool) -> Result<Run> {
+    let config = resolve(a)?;
+    if !a.out.join("config.json").is_file() {
+        config.check_weights(device)?;
+    }
+    Ok(Run::start(&a.out, &config, progress)?)
 }
 
 fn fmt(v: Option<f64>) -> String {

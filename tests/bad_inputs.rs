@@ -36,6 +36,36 @@ fn bad_settings_are_named_before_anything_is_written() {
         "nothing saved after a refusal"
     );
 
+    // Weights of a deeper ResNet ([2, 2, 1, 1]) into the tiny one ([1, 1, 1, 1]): refused
+    // before the run starts, naming the file; allowed on request.
+    let deeper = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/crates/agc-core/tests/fixtures/resnet_basic.safetensors"
+    );
+    let err = agc_fails(
+        &[
+            &["train", "--model", "resnet"],
+            &base[..],
+            &["--weights", deeper],
+        ]
+        .concat(),
+    );
+    assert!(
+        err.contains("resnet_basic.safetensors") && err.contains("layer1.1"),
+        "{err}"
+    );
+    assert!(
+        !run.join("config.json").exists(),
+        "nothing saved after a refusal"
+    );
+    let partial = dir.path().join("partial");
+    agc(&[
+        &["train", "--model", "resnet"],
+        &tiny_run_args(&data, &partial)[..],
+        &["--weights", deeper, "--allow-unused-weights"],
+    ]
+    .concat());
+
     // An unknown key in --config is an error, not ignored.
     let config = dir.path().join("config.json");
     let mut value: serde_json::Value = serde_json::from_str("{}").expect("json");

@@ -94,6 +94,9 @@ pub struct ModelSpec {
     /// ImageNet weights for the backbone (a torchvision `.pth` or `.safetensors`), or none to
     /// start from random weights.
     pub weights: Option<PathBuf>,
+    /// Load `weights` even if the file holds tensors the backbone has no place for.
+    #[serde(default)]
+    pub allow_unused_weights: bool,
     /// Chip side of ChipNet, in pixels (32 gives 7×7 chips of a 224 image).
     pub chip: usize,
     /// Dropout before the classifier.
@@ -112,6 +115,7 @@ impl Default for ModelSpec {
         Self {
             backbone: "resnet18".into(),
             weights: None,
+            allow_unused_weights: false,
             chip: 32,
             dropout: 0.5,
             attention_dropout: 0.7,
@@ -176,8 +180,11 @@ impl ModelSpec {
             ),
         };
         if let Some(path) = &self.weights {
-            net.backbone_mut()
-                .load_torchvision(path, &LoadOptions::default())?;
+            let options = LoadOptions {
+                allow_unused: self.allow_unused_weights,
+                ..LoadOptions::default()
+            };
+            net.backbone_mut().load_torchvision(path, &options)?;
         }
         Ok(net)
     }

@@ -331,6 +331,18 @@ impl PipelineConfig {
         }
     }
 
+    /// Loads the backbone weights once on `device`, so that a wrong file (another
+    /// architecture, a corrupt file) fails before the run starts rather than at its first fold.
+    ///
+    /// # Errors
+    /// Weights that cannot be loaded into the backbone.
+    pub fn check_weights(&self, device: &burn::prelude::Device) -> Result<()> {
+        if self.model.weights.is_some() {
+            self.model.init(ModelKind::Resnet, 0, device)?;
+        }
+        Ok(())
+    }
+
     /// The settings in which `self` (saved) and `given` differ, one line each:
     /// `schedules.resnet.max_epochs: saved 6, given 20`.
     pub fn differences(&self, given: &Self) -> Vec<String> {
