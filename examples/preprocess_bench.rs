@@ -27,7 +27,7 @@ fn main() -> anyhow::Result<()> {
 
     let out = std::env::temp_dir().join(format!("agc-preprocess-bench-{}", std::process::id()));
     let options = CacheOptions {
-        progress: false,
+        progress: agc_data::progress::silent(),
         ..CacheOptions::default()
     };
     let timed = best_of(RUNS, &jobs, &out, &options);

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use agc::data::{SynthConfig, generate};
+use agc::data::{Progress, Reporter, SynthConfig, Task, generate};
 use agc::train::report::results_table;
 use agc::train::run::orchestrate::write_overlays;
 use agc::train::run::prepare::preprocess;
@@ -245,7 +245,12 @@ fn main() -> Result<()> {
         .with_target(false)
         .with_writer(std::io::stderr)
         .init();
-    let progress = !cli.quiet;
+    let progress: Reporter = if cli.quiet {
+        agc::data::progress::silent()
+    } else {
+        std::sync::Arc::new(Bars)
+    };
+    let progress = &progress;
     match cli.command {
         Command::Synth(a) => synth(&a, progress),
         Command::Preprocess(a) => {
@@ -272,7 +277,7 @@ fn main() -> Result<()> {
     }
 }
 
-fn synth(a: &SynthArgs, progress: bool) -> Result<()> {
+fn synth(a: &SynthArgs, progress: &Reporter) -> Result<()> {
     let config = SynthConfig {
         train: a.train,
         test: a.test,
@@ -284,7 +289,7 @@ fn synth(a: &SynthArgs, progress: bool) -> Result<()> {
         seed: a.seed,
         ..SynthConfig::default()
     };
-    let report = generate(&config, &a.out, progress)?;
+    let report = generate(&config, &a.out, &**progress)?;
     println!(
         "{}: {} images written, {} kept; {} train and {} test positives",
         a.out.display(),
@@ -294,6 +299,40 @@ fn synth(a: &SynthArgs, progress: bool) -> Result<()> {
         report.test_positives
     );
     Ok(())
+}
+
+/// Progress drawn as bars on the terminal (stderr), one per running task.
+#[derive(Debug)]
+struct Bars;
+
+struct Bar(indicatif::ProgressBar);
+
+impl Task for Bar {
+    fn advance(&self, n: u64) {
+        self.0.inc(n);
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
+}
+
+impl Progress for Bars {
+    fn start(&self, message: &str, len: u64) -> Box<dyn Task> {
+        let bar = indicatif::ProgressBar::new(len);
+        let style = indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta}",
+        )
+        .map_or_else(
+            |_| indicatif::ProgressStyle::default_bar(),
+            |s| s.progress_chars("=> "),
+        );
+        bar.set_style(style);
+        bar.set_message(message.to_string());
+        Box::new(Bar(bar))
+    }
 }
 
 /// The configuration of a run: `--config`, else the run's own `config.json` when no `--data`
@@ -427,7 +466,7 @@ enum Job {
 }
 
 impl Job {
-    fn run(self, devices: &[Device], progress: bool) -> Result<()> {
+    fn run(self, devices: &[Device], progress: &Reporter) -> Result<()> {
         let started = Instant::now();
         let device = &devices[0];
         match self {
@@ -493,7 +532,7 @@ impl Job {
 }
 
 /// Resolves the configuration, checks the weights on `device`, prepares and opens the run.
-fn start(a: &RunArgs, device: &Device, progress: bool) -> Result<Run> {
+fn start(a: &RunArgs, device: &Device, progress: &Reporter) -> Result<Run> {
     let config = resolve(a)?;
     if !a.out.join("config.json").is_file() {
         config.check_weights(device)?;
@@ -523,7 +562,7 @@ fn print_results(run: &Run, metrics: &Metrics, started: Instant) {
     );
 }
 
-fn ensemble(a: &EnsembleArgs, progress: bool) -> Result<()> {
+fn ensemble(a: &EnsembleArgs, progress: &Reporter) -> Result<()> {
     let started = Instant::now();
     let mut run = Run::open(&a.run.out, progress)?;
     // The ensemble is not part of a run's identity: it can change without a new run.
@@ -563,7 +602,7 @@ fn parse_weights(text: &str) -> Result<Vec<(ModelKind, f64)>> {
 }
 
 fn attention(a: &AttentionArgs) -> Result<()> {
-    let run = Run::open(&a.run, false)?;
+    let run = Run::open(&a.run, &agc::data::progress::silent())?;
     let out = a.out.clone().unwrap_or_else(|| a.run.join("overlays"));
     let path = out.join(format!("fold{}.png", a.fold));
     let n = write_overlays(&run, a.fold, a.count, &path)?;
@@ -571,10 +610,10 @@ fn attention(a: &AttentionArgs) -> Result<()> {
     Ok(())
 }
 
-fn demo(out: &Path, devices: &[Device], progress: bool, started: Instant) -> Result<()> {
+fn demo(out: &Path, devices: &[Device], progress: &Reporter, started: Instant) -> Result<()> {
     let data = out.join("data");
     println!("agc demo: synthetic data in {}", data.display());
-    generate(&SynthConfig::demo(), &data, progress)?;
+    generate(&SynthConfig::demo(), &data, &**progress)?;
     let run = Run::start(out, &PipelineConfig::demo(data), progress)?;
     let metrics = run_all(&run, devices)?;
     print_results(&run, &metrics, started);
@@ -657,7 +696,7 @@ impl DeviceArg {
 
 impl Job {
     /// Runs the job on the device(s) of `--device`, after checking that each one computes.
-    fn on(self, device: &DeviceArg, progress: bool) -> Result<()> {
+    fn on(self, device: &DeviceArg, progress: &Reporter) -> Result<()> {
         let devices = device.devices();
         for (d, name) in devices.iter().zip(device.names()) {
             probe(d).with_context(|| format!("--device {name}: the device is not usable"))?;

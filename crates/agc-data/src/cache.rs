@@ -20,7 +20,6 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use indicatif::{ProgressBar, ProgressStyle};
 use memmap2::Mmap;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -29,6 +28,7 @@ use crate::error::{DataError, Result, io};
 use crate::fsutil::{partial_path, sidecar, write_atomic, write_json};
 use crate::imageio::{CropGeometry, crop_resize, decode_with};
 use crate::npy;
+use crate::progress::{Reporter, silent};
 
 /// One image to put in a cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +42,7 @@ pub struct CacheJob {
 }
 
 /// Options of [`build_cache`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct CacheOptions {
     /// Side S of the cached images.
     pub size: u32,
@@ -54,8 +54,8 @@ pub struct CacheOptions {
     pub skip_bad: bool,
     /// Images per resumable chunk.
     pub chunk: usize,
-    /// Draw a progress bar on the terminal.
-    pub progress: bool,
+    /// Where the build reports its progress (one step per image).
+    pub progress: Reporter,
 }
 
 impl Default for CacheOptions {
@@ -65,7 +65,7 @@ impl Default for CacheOptions {
             min_decode_factor: 2.0,
             skip_bad: false,
             chunk: 256,
-            progress: true,
+            progress: silent(),
         }
     }
 }
@@ -217,8 +217,10 @@ pub fn build_cache(jobs: &[CacheJob], path: &Path, options: &CacheOptions) -> Re
         resumed: progress.done.len(),
         ..CacheReport::default()
     };
-    let bar = progress_bar(options.progress, jobs.len(), path);
-    bar.inc(progress.done.len() as u64);
+    let bar = options
+        .progress
+        .start(&format!("caching {}", path.display()), jobs.len() as u64);
+    bar.advance(progress.done.len() as u64);
     let todo: Vec<usize> = (0..jobs.len())
         .filter(|i| !progress.done.contains_key(i))
         .collect();
@@ -245,17 +247,17 @@ pub fn build_cache(jobs: &[CacheJob], path: &Path, options: &CacheOptions) -> Re
                 Err(e) => {
                     tracing::warn!("{}: {e}", jobs[i].name);
                     bad.push((i, e.to_string()));
-                    bar.inc(1);
+                    bar.advance(1);
                     continue;
                 }
             };
             progress.done.insert(i, entry);
-            bar.inc(1);
+            bar.advance(1);
         }
         partial.sync()?;
         write_json(&progress_path, &progress)?;
     }
-    bar.finish_and_clear();
+    drop(bar);
     if !bad.is_empty() {
         // Chunks finish in job order, but keep the list in job order whatever the schedule.
         bad.sort_by_key(|(i, _)| *i);
@@ -381,22 +383,6 @@ fn cache_one(job: &CacheJob, options: &CacheOptions) -> Result<(Vec<u8>, IndexEn
         skipped: String::new(),
     };
     Ok((pixels, entry))
-}
-
-fn progress_bar(show: bool, len: usize, path: &Path) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(len as u64);
-    let style =
-        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} images, {per_sec}, eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar());
-    bar.set_style(style.progress_chars("=> "));
-    bar.set_message(
-        path.file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
-    );
-    bar
 }
 
 fn write_index<'a>(path: &Path, entries: impl Iterator<Item = &'a IndexEntry>) -> Result<()> {
@@ -608,9 +594,26 @@ mod tests {
         CacheOptions {
             size: 16,
             chunk: 2,
-            progress: false,
+            progress: silent(),
             ..CacheOptions::default()
         }
+    }
+
+    #[test]
+    fn progress_is_reported_through_the_callback_one_step_per_image() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let jobs = originals(dir.path(), 5);
+        let recorder = crate::progress::tests::Recorder::default();
+        let tasks = std::sync::Arc::clone(&recorder.0);
+        let options = CacheOptions {
+            progress: std::sync::Arc::new(recorder),
+            ..options()
+        };
+        build_cache(&jobs, &dir.path().join("c.npy"), &options).expect("builds");
+        let tasks = tasks.lock().expect("lock");
+        assert_eq!(tasks.len(), 1);
+        assert!(tasks[0].0.contains("c.npy"), "{:?}", tasks[0]);
+        assert_eq!((tasks[0].1, tasks[0].2), (5, 5));
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod fsutil;
 pub mod imageio;
 pub mod metadata;
 pub mod npy;
+pub mod progress;
 pub mod synth;
 
 pub use augment::{
@@ -28,4 +29,5 @@ pub use error::{DataError, Result};
 pub use folds::{Folds, balanced_epoch};
 pub use imageio::{CropGeometry, Decoded, crop_resize, decode, decode_with, preprocess_image};
 pub use metadata::{MetadataEncoder, Record, Split, read_labels, read_metadata};
+pub use progress::{Progress, Reporter, Silent, Task};
 pub use synth::{Signs, SynthConfig, SynthReport, SynthSplit, generate, sample};

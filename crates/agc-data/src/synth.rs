@@ -737,7 +737,11 @@ struct SynthManifest {
 ///
 /// # Errors
 /// If a file cannot be written, or `out` holds a data set made with another config.
-pub fn generate(config: &SynthConfig, out: &Path, progress: bool) -> Result<SynthReport> {
+pub fn generate(
+    config: &SynthConfig,
+    out: &Path,
+    progress: &dyn crate::progress::Progress,
+) -> Result<SynthReport> {
     std::fs::create_dir_all(out).map_err(io(out))?;
     let manifest_path = out.join("synth.json");
     let manifest = SynthManifest {
@@ -770,21 +774,16 @@ pub fn generate(config: &SynthConfig, out: &Path, progress: bool) -> Result<Synt
     ] {
         let dir = out.join(split.name());
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let bar = if progress {
-            indicatif::ProgressBar::new(count as u64)
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
-        bar.set_message(format!("synth {}", split.name()));
+        let bar = progress.start(&format!("synth {}", split.name()), count as u64);
         let results: Vec<Result<(Record, Signs, bool)>> = (0..count)
             .into_par_iter()
             .map(|i| {
                 let r = write_sample(config, split, i, &dir);
-                bar.inc(1);
+                bar.advance(1);
                 r
             })
             .collect();
-        bar.finish_and_clear();
+        drop(bar);
         let mut records = Vec::with_capacity(count);
         for r in results {
             let (record, signs, written) = r?;
@@ -1043,7 +1042,7 @@ mod tests {
     fn generate_writes_the_isic_layout_and_resumes() {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = small();
-        let report = generate(&config, dir.path(), false).expect("generates");
+        let report = generate(&config, dir.path(), &crate::progress::Silent).expect("generates");
         assert_eq!((report.written, report.kept), (18, 0));
         let train = read_metadata(&dir.path().join("train.csv"), Split::Train).expect("train.csv");
         let test = read_metadata(&dir.path().join("test.csv"), Split::Test).expect("test.csv");
@@ -1092,11 +1091,11 @@ mod tests {
                 .join(format!("{}.jpg", test[2].image_name)),
         )
         .expect("rm");
-        let again = generate(&config, dir.path(), false).expect("resumes");
+        let again = generate(&config, dir.path(), &crate::progress::Silent).expect("resumes");
         assert_eq!((again.written, again.kept), (1, 17));
         let other = SynthConfig { seed: 1, ..config };
         assert!(
-            generate(&other, dir.path(), false).is_err(),
+            generate(&other, dir.path(), &crate::progress::Silent).is_err(),
             "another config into the same directory"
         );
     }

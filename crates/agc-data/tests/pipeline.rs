@@ -23,7 +23,7 @@ fn synthetic_data_flows_from_generation_to_batches() {
         max_side: 400,
         ..SynthConfig::default()
     };
-    let report = generate(&config, &data, false).expect("generate");
+    let report = generate(&config, &data, &agc_data::Silent).expect("generate");
     assert_eq!(report.written, 70);
 
     // Preprocess the training images into a cache of 64×64 images.
@@ -39,7 +39,7 @@ fn synthetic_data_flows_from_generation_to_batches() {
     let cache_path = dir.path().join("cache/train_64.npy");
     let options = CacheOptions {
         size: 64,
-        progress: false,
+        progress: agc_data::progress::silent(),
         ..CacheOptions::default()
     };
     build_cache(&jobs, &cache_path, &options).expect("cache");

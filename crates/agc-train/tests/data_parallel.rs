@@ -2,6 +2,7 @@
 //! validation, checkpoints, predictions) and resumes from its checkpoints. Both peers share the
 //! CPU's one Flex device here; on a machine with several GPUs they are `cuda:0`, `cuda:1`, ...
 
+use agc_data::progress::silent;
 use agc_data::{SynthConfig, generate};
 use agc_train::ModelKind;
 use agc_train::run::{PipelineConfig, Run};
@@ -21,7 +22,7 @@ fn a_model_trains_data_parallel_on_two_devices_and_resumes() {
         seed: 3,
         ..SynthConfig::default()
     };
-    generate(&synth, &data, false).expect("synthetic data");
+    generate(&synth, &data, &agc_data::Silent).expect("synthetic data");
     let mut config = PipelineConfig::new(data);
     config.image_size = 64;
     config.folds = 2;
@@ -32,7 +33,7 @@ fn a_model_trains_data_parallel_on_two_devices_and_resumes() {
     config.schedules.resnet.batch_size = 8;
     config.schedules.resnet.tta = 1;
     let run_dir = dir.path().join("run");
-    let run = Run::start(&run_dir, &config, false).expect("start the run");
+    let run = Run::start(&run_dir, &config, &silent()).expect("start the run");
     let device = Device::flex().autodiff();
     let devices = [device.clone(), device];
 
@@ -84,7 +85,7 @@ fn a_model_trains_data_parallel_on_two_devices_and_resumes() {
     for file in ["oof.csv", "test.csv"] {
         std::fs::remove_file(run_dir.join("models/resnet").join(file)).expect("remove");
     }
-    let run = Run::open(&run_dir, false).expect("reopen the run");
+    let run = Run::open(&run_dir, &silent()).expect("reopen the run");
     let again = run
         .train(ModelKind::Resnet, &devices)
         .expect("resumed data-parallel training");

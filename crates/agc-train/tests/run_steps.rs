@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use agc_data::progress::silent;
 use agc_data::{SynthConfig, generate};
 use agc_train::artefacts::{FoldRow, SkippedRow, TestRow, read_rows};
 use agc_train::run::{PipelineConfig, Run, lock, prepare};
@@ -20,7 +21,7 @@ fn data(dir: &Path) -> PathBuf {
         seed: 5,
         ..SynthConfig::default()
     };
-    generate(&synth, &data, false).expect("synthetic data");
+    generate(&synth, &data, &agc_data::Silent).expect("synthetic data");
     data
 }
 
@@ -52,7 +53,7 @@ fn a_failed_first_try_writes_no_configuration_and_bad_data_is_named() {
 
     // A typo in the data folder: nothing is saved, so the corrected command is not refused.
     let typo = config(&dir.path().join("dta"));
-    assert!(prepare(&run, &typo, false).is_err());
+    assert!(prepare(&run, &typo, &silent()).is_err());
     assert!(!run.join("config.json").exists());
 
     // Grouping by patient without patient_id names the column.
@@ -64,7 +65,7 @@ fn a_failed_first_try_writes_no_configuration_and_bad_data_is_named() {
     });
     let mut grouped = config(&no_patients);
     grouped.group_by_patient = true;
-    let err = message(&prepare(&run, &grouped, false).expect_err("no patient_id"));
+    let err = message(&prepare(&run, &grouped, &silent()).expect_err("no patient_id"));
     assert!(
         err.contains("patient_id") && err.contains("24 of 24"),
         "{err}"
@@ -74,7 +75,7 @@ fn a_failed_first_try_writes_no_configuration_and_bad_data_is_named() {
     // More folds than positives.
     let mut many = config(&data);
     many.folds = 20;
-    let err = message(&prepare(&run, &many, false).expect_err("too many folds"));
+    let err = message(&prepare(&run, &many, &silent()).expect_err("too many folds"));
     assert!(
         err.contains("positives") && err.contains("20 folds"),
         "{err}"
@@ -83,7 +84,7 @@ fn a_failed_first_try_writes_no_configuration_and_bad_data_is_named() {
     // A header-only train.csv.
     let empty = dir.path().join("empty");
     copy_data(&data, &empty, |_| String::new());
-    let err = message(&prepare(&run, &config(&empty), false).expect_err("no rows"));
+    let err = message(&prepare(&run, &config(&empty), &silent()).expect_err("no rows"));
     assert!(
         err.contains("train.csv") && err.contains("no images"),
         "{err}"
@@ -91,11 +92,11 @@ fn a_failed_first_try_writes_no_configuration_and_bad_data_is_named() {
     assert!(!run.join("config.json").exists());
 
     // The corrected command goes through; another setting is then named.
-    prepare(&run, &config(&data), false).expect("prepared");
+    prepare(&run, &config(&data), &silent()).expect("prepared");
     assert!(run.join("config.json").is_file());
     let mut other = config(&data);
     other.seed = 3;
-    let err = message(&prepare(&run, &other, false).expect_err("other seed"));
+    let err = message(&prepare(&run, &other, &silent()).expect_err("other seed"));
     assert!(err.contains("seed: saved 1, given 3"), "{err}");
 }
 
@@ -137,14 +138,14 @@ fn unreadable_images_are_listed_or_left_out_and_recorded() {
     std::fs::write(&bad_test, b"\xff\xd8\xff truncated").expect("corrupt");
     let run = dir.path().join("run");
 
-    let err = message(&prepare(&run, &config(&data), false).expect_err("bad images"));
+    let err = message(&prepare(&run, &config(&data), &silent()).expect_err("bad images"));
     assert!(err.contains("SYN_train_000003"), "{err}");
     assert!(!run.join("config.json").exists());
 
     let mut skip = config(&data);
     skip.skip_bad_images = true;
     skip.cache_dir = Some(dir.path().join("cache"));
-    let opened = Run::start(&run, &skip, false).expect("bad images left out");
+    let opened = Run::start(&run, &skip, &silent()).expect("bad images left out");
     let skipped: Vec<SkippedRow> = read_rows(&run.join("skipped.csv")).expect("skipped.csv");
     let names: Vec<&str> = skipped.iter().map(|s| s.image_name.as_str()).collect();
     assert_eq!(names, ["SYN_train_000003", "SYN_test_000001"]);
@@ -172,7 +173,7 @@ fn a_fold_held_by_another_worker_is_refused_by_name_or_waited_for() {
     let dir = tempfile::tempdir().expect("tmp");
     let data = data(dir.path());
     let run_dir = dir.path().join("run");
-    let run = Run::start(&run_dir, &config(&data), false).expect("run");
+    let run = Run::start(&run_dir, &config(&data), &silent()).expect("run");
     let device = Device::flex().autodiff();
     let devices = [device];
 

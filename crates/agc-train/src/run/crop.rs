@@ -15,7 +15,7 @@ use crate::checkpoint;
 use crate::error::{Result, TrainError};
 use crate::model::{ModelKind, Net};
 use crate::scores::AttentionStats;
-use crate::train::{Images, predict_reporting, progress_bar};
+use crate::train::{Images, predict_reporting};
 
 /// Where a cache row's square lies in its original.
 pub(crate) fn centre_of(entry: &IndexEntry) -> CentreCrop {
@@ -92,14 +92,13 @@ impl Run {
         ];
         for (split, images, records, rows) in splits {
             let Some(images) = images else { continue };
-            let bar = progress_bar(
-                self.progress,
-                rows.len() as u64,
+            let bar = self.progress.start(
                 &format!("fold {f}: attention maps of the {split} images"),
+                rows.len() as u64,
             );
             let batch = self.config.schedules.of(ModelKind::Chipnet).eval_batch_size;
-            let maps = predict_reporting(&net, images, rows, [batch, 0], 0, device, &bar);
-            bar.finish_and_clear();
+            let maps = predict_reporting(&net, images, rows, [batch, 0], 0, device, &*bar);
+            drop(bar);
             let g = maps.grid;
             let index = images.cache.index();
             // One job per cache row, so the crop cache lines up with the image cache; a row
@@ -150,7 +149,7 @@ impl Run {
             build_cache(
                 &jobs,
                 &crop_dir.join(format!("{split}.npy")),
-                &cache_options(&self.config, self.progress),
+                &cache_options(&self.config, &self.progress),
             )?;
         }
         write_attention(
@@ -199,7 +198,7 @@ impl Run {
             build_cache(
                 &jobs,
                 &dir.join(format!("{split}.npy")),
-                &cache_options(&self.config, self.progress),
+                &cache_options(&self.config, &self.progress),
             )?;
         }
         Ok(())

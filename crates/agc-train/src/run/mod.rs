@@ -37,7 +37,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use agc_data::{DataDir, DataDirOptions, Folds, ImageCache, MetadataEncoder, Record, read_labels};
+use agc_data::{
+    DataDir, DataDirOptions, Folds, ImageCache, MetadataEncoder, Record, Reporter, read_labels,
+};
 use serde::{Deserialize, Serialize};
 
 pub use config::{PipelineConfig, Schedules};
@@ -79,7 +81,7 @@ pub struct Run {
     /// image, the records do not.
     train_rows: Vec<usize>,
     test_rows: Vec<usize>,
-    progress: bool,
+    progress: Reporter,
 }
 
 impl std::fmt::Debug for Run {
@@ -148,7 +150,7 @@ impl Run {
     ///
     /// # Errors
     /// As [`prepare()`] and [`Run::open`].
-    pub fn start(dir: &Path, config: &PipelineConfig, progress: bool) -> Result<Self> {
+    pub fn start(dir: &Path, config: &PipelineConfig, progress: &Reporter) -> Result<Self> {
         prepare(dir, config, progress)?;
         Self::open(dir, progress)
     }
@@ -159,7 +161,7 @@ impl Run {
     /// # Errors
     /// A directory that holds no prepared run, data or caches that changed since, unreadable
     /// files.
-    pub fn open(dir: &Path, progress: bool) -> Result<Self> {
+    pub fn open(dir: &Path, progress: &Reporter) -> Result<Self> {
         let config_path = dir.join("config.json");
         if !config_path.is_file() {
             return Err(TrainError::MissingStep {
@@ -225,7 +227,7 @@ impl Run {
             train_rows,
             test_rows,
             config,
-            progress,
+            progress: std::sync::Arc::clone(progress),
         })
     }
 

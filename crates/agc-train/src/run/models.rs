@@ -112,7 +112,7 @@ impl Run {
             test: test_images.as_ref(),
             dir: self.fold_dir(kind, f),
             seed: self.config.seed ^ ((f as u64 + 1) << 32) ^ kind_salt(kind),
-            progress: self.progress,
+            progress: std::sync::Arc::clone(&self.progress),
         };
         train_fold(&task, devices)
     }

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use agc_data::{
-    CacheOptions, DataDir, Folds, ImageCache, MetadataEncoder, Record, Split, build_cache,
+    CacheOptions, DataDir, Folds, ImageCache, MetadataEncoder, Record, Reporter, Split, build_cache,
 };
 
 use super::config::PipelineConfig;
@@ -16,11 +16,11 @@ use crate::error::{Result, TrainError, io};
 use crate::model::ModelKind;
 
 /// Cache options of a run's preprocessing and crops.
-pub(crate) fn cache_options(config: &PipelineConfig, progress: bool) -> CacheOptions {
+pub(crate) fn cache_options(config: &PipelineConfig, progress: &Reporter) -> CacheOptions {
     CacheOptions {
         size: config.image_size,
         skip_bad: config.skip_bad_images,
-        progress,
+        progress: std::sync::Arc::clone(progress),
         ..CacheOptions::default()
     }
 }
@@ -33,7 +33,7 @@ pub(crate) fn cache_options(config: &PipelineConfig, progress: bool) -> CacheOpt
 /// # Errors
 /// Every invalid setting (all at once); a run prepared with other settings (each difference
 /// named); missing or malformed data; unwritable folders.
-pub fn prepare(dir: &Path, config: &PipelineConfig, progress: bool) -> Result<()> {
+pub fn prepare(dir: &Path, config: &PipelineConfig, progress: &Reporter) -> Result<()> {
     config.validate()?;
     let config_path = dir.join("config.json");
     if config_path.is_file() {
@@ -195,7 +195,7 @@ fn check_labels(config: &PipelineConfig, labels: &[u8], skipped: usize) -> Resul
 fn build_caches(
     config: &PipelineConfig,
     data: &DataDir,
-    progress: bool,
+    progress: &Reporter,
 ) -> Result<Vec<SkippedRow>> {
     let dir = config.cache_dir();
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
@@ -242,7 +242,7 @@ fn build_caches(
 ///
 /// # Errors
 /// As [`prepare`], without the run directory.
-pub fn preprocess(config: &PipelineConfig, progress: bool) -> Result<()> {
+pub fn preprocess(config: &PipelineConfig, progress: &Reporter) -> Result<()> {
     config.validate()?;
     let data = open_data(config)?;
     check_data(config, &data)?;

@@ -19,7 +19,7 @@ use crate::model::Net;
 
 use super::optim::Optimizers;
 use super::parallel::{Shards, data_parallel_steps};
-use super::predict::{batch_of, batches, predict, progress_bar};
+use super::predict::{batch_of, batches, predict};
 use super::{EpochRecord, FoldOutcome, FoldPredictions, FoldState, FoldTask, TestFrom};
 
 pub(super) fn epoch_seed(seed: u64, epoch: usize) -> u64 {
@@ -149,10 +149,9 @@ pub fn train_fold(task: &FoldTask<'_>, devices: &[Device]) -> Result<FoldOutcome
         let decay = config.lr_decay.powi(epoch as i32);
         let (lr_backbone, lr_head) = (config.lr_backbone * decay, config.lr_head * decay);
         let steps = dataset.len() / config.batch_size;
-        let bar = progress_bar(
-            task.progress,
-            steps as u64,
+        let bar = task.progress.start(
             &format!("{} epoch {}", dir.display(), epoch + 1),
+            steps as u64,
         );
         let mut loss_sum = 0.0;
         let mut seen = 0usize;
@@ -164,7 +163,7 @@ pub fn train_fold(task: &FoldTask<'_>, devices: &[Device]) -> Result<FoldOutcome
                 let start = step * config.batch_size + peer * per_device;
                 batch_of(&dataset, start..start + per_device, device)
             };
-            let on_step = || bar.inc(1);
+            let on_step = || bar.advance(1);
             let shards = Shards {
                 steps,
                 batch: &shard,
@@ -190,10 +189,10 @@ pub fn train_fold(task: &FoldTask<'_>, devices: &[Device]) -> Result<FoldOutcome
                 if !value.is_finite() {
                     break;
                 }
-                bar.inc(1);
+                bar.advance(1);
             }
         }
-        bar.finish_and_clear();
+        drop(bar);
         if !loss_sum.is_finite() {
             return Err(TrainError::Undefined(format!(
                 "{}: epoch {}: the training loss is {loss_sum}; lower the learning rates",

@@ -14,7 +14,7 @@
 //! The module is split by concern: `fold` (the epoch loop of one fold, resumption, the fold's
 //! predictions), `optim` (the two Adam optimizers, one per learning-rate group), `parallel`
 //! (data-parallel steps and the gradient exchange between devices), [`predict`](mod@predict) (inference
-//! with test-time augmentation, progress bars).
+//! with test-time augmentation).
 
 mod fold;
 mod optim;
@@ -22,8 +22,8 @@ mod parallel;
 pub mod predict;
 
 pub use fold::train_fold;
+pub(crate) use predict::predict_reporting;
 pub use predict::{Predictions, predict};
-pub(crate) use predict::{predict_reporting, progress_bar};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -242,8 +242,8 @@ pub struct FoldTask<'a> {
     pub dir: PathBuf,
     /// Seed of the fold (initialisation, sampling, augmentation, dropout).
     pub seed: u64,
-    /// Show progress bars.
-    pub progress: bool,
+    /// Where epochs report their progress (one step per batch).
+    pub progress: agc_data::Reporter,
 }
 
 /// What a finished fold gives.

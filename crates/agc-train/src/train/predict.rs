@@ -2,12 +2,13 @@
 
 use std::sync::Arc;
 
-use agc_data::{AugmentConfig, Augmenter, CacheDataset, ImageBatch, ImageBatcher, ImageItem};
+use agc_data::{
+    AugmentConfig, Augmenter, CacheDataset, ImageBatch, ImageBatcher, ImageItem, Progress, Task,
+};
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
 use burn::prelude::*;
 use burn::tensor::activation::sigmoid;
-use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 
 use crate::model::Net;
@@ -75,11 +76,11 @@ pub fn predict(
         [batch_size, tta],
         seed,
         device,
-        &ProgressBar::hidden(),
+        &*agc_data::Silent.start("", 0),
     )
 }
 
-/// [`predict`] (`sizes` = batch size, TTA rounds) advancing `bar` by one per image and round.
+/// [`predict`] (`sizes` = batch size, TTA rounds) advancing `task` by one per image and round.
 pub(crate) fn predict_reporting(
     net: &Net,
     images: &Images,
@@ -87,7 +88,7 @@ pub(crate) fn predict_reporting(
     [batch_size, tta]: [usize; 2],
     seed: u64,
     device: &Device,
-    bar: &ProgressBar,
+    task: &dyn Task,
 ) -> Predictions {
     let net = &net.valid();
     let device = &device.clone().without_autodiff();
@@ -96,7 +97,7 @@ pub(crate) fn predict_reporting(
     let mut sums = vec![0f32; rows.len()];
     let mut k = 0;
     for batch in batches(&plain, batch_size, device) {
-        bar.inc(batch.rows.len() as u64);
+        task.advance(batch.rows.len() as u64);
         let o = net.forward(batch.images, batch.meta);
         if let Some(att) = o.attention {
             let [_, g, _] = att.dims();
@@ -124,7 +125,7 @@ pub(crate) fn predict_reporting(
                     .with_augment(Arc::clone(&tta_augmenter), seed, round as u64);
             let mut k = 0;
             for batch in batches(&augmented, batch_size, device) {
-                bar.inc(batch.rows.len() as u64);
+                task.advance(batch.rows.len() as u64);
                 let logit = net.forward(batch.images, batch.meta).logit;
                 for p in sigmoid(logit).into_data().convert::<f32>().iter::<f32>() {
                     sums[k] += p / tta as f32;
@@ -135,18 +136,4 @@ pub(crate) fn predict_reporting(
     }
     out.probabilities = sums;
     out
-}
-
-pub(crate) fn progress_bar(show: bool, len: u64, message: &str) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(len);
-    bar.set_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta}")
-            .expect("a valid template")
-            .progress_chars("=> "),
-    );
-    bar.set_message(message.to_string());
-    bar
 }
