@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use agc::data::{Progress, Reporter, SynthConfig, Task, generate};
+use agc::train::predictor::{Predictor, ScoreOptions, collect_inputs};
 use agc::train::report::results_table;
 use agc::train::run::orchestrate::write_overlays;
 use agc::train::run::prepare::preprocess;
@@ -47,6 +48,9 @@ enum Command {
     Ensemble(EnsembleArgs),
     /// Draw attention maps and boxes over the original images (PNG).
     Attention(AttentionArgs),
+    /// Score new images with a trained run: every fold's models, ChipNet's box on the original,
+    /// CropNet on the crop, the ensemble; writes OUT/predictions.csv (and overlays on request).
+    Predict(PredictArgs),
     /// Score a predictions CSV (image_name,prediction or image_name,target) against labels.
     Evaluate(EvaluateArgs),
     /// Every step, from a data directory to submission.csv, metrics.json and report.md.
@@ -216,6 +220,33 @@ struct AttentionArgs {
 }
 
 #[derive(Args, Debug)]
+struct PredictArgs {
+    /// The trained run directory.
+    #[arg(long)]
+    run: PathBuf,
+    /// Images: files, folders (their JPEG and PNG files), or CSVs with image_name and optional
+    /// sex, age_approx, anatom_site_general_challenge (images in the folder named after the
+    /// CSV, else beside it).
+    #[arg(long, num_args = 1.., required = true)]
+    images: Vec<PathBuf>,
+    /// Output folder: predictions.csv, overlays/.
+    #[arg(long)]
+    out: PathBuf,
+    /// Device: cpu, or cuda:N (built with --features cuda).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Also draw overlays/<image>.png (attention map, box, score).
+    #[arg(long)]
+    overlays: bool,
+    /// Leave out images that cannot be read (their rows say why) instead of stopping.
+    #[arg(long)]
+    skip_bad_images: bool,
+    /// Images held in memory at once (and lost at most by a kill).
+    #[arg(long, default_value_t = 256)]
+    chunk: usize,
+}
+
+#[derive(Args, Debug)]
 struct EvaluateArgs {
     /// Predictions: image_name plus a prediction (or target) column.
     #[arg(long)]
@@ -267,6 +298,10 @@ fn main() -> Result<()> {
         }
         Command::Ensemble(a) => ensemble(&a, progress),
         Command::Attention(a) => attention(&a),
+        Command::Predict(a) => {
+            let device = parse_device(&a.device)?;
+            Job::Predict(a).on(&device, progress)
+        }
         Command::Evaluate(a) => {
             let (n, auc) = evaluate_file(&a.predictions, &a.labels)?;
             println!("{n} images, ROC AUC {auc:.4}");
@@ -463,6 +498,7 @@ enum Job {
     Crop(bool, RunArgs),
     Pipeline(RunArgs),
     Demo(PathBuf),
+    Predict(PredictArgs),
 }
 
 impl Job {
@@ -526,6 +562,34 @@ impl Job {
                 print_results(&run, &metrics, started);
             }
             Self::Demo(out) => demo(&out, devices, progress, started)?,
+            Self::Predict(a) => {
+                let inputs = collect_inputs(&a.images)?;
+                let predictor = Predictor::load(&a.run, device, progress)?;
+                let options = ScoreOptions {
+                    chunk: a.chunk,
+                    skip_bad: a.skip_bad_images,
+                    overlays: a.overlays,
+                };
+                let summary = predictor.score_to_dir(&inputs, &a.out, &options)?;
+                let models: Vec<&str> = predictor.models().iter().map(|k| k.name()).collect();
+                println!(
+                    "{} images scored by {}{} ({} resumed, {} left out); {} ({:.0} s)",
+                    summary.scored,
+                    models.join(", "),
+                    if predictor.ensemble().is_empty() {
+                        ""
+                    } else {
+                        " and the ensemble"
+                    },
+                    summary.resumed,
+                    summary.skipped.len(),
+                    summary.path.display(),
+                    started.elapsed().as_secs_f64()
+                );
+                for (name, why) in &summary.skipped {
+                    println!("  {name}: {why}");
+                }
+            }
         }
         Ok(())
     }

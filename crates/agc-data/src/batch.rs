@@ -37,6 +37,7 @@ pub struct CacheDataset {
     augment: Option<Arc<Augmenter>>,
     seed: u64,
     epoch: u64,
+    first_index: u64,
 }
 
 impl CacheDataset {
@@ -63,6 +64,7 @@ impl CacheDataset {
             augment: None,
             seed: 0,
             epoch: 0,
+            first_index: 0,
         }
     }
 
@@ -72,6 +74,14 @@ impl CacheDataset {
         self.augment = Some(augment);
         self.seed = seed;
         self.epoch = epoch;
+        self
+    }
+
+    /// Seeds item `i`'s augmentation as if it were item `first + i` of a longer list, so that
+    /// a list scored in chunks is augmented as it would be in one piece.
+    #[must_use]
+    pub fn with_first_index(mut self, first: u64) -> Self {
+        self.first_index = first;
         self
     }
 }
@@ -91,7 +101,10 @@ impl Dataset<ImageItem> for CacheDataset {
         let size = self.cache.size();
         let image = match &self.augment {
             Some(a) => normalize(
-                &a.apply(pixels, sample_seed(self.seed, self.epoch, index as u64)),
+                &a.apply(
+                    pixels,
+                    sample_seed(self.seed, self.epoch, self.first_index + index as u64),
+                ),
                 size,
             ),
             None => normalize(pixels, size),

@@ -344,6 +344,16 @@ impl PartialCache {
     }
 }
 
+/// Prepares one image as [`build_cache`] does: decodes the original (at the DCT scale that
+/// keeps the square at `min_decode_factor × size`), cuts the job's square (or the centre
+/// square) and resizes it to `size`. Returns the `size·size·3` RGB bytes and the index row.
+///
+/// # Errors
+/// An unreadable image, or a square outside it (the error names the file).
+pub fn prepare_image(job: &CacheJob, options: &CacheOptions) -> Result<(Vec<u8>, IndexEntry)> {
+    cache_one(job, options)
+}
+
 fn cache_one(job: &CacheJob, options: &CacheOptions) -> Result<(Vec<u8>, IndexEntry)> {
     // Decode at the smallest DCT scale that keeps the square at min_decode_factor × S.
     let min_short = |w: u32, h: u32| {
@@ -473,10 +483,11 @@ impl Fnv {
     }
 }
 
-/// A finished cache, memory-mapped: image `i` is `S·S·3` bytes of RGB in row-major order.
+/// A finished cache, memory-mapped (or held in memory, [`ImageCache::from_pixels`]): image `i`
+/// is `S·S·3` bytes of RGB in row-major order.
 #[derive(Debug)]
 pub struct ImageCache {
-    map: Mmap,
+    map: Storage,
     offset: usize,
     len: usize,
     size: usize,
@@ -515,10 +526,32 @@ impl ImageCache {
             )));
         }
         Ok(Self {
-            map,
+            map: Storage::Mapped(map),
             offset,
             len,
             size: h,
+            index,
+        })
+    }
+
+    /// A cache held in memory: `pixels` holds `index.len()` images of `size·size·3` bytes, as
+    /// [`prepare_image`] makes them (for images that are scored once and not kept).
+    ///
+    /// # Errors
+    /// If `pixels` does not hold exactly that many bytes.
+    pub fn from_pixels(pixels: Vec<u8>, size: usize, index: Vec<IndexEntry>) -> Result<Self> {
+        let len = index.len();
+        if pixels.len() != len * size * size * 3 {
+            return Err(DataError::Invalid {
+                name: "pixels",
+                message: format!("{} bytes for {len} images of {size}×{size}×3", pixels.len()),
+            });
+        }
+        Ok(Self {
+            map: Storage::Memory(pixels),
+            offset: 0,
+            len,
+            size,
             index,
         })
     }
@@ -550,8 +583,19 @@ impl ImageCache {
     pub fn image(&self, i: usize) -> &[u8] {
         assert!(i < self.len, "image {i} of a cache of {}", self.len);
         let item = self.size * self.size * 3;
-        &self.map[self.offset + i * item..self.offset + (i + 1) * item]
+        let bytes: &[u8] = match &self.map {
+            Storage::Mapped(m) => m,
+            Storage::Memory(v) => v,
+        };
+        &bytes[self.offset + i * item..self.offset + (i + 1) * item]
     }
+}
+
+/// Where a cache's bytes live.
+#[derive(Debug)]
+enum Storage {
+    Mapped(Mmap),
+    Memory(Vec<u8>),
 }
 
 mod mmap {

@@ -23,7 +23,9 @@ pub use augment::{
     JitterStep, flip_horizontal, flip_vertical, normalize, rotate, sample_seed,
 };
 pub use batch::{CacheDataset, ImageBatch, ImageBatcher, ImageItem};
-pub use cache::{CacheJob, CacheOptions, CacheReport, ImageCache, IndexEntry, build_cache};
+pub use cache::{
+    CacheJob, CacheOptions, CacheReport, ImageCache, IndexEntry, build_cache, prepare_image,
+};
 pub use data_dir::{DataDir, DataDirOptions};
 pub use error::{DataError, Result};
 pub use folds::{Folds, balanced_epoch};

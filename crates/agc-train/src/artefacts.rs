@@ -104,6 +104,42 @@ pub struct SkippedRow {
     pub reason: String,
 }
 
+/// A row of `agc predict`'s `predictions.csv`: one image's scores (a column per model of the
+/// run, empty for a model the run does not have or an image that could not be read) and
+/// attention box.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PredictionRow {
+    /// The image (file stem, or the CSV's `image_name`).
+    pub image_name: String,
+    /// Width of the original, as a viewer shows it.
+    pub width: Option<u32>,
+    /// Height of the original.
+    pub height: Option<u32>,
+    /// The whole-image MetaResNet's probability (mean over the folds' models).
+    pub resnet: Option<f32>,
+    /// ChipNet's.
+    pub chipnet: Option<f32>,
+    /// AttnResNet's.
+    pub attnresnet: Option<f32>,
+    /// CropNet's, each fold's model on its own ChipNet's crop.
+    pub cropnet: Option<f32>,
+    /// The run's ensemble.
+    pub ensemble: Option<f32>,
+    /// The attention box (of the folds' mean map) in the original: left edge.
+    pub box_x: Option<usize>,
+    /// Top edge.
+    pub box_y: Option<usize>,
+    /// Side.
+    pub box_side: Option<usize>,
+    /// The threshold applied to the mean map.
+    pub threshold: Option<f32>,
+    /// Why the box is the whole centre square (`uniform`, `empty_mask`, `non_finite`).
+    pub fallback: String,
+    /// A warning (an image smaller than the models' input, upscaled) or why the image was
+    /// left out.
+    pub note: String,
+}
+
 /// A row of `attention/fold<k>.csv`: the map over the `G×G` grid, row-major, as columns
 /// `a0..a{G²-1}`.
 #[derive(Debug, Clone, PartialEq)]

@@ -18,6 +18,7 @@ pub mod loss;
 pub mod metrics;
 pub mod model;
 pub mod plot;
+pub mod predictor;
 pub mod report;
 pub mod run;
 pub mod scores;

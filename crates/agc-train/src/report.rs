@@ -246,19 +246,8 @@ pub fn draw_overlays(overlays: &[Overlay], path: &Path) -> Result<usize> {
     let mut tiles = Vec::with_capacity(overlays.len());
     for o in overlays {
         let image = decode(&o.path, None)?.image;
-        let c = &o.centre;
-        let grid = (o.map.len() as f64).sqrt() as usize;
-        let region = [c.x as u32, c.y as u32, c.side as u32];
-        let mut img = heat_overlay(&image, &o.map, grid, region, 0.45);
-        let thick = (c.side as u32 / 150).max(2);
-        let corners = |r: &Rect| [r.x0 as u32, r.y0 as u32, r.x1 as u32, r.y1 as u32];
-        if let Some(t) = &o.truth {
-            draw_rect(&mut img, corners(t), [40, 220, 60], thick);
-        }
-        draw_rect(&mut img, corners(&o.crop), [230, 30, 30], thick);
-        let mut tile = thumbnail(&img, 256);
-        draw_text(&mut tile, 4, 4, &o.name, [255, 255, 255], 1);
-        tiles.push(tile);
+        let tile = draw_overlay(&image, &o.map, o.centre, o.crop, o.truth, &o.name);
+        tiles.push(thumbnail(&tile, 256));
     }
     if tiles.is_empty() {
         return Err(TrainError::Undefined(
@@ -267,4 +256,29 @@ pub fn draw_overlays(overlays: &[Overlay], path: &Path) -> Result<usize> {
     }
     save_png(&grid_image(&tiles, 4, 4), path)?;
     Ok(tiles.len())
+}
+
+/// One overlay on the original `image`: `map` (row-major over a square grid) over the square
+/// `centre` the model saw, the crop box in red, the true box in green where known, and `label`
+/// in the corner; 256 px on its longer side.
+pub fn draw_overlay(
+    image: &image::RgbImage,
+    map: &[f32],
+    centre: CentreCrop,
+    crop: Rect,
+    truth: Option<Rect>,
+    label: &str,
+) -> image::RgbImage {
+    let grid = (map.len() as f64).sqrt() as usize;
+    let region = [centre.x as u32, centre.y as u32, centre.side as u32];
+    let mut img = heat_overlay(image, map, grid, region, 0.45);
+    let thick = (centre.side as u32 / 150).max(2);
+    let corners = |r: &Rect| [r.x0 as u32, r.y0 as u32, r.x1 as u32, r.y1 as u32];
+    if let Some(t) = &truth {
+        draw_rect(&mut img, corners(t), [40, 220, 60], thick);
+    }
+    draw_rect(&mut img, corners(&crop), [230, 30, 30], thick);
+    let mut tile = thumbnail(&img, 256);
+    draw_text(&mut tile, 4, 4, label, [255, 255, 255], 1);
+    tile
 }

@@ -97,7 +97,7 @@ impl Run {
                 rows.len() as u64,
             );
             let batch = self.config.schedules.of(ModelKind::Chipnet).eval_batch_size;
-            let maps = predict_reporting(&net, images, rows, [batch, 0], 0, device, &*bar);
+            let maps = predict_reporting(&net, images, rows, [batch, 0], [0, 0], device, &*bar);
             drop(bar);
             let g = maps.grid;
             let index = images.cache.index();

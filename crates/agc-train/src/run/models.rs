@@ -111,7 +111,7 @@ impl Run {
             valid_rows: cache_rows(self.folds.valid(f)),
             test: test_images.as_ref(),
             dir: self.fold_dir(kind, f),
-            seed: self.config.seed ^ ((f as u64 + 1) << 32) ^ kind_salt(kind),
+            seed: fold_seed(self.config.seed, kind, f),
             progress: std::sync::Arc::clone(&self.progress),
         };
         train_fold(&task, devices)
@@ -302,6 +302,12 @@ fn finished_fold(dir: &Path) -> Option<Result<FoldOutcome>> {
         read_json::<FoldPredictions>(&predictions_path)
             .map(|predictions| FoldOutcome { state, predictions }),
     )
+}
+
+/// The seed of fold `f` of `kind` in a run seeded with `seed` (initialisation, sampling,
+/// augmentation and test-time augmentation).
+pub(crate) fn fold_seed(seed: u64, kind: ModelKind, f: usize) -> u64 {
+    seed ^ ((f as u64 + 1) << 32) ^ kind_salt(kind)
 }
 
 fn kind_salt(kind: ModelKind) -> u64 {

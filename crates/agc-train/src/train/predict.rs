@@ -74,19 +74,20 @@ pub fn predict(
         images,
         rows,
         [batch_size, tta],
-        seed,
+        [seed, 0],
         device,
         &*agc_data::Silent.start("", 0),
     )
 }
 
-/// [`predict`] (`sizes` = batch size, TTA rounds) advancing `task` by one per image and round.
+/// [`predict`] (`sizes` = batch size, TTA rounds) advancing `task` by one per image and round;
+/// row `i`'s augmentation is seeded as the `first + i`-th of a longer list.
 pub(crate) fn predict_reporting(
     net: &Net,
     images: &Images,
     rows: &[usize],
     [batch_size, tta]: [usize; 2],
-    seed: u64,
+    [seed, first]: [u64; 2],
     device: &Device,
     task: &dyn Task,
 ) -> Predictions {
@@ -119,10 +120,10 @@ pub(crate) fn predict_reporting(
             seed,
         ));
         for round in 0..tta {
-            let augmented =
-                plain
-                    .clone()
-                    .with_augment(Arc::clone(&tta_augmenter), seed, round as u64);
+            let augmented = plain
+                .clone()
+                .with_augment(Arc::clone(&tta_augmenter), seed, round as u64)
+                .with_first_index(first);
             let mut k = 0;
             for batch in batches(&augmented, batch_size, device) {
                 task.advance(batch.rows.len() as u64);

@@ -1,0 +1,783 @@
+//! Applying a trained run to new photographs: every fold's model of each kind, averaged, with
+//! the run's test-time augmentation; each fold's ChipNet attention becomes a box in the
+//! **original** photograph, and that fold's CropNet scores the crop; the run's ensemble
+//! combines them.
+//!
+//! [`Predictor::load`] reads a run once; [`Predictor::score`] scores images (files of any size
+//! and aspect, or decoded pixel buffers) on any device; [`Predictor::score_to_dir`] streams a
+//! long list through in chunks of bounded memory, writing `predictions.csv` and resuming after
+//! a kill. A run's own test images, scored in `test.csv` order, get the run's test predictions
+//! back (test-time augmentation is seeded by the image's position in the list, as in the run).
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use agc_core::{AttentionBox, CentreCrop, Rect, attention_box};
+use agc_data::{
+    CacheJob, CacheOptions, CropGeometry, DataDir, Decoded, ImageCache, IndexEntry,
+    MetadataEncoder, Record, Reporter, crop_resize, decode, prepare_image,
+};
+use burn::prelude::Device;
+use rayon::prelude::*;
+
+use crate::artefacts::{PredictionRow, read_rows, write_rows};
+use crate::checkpoint;
+use crate::error::{Result, TrainError, io};
+use crate::model::{ModelKind, Net};
+use crate::report::draw_overlay;
+use crate::run::PipelineConfig;
+use crate::run::crop::centre_of;
+use crate::run::lock;
+use crate::run::models::fold_seed;
+use crate::scores::Metrics;
+use crate::train::{Images, Predictions, predict_reporting};
+
+/// Where an image's pixels come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// An image file (JPEG or PNG), decoded as the run's preprocessing decodes.
+    File(PathBuf),
+    /// Pixels already decoded, at full size.
+    Pixels(Arc<Decoded>),
+}
+
+/// One image to score.
+#[derive(Debug, Clone)]
+pub struct Input {
+    /// Its name in the output (the file stem, or a CSV's `image_name`).
+    pub name: String,
+    /// Its pixels.
+    pub source: Source,
+    /// Sex, age and site where known (unknown otherwise, as the run's encoder does for values
+    /// it never saw).
+    pub metadata: Option<Record>,
+}
+
+impl Input {
+    /// An image file, named by its stem, without metadata.
+    pub fn file(path: &Path) -> Self {
+        Self {
+            name: path
+                .file_stem()
+                .map_or_else(String::new, |s| s.to_string_lossy().into_owned()),
+            source: Source::File(path.to_path_buf()),
+            metadata: None,
+        }
+    }
+
+    /// Decoded RGB pixels at the photograph's full size.
+    pub fn pixels(name: &str, image: image::RgbImage) -> Self {
+        let (width, height) = image.dimensions();
+        Self {
+            name: name.to_string(),
+            source: Source::Pixels(Arc::new(Decoded {
+                image,
+                width,
+                height,
+            })),
+            metadata: None,
+        }
+    }
+}
+
+/// One scored image: its output row, and what an overlay draws.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scored {
+    /// The scores, box and notes as written to `predictions.csv`.
+    pub row: PredictionRow,
+    /// The folds' mean attention map (row-major, square), when the run has a ChipNet.
+    pub map: Vec<f32>,
+    /// Where the square the models saw lies in the original.
+    pub centre: Option<CentreCrop>,
+    /// The attention box in the original.
+    pub crop: Option<Rect>,
+    /// Why the image could not be scored.
+    pub error: Option<String>,
+}
+
+/// A trained run, loaded once to score new images.
+#[derive(Debug)]
+pub struct Predictor {
+    config: PipelineConfig,
+    encoder: MetadataEncoder,
+    nets: Vec<(ModelKind, Vec<Net>)>,
+    ensemble: Vec<(ModelKind, f64)>,
+    device: Device,
+    progress: Reporter,
+}
+
+impl Predictor {
+    /// Loads every fold's best checkpoint of each model of the run in `run` onto `device`, the
+    /// metadata encoder and the ensemble's weights (fitted ones from `metrics.json` when the run
+    /// has them).
+    ///
+    /// # Errors
+    /// A directory that holds no run, or a model whose folds are not all trained (with the
+    /// command that trains it).
+    pub fn load(run: &Path, device: &Device, progress: &Reporter) -> Result<Self> {
+        let config_path = run.join("config.json");
+        if !config_path.is_file() {
+            return Err(TrainError::MissingStep {
+                path: config_path,
+                step: "agc pipeline (this folder holds no run)".into(),
+            });
+        }
+        let config = PipelineConfig::read(&config_path)?;
+        let encoder = MetadataEncoder::load(&run.join("metadata_encoder.json"))?;
+        let meta_dim = if config.metadata { encoder.dim() } else { 0 };
+        // The checkpoints hold every weight: the ImageNet file is not needed again.
+        let mut spec = config.model.clone();
+        spec.weights = None;
+        let mut nets = Vec::new();
+        for kind in config.pipeline_models(false) {
+            if kind == ModelKind::OracleCropnet {
+                continue;
+            }
+            let mut folds = Vec::with_capacity(config.folds);
+            for f in 0..config.folds {
+                let best = run
+                    .join("models")
+                    .join(kind.name())
+                    .join(format!("fold{f}/best.{}", checkpoint::EXTENSION));
+                if !checkpoint::exists(&best) {
+                    return Err(TrainError::MissingStep {
+                        path: best,
+                        step: match kind {
+                            ModelKind::Cropnet => "agc crop, then agc train --model cropnet".into(),
+                            k => format!("agc train --model {k}"),
+                        },
+                    });
+                }
+                folds.push(checkpoint::load(spec.init(kind, meta_dim, device)?, &best)?);
+            }
+            nets.push((kind, folds));
+        }
+        let trained: Vec<ModelKind> = nets.iter().map(|n| n.0).collect();
+        let metrics_path = run.join("metrics.json");
+        let fitted: Option<Vec<(ModelKind, f64)>> = if metrics_path.is_file() {
+            let metrics: Metrics = crate::error::read_json(&metrics_path)?;
+            metrics
+                .ensemble_weights
+                .iter()
+                .map(|(k, w)| k.parse::<ModelKind>().ok().map(|k| (k, *w)))
+                .collect()
+        } else {
+            None
+        };
+        let mut ensemble = fitted
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| config.ensemble.clone());
+        ensemble.retain(|(k, w)| trained.contains(k) && *w > 0.0);
+        let total: f64 = ensemble.iter().map(|m| m.1).sum();
+        for m in &mut ensemble {
+            m.1 /= total;
+        }
+        Ok(Self {
+            config,
+            encoder,
+            nets,
+            ensemble,
+            device: device.clone(),
+            progress: Arc::clone(progress),
+        })
+    }
+
+    /// The models this run scores with, in order.
+    pub fn models(&self) -> Vec<ModelKind> {
+        self.nets.iter().map(|n| n.0).collect()
+    }
+
+    /// The ensemble's members and normalised weights.
+    pub fn ensemble(&self) -> &[(ModelKind, f64)] {
+        &self.ensemble
+    }
+
+    fn cache_options(&self) -> CacheOptions {
+        CacheOptions {
+            size: self.config.image_size,
+            ..CacheOptions::default()
+        }
+    }
+
+    /// The `square` of an input (its centre square when `None`), resized to the models' input.
+    fn prepare(&self, input: &Input, square: Option<[u32; 3]>) -> Result<(Vec<u8>, IndexEntry)> {
+        match &input.source {
+            Source::File(path) => {
+                let job = CacheJob {
+                    name: input.name.clone(),
+                    path: path.clone(),
+                    square,
+                };
+                Ok(prepare_image(&job, &self.cache_options())?)
+            }
+            Source::Pixels(decoded) => {
+                let g = match square {
+                    None => CropGeometry::centre_square(decoded.width, decoded.height),
+                    Some([x, y, side]) => CropGeometry {
+                        width: decoded.width,
+                        height: decoded.height,
+                        x,
+                        y,
+                        side,
+                    },
+                };
+                let pixels = crop_resize(decoded, [g.x, g.y, g.side], self.config.image_size)?;
+                Ok((
+                    pixels,
+                    IndexEntry {
+                        image_name: input.name.clone(),
+                        width: g.width,
+                        height: g.height,
+                        crop_x: g.x,
+                        crop_y: g.y,
+                        crop_side: g.side,
+                        skipped: String::new(),
+                    },
+                ))
+            }
+        }
+    }
+
+    /// Images of `pixels` (one `S·S·3` buffer per image) with their metadata vectors.
+    fn images(&self, prepared: Vec<(Vec<u8>, IndexEntry)>, meta: &[Vec<f32>]) -> Result<Images> {
+        let size = self.config.image_size as usize;
+        let (pixels, index): (Vec<Vec<u8>>, Vec<IndexEntry>) = prepared.into_iter().unzip();
+        let n = index.len();
+        let cache = ImageCache::from_pixels(pixels.concat(), size, index)?;
+        Images::new(Arc::new(cache), meta.to_vec(), vec![0.0; n])
+    }
+
+    /// The mean over `nets` (the folds of `kind`) of their probabilities for `images`, and each
+    /// fold's attention maps; row `i` is augmented as the `first + i`-th image of the list.
+    fn fold_means(
+        &self,
+        kind: ModelKind,
+        nets: &[Net],
+        images: &Images,
+        first: usize,
+    ) -> (Vec<f32>, Vec<Vec<f32>>, usize) {
+        let mut mean = vec![0f32; images.cache.len()];
+        let mut maps = Vec::new();
+        let mut grid = 0;
+        for (f, net) in nets.iter().enumerate() {
+            let p = self.fold_prediction(kind, f, net, images, first);
+            for (m, v) in mean.iter_mut().zip(&p.probabilities) {
+                *m += v / nets.len() as f32;
+            }
+            grid = p.grid;
+            maps.push(p.attention);
+        }
+        (mean, maps, grid)
+    }
+
+    /// Fold `f`'s predictions for `images`, with fold `f`'s TTA seed, as in the run.
+    fn fold_prediction(
+        &self,
+        kind: ModelKind,
+        f: usize,
+        net: &Net,
+        images: &Images,
+        first: usize,
+    ) -> Predictions {
+        let schedule = self.config.schedules.of(kind);
+        let rows: Vec<usize> = (0..images.cache.len()).collect();
+        let task = self
+            .progress
+            .start(&format!("{kind} fold {f}"), rows.len() as u64);
+        predict_reporting(
+            net,
+            images,
+            &rows,
+            [schedule.eval_batch_size, schedule.tta],
+            [fold_seed(self.config.seed, kind, f), first as u64],
+            &self.device,
+            &*task,
+        )
+    }
+
+    /// Scores `inputs`, seeding test-time augmentation as if they were images `first..` of a
+    /// longer list. An image that cannot be read gets a [`Scored`] with `error` set and no
+    /// scores; the others are scored.
+    ///
+    /// # Errors
+    /// A failure of the models or of a crop after its image was read.
+    pub fn score(&self, inputs: &[Input], first: usize) -> Result<Vec<Scored>> {
+        let prepared: Vec<Result<(Vec<u8>, IndexEntry)>> = inputs
+            .par_iter()
+            .map(|input| self.prepare(input, None))
+            .collect();
+        let mut out: Vec<Scored> = inputs
+            .iter()
+            .zip(&prepared)
+            .map(|(input, p)| Scored {
+                row: empty_row(&input.name),
+                map: Vec::new(),
+                centre: None,
+                crop: None,
+                error: p.as_ref().err().map(ToString::to_string),
+            })
+            .collect();
+        let ok: Vec<usize> = (0..inputs.len()).filter(|&i| prepared[i].is_ok()).collect();
+        if ok.is_empty() {
+            return Ok(out);
+        }
+        let good: Vec<(Vec<u8>, IndexEntry)> =
+            prepared.into_iter().filter_map(Result::ok).collect();
+        let readable: Vec<&Input> = ok.iter().map(|&i| &inputs[i]).collect();
+        let meta = self.metadata(&readable);
+        let centres: Vec<CentreCrop> = good.iter().map(|(_, e)| centre_of(e)).collect();
+        let images = self.images(good, &meta)?;
+        let mut scores: HashMap<ModelKind, Vec<f32>> = HashMap::new();
+        let mut attention = FoldMaps::default();
+        for (kind, nets) in &self.nets {
+            if *kind == ModelKind::Cropnet {
+                continue;
+            }
+            let (mean, maps, grid) = self.fold_means(*kind, nets, &images, first);
+            if *kind == ModelKind::Chipnet {
+                attention = FoldMaps { maps, grid };
+            }
+            scores.insert(*kind, mean);
+        }
+        drop(images);
+        if let Some((_, nets)) = self.nets.iter().find(|n| n.0 == ModelKind::Cropnet) {
+            let mut mean = vec![0f32; ok.len()];
+            for (f, net) in nets.iter().enumerate() {
+                let crops: Vec<(Vec<u8>, IndexEntry)> = readable
+                    .par_iter()
+                    .enumerate()
+                    .map(|(j, input)| {
+                        let (_, orig) =
+                            self.square(attention.map(f, j), &centres[j], attention.grid);
+                        let square = [orig.x0 as u32, orig.y0 as u32, orig.width() as u32];
+                        self.prepare(input, Some(square))
+                    })
+                    .collect::<Result<_>>()?;
+                let crop_images = self.images(crops, &meta)?;
+                let p = self.fold_prediction(ModelKind::Cropnet, f, net, &crop_images, first);
+                for (m, v) in mean.iter_mut().zip(&p.probabilities) {
+                    *m += v / nets.len() as f32;
+                }
+            }
+            scores.insert(ModelKind::Cropnet, mean);
+        }
+        for (j, &i) in ok.iter().enumerate() {
+            self.fill(&mut out[i], centres[j], |k| scores.get(&k).map(|v| v[j]));
+            if !attention.maps.is_empty() {
+                let map = attention.mean(j);
+                let (found, orig) = self.square(&map, &centres[j], attention.grid);
+                let s = &mut out[i];
+                s.row.box_x = Some(orig.x0);
+                s.row.box_y = Some(orig.y0);
+                s.row.box_side = Some(orig.width());
+                s.row.threshold = Some(found.threshold);
+                s.row.fallback = found.fallback.map_or("", |b| b.as_str()).into();
+                s.crop = Some(orig);
+                s.map = map;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The metadata vectors of `inputs` (unknown where not given; empty without metadata).
+    fn metadata(&self, inputs: &[&Input]) -> Vec<Vec<f32>> {
+        inputs
+            .iter()
+            .map(|input| {
+                if !self.config.metadata {
+                    return Vec::new();
+                }
+                let unknown = Record {
+                    image_name: input.name.clone(),
+                    patient_id: None,
+                    sex: None,
+                    age: None,
+                    site: None,
+                    target: None,
+                    lesion_box: None,
+                };
+                self.encoder
+                    .encode(input.metadata.as_ref().unwrap_or(&unknown))
+            })
+            .collect()
+    }
+
+    /// The box of `map` in the model's input and in the original.
+    fn square(&self, map: &[f32], centre: &CentreCrop, grid: usize) -> (AttentionBox, Rect) {
+        let size = self.config.image_size as usize;
+        let found = attention_box(map, [grid, grid], [size, size], &self.config.boxes);
+        let orig = centre.map_box(found.square, size);
+        (found, orig)
+    }
+
+    /// Fills `s`'s scores (`get` gives each model's), size and notes.
+    fn fill(&self, s: &mut Scored, centre: CentreCrop, get: impl Fn(ModelKind) -> Option<f32>) {
+        let size = self.config.image_size as usize;
+        s.row.width = Some(centre.width as u32);
+        s.row.height = Some(centre.height as u32);
+        s.row.resnet = get(ModelKind::Resnet);
+        s.row.chipnet = get(ModelKind::Chipnet);
+        s.row.attnresnet = get(ModelKind::Attnresnet);
+        s.row.cropnet = get(ModelKind::Cropnet);
+        if !self.ensemble.is_empty() {
+            s.row.ensemble = Some(
+                self.ensemble
+                    .iter()
+                    .map(|&(k, w)| get(k).unwrap_or(0.0) * w as f32)
+                    .sum(),
+            );
+        }
+        if centre.side < size {
+            s.row.note = format!(
+                "upscaled: the centre square is {} px, the models see {size}",
+                centre.side
+            );
+        }
+        s.centre = Some(centre);
+    }
+}
+
+/// Each fold's ChipNet attention maps of a chunk, `grid × grid` cells per image.
+#[derive(Debug, Default)]
+struct FoldMaps {
+    maps: Vec<Vec<f32>>,
+    grid: usize,
+}
+
+impl FoldMaps {
+    /// Fold `f`'s map of image `j`.
+    fn map(&self, f: usize, j: usize) -> &[f32] {
+        let cells = self.grid * self.grid;
+        &self.maps[f][j * cells..(j + 1) * cells]
+    }
+
+    /// The folds' mean map of image `j`.
+    fn mean(&self, j: usize) -> Vec<f32> {
+        let mut mean = vec![0f32; self.grid * self.grid];
+        for f in 0..self.maps.len() {
+            for (m, v) in mean.iter_mut().zip(self.map(f, j)) {
+                *m += v / self.maps.len() as f32;
+            }
+        }
+        mean
+    }
+}
+
+/// How [`Predictor::score_to_dir`] works through a list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScoreOptions {
+    /// Images per chunk: what is held in memory at once, and what a kill can cost.
+    pub chunk: usize,
+    /// Leave out images that cannot be read (their rows say why) instead of stopping.
+    pub skip_bad: bool,
+    /// Write `overlays/<image>.png`: the attention map, the box, the scores.
+    pub overlays: bool,
+}
+
+impl Default for ScoreOptions {
+    fn default() -> Self {
+        Self {
+            chunk: 256,
+            skip_bad: false,
+            overlays: false,
+        }
+    }
+}
+
+/// What [`Predictor::score_to_dir`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScoreSummary {
+    /// `predictions.csv`.
+    pub path: PathBuf,
+    /// Images scored.
+    pub scored: usize,
+    /// Images scored by an earlier, interrupted call.
+    pub resumed: usize,
+    /// Images left out, with why.
+    pub skipped: Vec<(String, String)>,
+}
+
+impl Predictor {
+    /// Scores `inputs` into `out/predictions.csv` (one [`PredictionRow`] per input, in order),
+    /// `options.chunk` images at a time: each finished chunk is saved in `out/parts/`, so a
+    /// killed call resumes where it stopped, and memory stays bounded whatever the list's
+    /// length. With `options.overlays`, also `out/overlays/<image>.png`.
+    ///
+    /// # Errors
+    /// Another process scoring into `out` (named); an `out` holding the predictions of other
+    /// images; an unreadable image without `options.skip_bad` (every one of its chunk named);
+    /// unwritable files.
+    pub fn score_to_dir(
+        &self,
+        inputs: &[Input],
+        out: &Path,
+        options: &ScoreOptions,
+    ) -> Result<ScoreSummary> {
+        let path = out.join("predictions.csv");
+        let _claim =
+            lock::claim_or_refuse(&out.join("locks/predict.lock"), "scoring into this folder")?;
+        let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
+        if path.is_file() {
+            let rows: Vec<PredictionRow> = read_rows(&path)?;
+            if rows
+                .iter()
+                .map(|r| r.image_name.as_str())
+                .eq(names.iter().copied())
+            {
+                return Ok(summary(path, &rows, inputs.len()));
+            }
+            return Err(TrainError::Config(format!(
+                "{} holds the predictions of other images: choose another --out",
+                path.display()
+            )));
+        }
+        let chunk = options.chunk.max(1);
+        let parts = out.join("parts");
+        let task = self.progress.start("scoring", inputs.len() as u64);
+        let mut rows: Vec<PredictionRow> = Vec::with_capacity(inputs.len());
+        let mut resumed = 0;
+        for (c, batch) in inputs.chunks(chunk).enumerate() {
+            let first = c * chunk;
+            let part = parts.join(format!("{first:09}-{:09}.csv", first + batch.len()));
+            if part.is_file() {
+                let done: Vec<PredictionRow> = read_rows(&part)?;
+                if done
+                    .iter()
+                    .map(|r| r.image_name.as_str())
+                    .eq(names[first..first + batch.len()].iter().copied())
+                {
+                    resumed += done.len();
+                    task.advance(done.len() as u64);
+                    rows.extend(done);
+                    continue;
+                }
+            }
+            let scored = self.score(batch, first)?;
+            let bad: Vec<String> = scored
+                .iter()
+                .filter_map(|s| {
+                    s.error
+                        .as_ref()
+                        .map(|e| format!("{}: {e}", s.row.image_name))
+                })
+                .collect();
+            if !bad.is_empty() && !options.skip_bad {
+                return Err(TrainError::Config(format!(
+                    "{} images cannot be read:\n  {}\npass --skip-bad-images to leave them out \
+                     (the images before them are saved and will not be scored again)",
+                    bad.len(),
+                    bad.join("\n  ")
+                )));
+            }
+            let mut done = Vec::with_capacity(scored.len());
+            for (input, s) in batch.iter().zip(scored) {
+                let mut row = s.row;
+                if let Some(e) = &s.error {
+                    row.note = format!("left out: {e}");
+                } else if options.overlays {
+                    Self::write_overlay(input, &row, &s.map, s.centre, s.crop, out)?;
+                }
+                done.push(row);
+            }
+            write_rows(&part, &done)?;
+            task.advance(done.len() as u64);
+            rows.extend(done);
+        }
+        drop(task);
+        write_rows(&path, &rows)?;
+        let _ = std::fs::remove_dir_all(&parts);
+        let mut s = summary(path, &rows, inputs.len() - resumed);
+        s.resumed = resumed;
+        Ok(s)
+    }
+
+    fn write_overlay(
+        input: &Input,
+        row: &PredictionRow,
+        map: &[f32],
+        centre: Option<CentreCrop>,
+        crop: Option<Rect>,
+        out: &Path,
+    ) -> Result<()> {
+        let (Some(centre), Some(crop)) = (centre, crop) else {
+            return Ok(());
+        };
+        let image = match &input.source {
+            Source::File(path) => decode(path, None)?.image,
+            Source::Pixels(d) => d.image.clone(),
+        };
+        let score = row.ensemble.or(row.cropnet).or(row.resnet).or(row.chipnet);
+        let label = score.map_or_else(
+            || row.image_name.clone(),
+            |p| format!("{} {p:.3}", row.image_name),
+        );
+        let tile = draw_overlay(&image, map, centre, crop, None, &label);
+        let path = out
+            .join("overlays")
+            .join(format!("{}.png", safe_name(&row.image_name)));
+        Ok(crate::plot::save_png(&tile, &path)?)
+    }
+}
+
+/// A file name for an image name: path separators and other awkward characters replaced.
+fn safe_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn summary(path: PathBuf, rows: &[PredictionRow], scored: usize) -> ScoreSummary {
+    let skipped: Vec<(String, String)> = rows
+        .iter()
+        .filter(|r| r.note.starts_with("left out"))
+        .map(|r| (r.image_name.clone(), r.note.clone()))
+        .collect();
+    ScoreSummary {
+        path,
+        scored: scored - skipped.len().min(scored),
+        resumed: 0,
+        skipped,
+    }
+}
+
+/// The images named by `paths`, in order: image files; folders (their JPEG and PNG files,
+/// sorted by name); and CSV files with an `image_name` column and, optionally, `sex`,
+/// `age_approx` and `anatom_site_general_challenge` (the images are looked up in the folder
+/// named after the CSV, `test.csv` → `test/`, else beside it).
+///
+/// # Errors
+/// A path that does not exist, a CSV without `image_name` or with a bad age, an empty list, or
+/// two images of the same name.
+pub fn collect_inputs(paths: &[PathBuf]) -> Result<Vec<Input>> {
+    let mut inputs = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(io(path))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file() && is_image(p))
+                .collect();
+            files.sort();
+            inputs.extend(files.iter().map(|p| Input::file(p)));
+        } else if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+        {
+            inputs.extend(csv_inputs(path)?);
+        } else if path.is_file() {
+            inputs.push(Input::file(path));
+        } else {
+            return Err(TrainError::Io {
+                path: path.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder"),
+            });
+        }
+    }
+    if inputs.is_empty() {
+        return Err(TrainError::Config(format!(
+            "no JPEG or PNG images in {}",
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let mut seen = HashSet::new();
+    if let Some(dup) = inputs.iter().find(|i| !seen.insert(i.name.clone())) {
+        return Err(TrainError::Config(format!(
+            "two images are named {:?}: each output row is keyed by the image's name",
+            dup.name
+        )));
+    }
+    Ok(inputs)
+}
+
+fn is_image(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| agc_data::data_dir::IMAGE_EXTENSIONS.contains(&e))
+}
+
+fn csv_inputs(path: &Path) -> Result<Vec<Input>> {
+    let (header, rows) = crate::run::read_csv_rows(path)?;
+    let bad = |message: String| TrainError::Parse {
+        path: path.to_path_buf(),
+        message,
+    };
+    let col = |name: &str| header.iter().position(|h| h.trim() == name);
+    let name_col = col("image_name").ok_or_else(|| bad("no image_name column".into()))?;
+    let (sex, age, site) = (
+        col("sex"),
+        col("age_approx"),
+        col("anatom_site_general_challenge"),
+    );
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let named = dir.join(path.file_stem().unwrap_or_default());
+    let folder = if named.is_dir() {
+        named
+    } else {
+        dir.to_path_buf()
+    };
+    let cell = |r: &Vec<String>, c: Option<usize>| -> Option<String> {
+        c.and_then(|c| r.get(c))
+            .map(|v| v.trim().to_lowercase())
+            .filter(|v| !v.is_empty())
+    };
+    rows.iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let name = r[name_col].trim().to_string();
+            let age = match cell(r, age) {
+                None => None,
+                Some(v) => Some(
+                    v.parse::<f32>()
+                        .ok()
+                        .filter(|a| (0.0..=130.0).contains(a))
+                        .ok_or_else(|| {
+                            bad(format!("line {}: age_approx {v:?} is not an age", i + 2))
+                        })?,
+                ),
+            };
+            Ok(Input {
+                source: Source::File(DataDir::image_path(&folder, &name)),
+                metadata: Some(Record {
+                    image_name: name.clone(),
+                    patient_id: None,
+                    sex: cell(r, sex),
+                    age,
+                    site: cell(r, site),
+                    target: None,
+                    lesion_box: None,
+                }),
+                name,
+            })
+        })
+        .collect()
+}
+
+fn empty_row(name: &str) -> PredictionRow {
+    PredictionRow {
+        image_name: name.to_string(),
+        width: None,
+        height: None,
+        resnet: None,
+        chipnet: None,
+        attnresnet: None,
+        cropnet: None,
+        ensemble: None,
+        box_x: None,
+        box_y: None,
+        box_side: None,
+        threshold: None,
+        fallback: String::new(),
+        note: String::new(),
+    }
+}
