@@ -46,8 +46,9 @@ pub struct CacheJob {
 pub struct CacheOptions {
     /// Side S of the cached images.
     pub size: u32,
-    /// Large JPEGs are decoded at a reduced DCT scale that keeps the square's side at least this
-    /// many times S; 0 decodes at full resolution.
+    /// Large JPEGs are decoded at a reduced DCT scale (1/2 or 1/4, never 1/8: see
+    /// [`crate::imageio::MIN_DCT_SCALE`]) that keeps the square's side at least this many times
+    /// S; 0 decodes at full resolution.
     pub min_decode_factor: f64,
     /// Skip images that cannot be decoded (their slot is zeros and the index marks them) instead
     /// of failing, after all the others are cached, with [`DataError::BadImages`].
