@@ -438,8 +438,8 @@ pub fn read_index(path: &Path) -> Result<Vec<IndexEntry>> {
 /// FNV-1a over everything that decides a cache's content; `skip_bad` too if `with_skip`.
 fn fingerprint(jobs: &[CacheJob], options: &CacheOptions, with_skip: bool) -> String {
     let mut h = Fnv::default();
-    // v2: centre squares placed as torchvision places them (and, on this branch, 1/8-scale
-    // decoding and EXIF orientation): a cache of v1 is rebuilt, not mixed with new images.
+    // v2: centre squares placed as torchvision places them, DCT scaling stopped at 1/4, EXIF
+    // orientation applied: a cache of v1 is rebuilt, not mixed with new images.
     h.write(b"agc-cache-v2");
     h.write(&options.size.to_le_bytes());
     h.write(&options.min_decode_factor.to_le_bytes());
