@@ -46,8 +46,9 @@ pub struct CacheJob {
 pub struct CacheOptions {
     /// Side S of the cached images.
     pub size: u32,
-    /// Large JPEGs are decoded at a reduced DCT scale that keeps the square's side at least this
-    /// many times S; 0 decodes at full resolution.
+    /// Large JPEGs are decoded at a reduced DCT scale (1/2 or 1/4, never 1/8: see
+    /// [`crate::imageio::MIN_DCT_SCALE`]) that keeps the square's side at least this many times
+    /// S; 0 decodes at full resolution.
     pub min_decode_factor: f64,
     /// Skip images that cannot be decoded (their slot is zeros and the index marks them) instead
     /// of failing, after all the others are cached, with [`DataError::BadImages`].
@@ -433,8 +434,8 @@ pub fn read_index(path: &Path) -> Result<Vec<IndexEntry>> {
 /// FNV-1a over everything that decides a cache's content; `skip_bad` too if `with_skip`.
 fn fingerprint(jobs: &[CacheJob], options: &CacheOptions, with_skip: bool) -> String {
     let mut h = Fnv::default();
-    // v2: centre squares placed as torchvision places them (and, on this branch, 1/8-scale
-    // decoding and EXIF orientation): a cache of v1 is rebuilt, not mixed with new images.
+    // v2: centre squares placed as torchvision places them, DCT scaling stopped at 1/4, EXIF
+    // orientation applied: a cache of v1 is rebuilt, not mixed with new images.
     h.write(b"agc-cache-v2");
     h.write(&options.size.to_le_bytes());
     h.write(&options.min_decode_factor.to_le_bytes());
