@@ -70,8 +70,8 @@ pub enum DataError {
     /// Images of a cache could not be decoded or cut; every one is listed. The images that
     /// could be were written and are kept for the next call.
     #[error(
-        "{cache}: {} image(s) cannot be used:{}\nfix or remove them, or set skip_bad to cache \
-         them as zeros marked in the index",
+        "{cache}: {} image(s) cannot be used:{}\nfix or remove them, or leave them out \
+         (agc --skip-bad-images; CacheOptions::skip_bad in the library)",
         images.len(),
         list_bad(images)
     )]
