@@ -255,8 +255,7 @@ fn centred_square(width: usize, height: usize) -> Rect {
 
 /// The offset that centres a span `spare` pixels shorter than the image: `spare / 2` rounded
 /// half to even, as torchvision's `center_crop` computes it (`int(round((h - th) / 2.0))`,
-/// Python's `round`), so odd spares ending in 3 (mod 4) round up. agc-data's
-/// `CropGeometry::centre_square` follows the same rule.
+/// Python's `round`), so odd spares ending in 3 (mod 4) round up.
 fn centred_offset(spare: usize) -> usize {
     spare / 2 + usize::from(spare % 4 == 3)
 }
@@ -355,8 +354,8 @@ pub struct CentreCrop {
 impl CentreCrop {
     /// The centre square crop of a `width`×`height` image: side = the shorter side, offset =
     /// half the difference rounded half to even, as torchvision's `center_crop`
-    /// (`int(round((w - side) / 2.0))`); the same rule as agc-data's
-    /// `CropGeometry::centre_square`.
+    /// (`int(round((w - side) / 2.0))`). agc-data's cache cuts this square, so boxes map back
+    /// through the very geometry the images were made with.
     ///
     /// # Panics
     /// If a size is zero.

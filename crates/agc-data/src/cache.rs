@@ -26,7 +26,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Result, io};
 use crate::fsutil::{partial_path, sidecar, write_atomic, write_json};
-use crate::imageio::{CropGeometry, crop_resize, decode_with};
+use agc_core::CentreCrop;
+
+use crate::imageio::{centre_of, crop_resize, decode_with, square_of};
 use crate::npy;
 use crate::progress::{Reporter, silent};
 
@@ -91,14 +93,27 @@ pub struct IndexEntry {
 }
 
 impl IndexEntry {
+    /// The row of an image cut from `crop`.
+    pub fn new(name: &str, crop: &CentreCrop) -> Self {
+        Self {
+            image_name: name.to_string(),
+            width: crop.width as u32,
+            height: crop.height as u32,
+            crop_x: crop.x as u32,
+            crop_y: crop.y as u32,
+            crop_side: crop.side as u32,
+            skipped: String::new(),
+        }
+    }
+
     /// The square's geometry in the original.
-    pub fn geometry(&self) -> CropGeometry {
-        CropGeometry {
-            width: self.width,
-            height: self.height,
-            x: self.crop_x,
-            y: self.crop_y,
-            side: self.crop_side,
+    pub fn geometry(&self) -> CentreCrop {
+        CentreCrop {
+            width: self.width as usize,
+            height: self.height as usize,
+            x: self.crop_x as usize,
+            y: self.crop_y as usize,
+            side: self.crop_side as usize,
         }
     }
 
@@ -366,34 +381,22 @@ fn cache_one(job: &CacheJob, options: &CacheOptions) -> Result<(Vec<u8>, IndexEn
     };
     let decoded = decode_with(&job.path, min_short)?;
     let geometry = match job.square {
-        None => CropGeometry::centre_square(decoded.width, decoded.height),
-        Some([x, y, side]) => CropGeometry {
-            width: decoded.width,
-            height: decoded.height,
-            x,
-            y,
-            side,
+        None => centre_of(&decoded),
+        Some([x, y, side]) => CentreCrop {
+            width: decoded.width as usize,
+            height: decoded.height as usize,
+            x: x as usize,
+            y: y as usize,
+            side: side as usize,
         },
     };
-    let pixels = crop_resize(
-        &decoded,
-        [geometry.x, geometry.y, geometry.side],
-        options.size,
-    )
-    .map_err(|e| DataError::Image {
-        path: job.path.clone(),
-        message: e.to_string(),
+    let pixels = crop_resize(&decoded, square_of(&geometry), options.size).map_err(|e| {
+        DataError::Image {
+            path: job.path.clone(),
+            message: e.to_string(),
+        }
     })?;
-    let entry = IndexEntry {
-        image_name: job.name.clone(),
-        width: geometry.width,
-        height: geometry.height,
-        crop_x: geometry.x,
-        crop_y: geometry.y,
-        crop_side: geometry.side,
-        skipped: String::new(),
-    };
-    Ok((pixels, entry))
+    Ok((pixels, IndexEntry::new(&job.name, &geometry)))
 }
 
 fn write_index<'a>(path: &Path, entries: impl Iterator<Item = &'a IndexEntry>) -> Result<()> {
@@ -843,7 +846,7 @@ mod tests {
         );
         assert_eq!(
             cache.index()[0].geometry(),
-            CropGeometry {
+            CentreCrop {
                 width: 800,
                 height: 400,
                 x: 300,

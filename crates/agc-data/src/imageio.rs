@@ -20,47 +20,9 @@ use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer
 use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, RgbImage};
 
+use agc_core::CentreCrop;
+
 use crate::error::{DataError, Result};
-
-/// Where the square that preprocessing resized came from in the original image.
-///
-/// The same rule as `agc_core::CentreCrop::centre_square` (agc-data knows no model, so the
-/// training crate converts between the two): side = the shorter side, offset = half the
-/// difference rounded half to even, as torchvision's `center_crop` computes it
-/// (`int(round((w - side) / 2.0))`, Python's `round`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub struct CropGeometry {
-    /// Width of the original image.
-    pub width: u32,
-    /// Height of the original image.
-    pub height: u32,
-    /// Left edge of the square.
-    pub x: u32,
-    /// Top edge of the square.
-    pub y: u32,
-    /// Side of the square.
-    pub side: u32,
-}
-
-impl CropGeometry {
-    /// The centre square of a `width`×`height` image.
-    pub fn centre_square(width: u32, height: u32) -> Self {
-        let side = width.min(height);
-        Self {
-            width,
-            height,
-            x: centred_offset(width - side),
-            y: centred_offset(height - side),
-            side,
-        }
-    }
-}
-
-/// `spare / 2` rounded half to even, as Python's `round(spare / 2.0)` in torchvision's
-/// `center_crop`: an odd spare ending in 3 (mod 4) rounds up, one ending in 1 rounds down.
-fn centred_offset(spare: u32) -> u32 {
-    spare / 2 + u32::from(spare % 4 == 3)
-}
 
 /// An image decoded to 8-bit RGB, possibly at a reduced scale, turned upright by its EXIF
 /// orientation.
@@ -322,8 +284,19 @@ pub fn crop_resize(decoded: &Decoded, [x, y, side]: [u32; 3], out: u32) -> Resul
     Ok(dst.into_vec())
 }
 
+/// The centre square of a decoded image (in the original's upright pixels).
+pub fn centre_of(decoded: &Decoded) -> CentreCrop {
+    CentreCrop::centre_square(decoded.width as usize, decoded.height as usize)
+}
+
+/// `[x, y, side]` of a crop, as [`crop_resize`] takes it.
+pub fn square_of(crop: &CentreCrop) -> [u32; 3] {
+    [crop.x as u32, crop.y as u32, crop.side as u32]
+}
+
 /// Preprocesses one image: decode (DCT-scaled for large JPEGs), centre square crop, resize to
-/// `size`. Returns the `size·size·3` RGB bytes and the crop geometry in the original.
+/// `size`. Returns the `size·size·3` RGB bytes and where the square lies in the original
+/// (agc-core's [`CentreCrop`], placed as torchvision's `center_crop` places it).
 ///
 /// # Errors
 /// As [`decode`].
@@ -331,11 +304,11 @@ pub fn preprocess_image(
     path: &Path,
     size: u32,
     min_decode_factor: f64,
-) -> Result<(Vec<u8>, CropGeometry)> {
+) -> Result<(Vec<u8>, CentreCrop)> {
     let min_side = (f64::from(size) * min_decode_factor).ceil() as u32;
     let decoded = decode(path, (min_decode_factor > 0.0).then_some(min_side))?;
-    let crop = CropGeometry::centre_square(decoded.width, decoded.height);
-    let pixels = crop_resize(&decoded, [crop.x, crop.y, crop.side], size)?;
+    let crop = centre_of(&decoded);
+    let pixels = crop_resize(&decoded, square_of(&crop), size)?;
     Ok((pixels, crop))
 }
 
@@ -554,7 +527,7 @@ mod tests {
             crop_resize(&reference, [0, 32, 48], 16).expect("crop")
         );
         let (_, crop) = preprocess_image(&path, 16, 2.0).expect("preprocess");
-        assert_eq!(crop, CropGeometry::centre_square(48, 80));
+        assert_eq!(crop, CentreCrop::centre_square(48, 80));
     }
 
     #[test]

@@ -29,7 +29,9 @@ pub use cache::{
 pub use data_dir::{DataDir, DataDirOptions};
 pub use error::{DataError, Result};
 pub use folds::{Folds, balanced_epoch};
-pub use imageio::{CropGeometry, Decoded, crop_resize, decode, decode_with, preprocess_image};
+pub use imageio::{
+    Decoded, centre_of, crop_resize, decode, decode_with, preprocess_image, square_of,
+};
 pub use metadata::{MetadataEncoder, Record, Split, read_labels, read_metadata};
 pub use progress::{Progress, Reporter, Silent, Task};
 pub use synth::{Signs, SynthConfig, SynthReport, SynthSplit, generate, sample};

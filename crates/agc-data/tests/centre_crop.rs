@@ -1,11 +1,9 @@
-//! agc-data's `CropGeometry::centre_square` (what the cache cut) and agc-core's
-//! `CentreCrop::centre_square` (what boxes are mapped through) place the centre square alike,
-//! and as torchvision's `center_crop` does: `crop_left = int(round((w - side) / 2.0))` with
+//! The centre square (agc-core's `CentreCrop::centre_square`, which the cache cuts and boxes
+//! are mapped through) is placed as torchvision's `center_crop` places it: `crop_left = int(round((w - side) / 2.0))` with
 //! Python's `round`, which rounds halves to even (torchvision 0.29,
 //! `torchvision/transforms/functional.py`, `center_crop`).
 
 use agc_core::CentreCrop;
-use agc_data::CropGeometry;
 use proptest::prelude::*;
 
 /// Python's `int(round(spare / 2.0))`: a float halved, rounded half to even.
@@ -14,32 +12,13 @@ fn python_round_half(spare: u32) -> u32 {
 }
 
 fn check(width: u32, height: u32) -> Result<(), TestCaseError> {
-    let data = CropGeometry::centre_square(width, height);
-    let core = CentreCrop::centre_square(width as usize, height as usize);
+    let crop = CentreCrop::centre_square(width as usize, height as usize);
     let side = width.min(height);
-    prop_assert_eq!(data.side, side);
-    prop_assert_eq!(
-        (data.x as usize, data.y as usize, data.side as usize),
-        (core.x, core.y, core.side),
-        "{}×{}",
-        width,
-        height
-    );
-    prop_assert_eq!(
-        data.x,
-        python_round_half(width - side),
-        "{}×{}",
-        width,
-        height
-    );
-    prop_assert_eq!(
-        data.y,
-        python_round_half(height - side),
-        "{}×{}",
-        width,
-        height
-    );
-    prop_assert!(data.x + side <= width && data.y + side <= height);
+    let (x, y) = (crop.x as u32, crop.y as u32);
+    prop_assert_eq!(crop.side as u32, side);
+    prop_assert_eq!(x, python_round_half(width - side), "{}×{}", width, height);
+    prop_assert_eq!(y, python_round_half(height - side), "{}×{}", width, height);
+    prop_assert!(x + side <= width && y + side <= height);
     Ok(())
 }
 
@@ -49,8 +28,8 @@ fn torchvision_places_odd_spares_by_half_to_even() {
     // spare 1 → 0, 3 → 2, 5 → 2, 7 → 4, 9 → 4, 11 → 6.
     for (spare, offset) in [(1, 0), (3, 2), (5, 2), (7, 4), (9, 4), (11, 6)] {
         assert_eq!(
-            CropGeometry::centre_square(4 + spare, 4).x,
-            offset,
+            CentreCrop::centre_square(4 + spare as usize, 4).x,
+            offset as usize,
             "spare {spare}"
         );
         assert_eq!(

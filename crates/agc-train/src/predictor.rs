@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use agc_core::{AttentionBox, CentreCrop, Rect, attention_box};
 use agc_data::{
-    CacheJob, CacheOptions, CropGeometry, DataDir, Decoded, ImageCache, IndexEntry,
-    MetadataEncoder, Record, Reporter, crop_resize, decode, prepare_image,
+    CacheJob, CacheOptions, DataDir, Decoded, ImageCache, IndexEntry, MetadataEncoder, Record,
+    Reporter, crop_resize, decode, prepare_image,
 };
 use burn::prelude::Device;
 use rayon::prelude::*;
@@ -27,7 +27,6 @@ use crate::error::{Result, TrainError, io};
 use crate::model::{ModelKind, Net};
 use crate::report::draw_overlay;
 use crate::run::PipelineConfig;
-use crate::run::crop::centre_of;
 use crate::run::lock;
 use crate::run::models::fold_seed;
 use crate::scores::Metrics;
@@ -212,29 +211,19 @@ impl Predictor {
                 Ok(prepare_image(&job, &self.cache_options())?)
             }
             Source::Pixels(decoded) => {
-                let g = match square {
-                    None => CropGeometry::centre_square(decoded.width, decoded.height),
-                    Some([x, y, side]) => CropGeometry {
-                        width: decoded.width,
-                        height: decoded.height,
-                        x,
-                        y,
-                        side,
+                let crop = match square {
+                    None => agc_data::centre_of(decoded),
+                    Some([x, y, side]) => CentreCrop {
+                        width: decoded.width as usize,
+                        height: decoded.height as usize,
+                        x: x as usize,
+                        y: y as usize,
+                        side: side as usize,
                     },
                 };
-                let pixels = crop_resize(decoded, [g.x, g.y, g.side], self.config.image_size)?;
-                Ok((
-                    pixels,
-                    IndexEntry {
-                        image_name: input.name.clone(),
-                        width: g.width,
-                        height: g.height,
-                        crop_x: g.x,
-                        crop_y: g.y,
-                        crop_side: g.side,
-                        skipped: String::new(),
-                    },
-                ))
+                let pixels =
+                    crop_resize(decoded, agc_data::square_of(&crop), self.config.image_size)?;
+                Ok((pixels, IndexEntry::new(&input.name, &crop)))
             }
         }
     }
@@ -326,7 +315,7 @@ impl Predictor {
             prepared.into_iter().filter_map(Result::ok).collect();
         let readable: Vec<&Input> = ok.iter().map(|&i| &inputs[i]).collect();
         let meta = self.metadata(&readable);
-        let centres: Vec<CentreCrop> = good.iter().map(|(_, e)| centre_of(e)).collect();
+        let centres: Vec<CentreCrop> = good.iter().map(|(_, e)| e.geometry()).collect();
         let images = self.images(good, &meta)?;
         let mut scores: HashMap<ModelKind, Vec<f32>> = HashMap::new();
         let mut attention = FoldMaps::default();

@@ -4,8 +4,8 @@
 
 use std::time::Instant;
 
-use agc_core::{CentreCrop, attention_box};
-use agc_data::{CacheJob, DataDir, IndexEntry, Record, build_cache};
+use agc_core::attention_box;
+use agc_data::{CacheJob, DataDir, Record, build_cache};
 use burn::prelude::Device;
 
 use super::prepare::cache_options;
@@ -16,17 +16,6 @@ use crate::error::{Result, TrainError};
 use crate::model::{ModelKind, Net};
 use crate::scores::AttentionStats;
 use crate::train::{Images, predict_reporting};
-
-/// Where a cache row's square lies in its original.
-pub(crate) fn centre_of(entry: &IndexEntry) -> CentreCrop {
-    CentreCrop {
-        width: entry.width as usize,
-        height: entry.height as usize,
-        x: entry.crop_x as usize,
-        y: entry.crop_y as usize,
-        side: entry.crop_side as usize,
-    }
-}
 
 /// A split's name, images, readable records and their cache rows.
 type Split<'a> = (&'a str, Option<&'a Images>, &'a [Record], &'a [usize]);
@@ -119,7 +108,7 @@ impl Run {
                     map: map.to_vec(),
                 });
                 let found = attention_box(map, [g, g], [size, size], &self.config.boxes);
-                let centre = centre_of(&index[row]);
+                let centre = index[row].geometry();
                 let orig = centre.map_box(found.square, size);
                 let truth = record.lesion_box;
                 let iou = truth.map(|t| {

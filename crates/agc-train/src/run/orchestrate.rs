@@ -6,7 +6,6 @@ use std::path::Path;
 
 use burn::prelude::Device;
 
-use super::crop::centre_of;
 use super::{Run, read_csv_rows, true_square};
 use crate::artefacts::read_attention;
 use crate::error::{Result, TrainError};
@@ -171,7 +170,7 @@ impl Run {
             ) else {
                 continue;
             };
-            let centre = centre_of(entry);
+            let centre = entry.geometry();
             overlays.push(Overlay {
                 path: agc_data::DataDir::image_path(
                     self.images_folder(&row.split),
