@@ -23,9 +23,10 @@ const STD: [f32; 3] = [0.229, 0.224, 0.225];
 fn main() -> anyhow::Result<()> {
     let (image_path, weights) = parse_args()?;
     let original = match &image_path {
-        Some(path) => image::open(path)
+        // Decoded as agc's preprocessing decodes: EXIF orientation applied, as viewers show it.
+        Some(path) => agc::data::decode(path, None)
             .with_context(|| format!("{}: cannot read the image", path.display()))?
-            .to_rgb8(),
+            .image,
         None => test_image(),
     };
     let (width, height) = (original.width() as usize, original.height() as usize);
