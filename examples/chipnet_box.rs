@@ -24,9 +24,11 @@ fn main() -> anyhow::Result<()> {
     let (image_path, weights) = parse_args()?;
     let original = match &image_path {
         // Decoded as agc's preprocessing decodes: EXIF orientation applied, as viewers show it.
-        Some(path) => agc::data::decode(path, None)
-            .with_context(|| format!("{}: cannot read the image", path.display()))?
-            .image,
+        Some(path) => {
+            agc::data::decode(path, None)
+                .with_context(|| format!("{}: cannot read the image", path.display()))?
+                .image
+        }
         None => test_image(),
     };
     let (width, height) = (original.width() as usize, original.height() as usize);
