@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use agc::data::{Progress, Reporter, SynthConfig, Task, generate};
+use agc::train::export::export_run;
 use agc::train::predictor::{Predictor, ScoreOptions, collect_inputs};
 use agc::train::report::results_table;
 use agc::train::run::orchestrate::write_overlays;
@@ -51,6 +52,9 @@ enum Command {
     /// Score new images with a trained run: every fold's models, ChipNet's box on the original,
     /// CropNet on the crop, the ensemble; writes OUT/predictions.csv (and overlays on request).
     Predict(PredictArgs),
+    /// Write a run's trained models as .safetensors (PyTorch's key names and layouts) with a
+    /// model.json that says how to rebuild and feed them (scripts/check_export.py does so).
+    Export(ExportArgs),
     /// Score a predictions CSV (image_name,prediction or image_name,target) against labels.
     Evaluate(EvaluateArgs),
     /// Every step, from a data directory to submission.csv, metrics.json and report.md.
@@ -106,6 +110,10 @@ struct RunArgs {
     /// A configuration file (JSON, as a run's config.json) to start from.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// A built-in configuration to start from: seed (the SIIM-ISIC seed's: ResNet-18, 224 px,
+    /// 5 folds) or demo (`agc demo`'s: tiny backbones, 112 px, 3 folds) [default: seed].
+    #[arg(long, conflicts_with = "config")]
+    preset: Option<String>,
     /// Folder of the preprocessed caches [default: DATA/agc-cache-SIZE].
     #[arg(long)]
     cache: Option<PathBuf>,
@@ -247,6 +255,16 @@ struct PredictArgs {
 }
 
 #[derive(Args, Debug)]
+struct ExportArgs {
+    /// The trained run directory.
+    #[arg(long)]
+    run: PathBuf,
+    /// A new folder for model.json and the weights.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args, Debug)]
 struct EvaluateArgs {
     /// Predictions: image_name plus a prediction (or target) column.
     #[arg(long)]
@@ -301,6 +319,15 @@ fn main() -> Result<()> {
         Command::Predict(a) => {
             let device = parse_device(&a.device)?;
             Job::Predict(a).on(&device, progress)
+        }
+        Command::Export(a) => {
+            let summary = export_run(&a.run, &a.out, &Device::flex())?;
+            println!(
+                "{} weight files and {}",
+                summary.weights.len(),
+                summary.description.display()
+            );
+            Ok(())
         }
         Command::Evaluate(a) => {
             let (n, auc) = evaluate_file(&a.predictions, &a.labels)?;
@@ -376,13 +403,17 @@ fn resolve(a: &RunArgs) -> Result<PipelineConfig> {
     let saved = a.out.join("config.json");
     let mut config: PipelineConfig = if let Some(path) = &a.config {
         PipelineConfig::read(path)?
-    } else if a.data.is_none() && saved.is_file() {
+    } else if a.data.is_none() && a.preset.is_none() && saved.is_file() {
         PipelineConfig::read(&saved)?
     } else {
         let Some(data) = &a.data else {
             bail!("--data is required (or --config, or an --out that holds a run)");
         };
-        PipelineConfig::new(data.clone())
+        match a.preset.as_deref() {
+            None | Some("seed") => PipelineConfig::new(data.clone()),
+            Some("demo") => PipelineConfig::demo(data.clone()),
+            Some(other) => bail!("--preset {other:?}: expected seed or demo"),
+        }
     };
     if let Some(d) = &a.data {
         config.data.clone_from(d);
@@ -588,6 +619,17 @@ impl Job {
                 );
                 for (name, why) in &summary.skipped {
                     println!("  {name}: {why}");
+                }
+                let t = predictor.timings();
+                if t.total > 0.0 {
+                    println!(
+                        "time: {:.1} s decoding and cropping, {:.1} s in the models, {:.1} s in \
+                         all ({:.0} % in the two)",
+                        t.decoding,
+                        t.models,
+                        t.total,
+                        100.0 * (t.decoding + t.models) / t.total
+                    );
                 }
             }
         }

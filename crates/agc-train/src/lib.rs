@@ -14,6 +14,7 @@ pub mod artefacts;
 pub mod checkpoint;
 pub mod ensemble;
 pub mod error;
+pub mod export;
 pub mod loss;
 pub mod metrics;
 pub mod model;

@@ -80,6 +80,17 @@ impl Input {
     }
 }
 
+/// Where scoring spent its time (wall-clock seconds, summed over calls).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timings {
+    /// Decoding the originals, cutting the squares and resizing them (all cores).
+    pub decoding: f64,
+    /// The models' forward passes (every fold, every TTA round).
+    pub models: f64,
+    /// Everything [`Predictor::score`] did, the two above included.
+    pub total: f64,
+}
+
 /// One scored image: its output row, and what an overlay draws.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scored {
@@ -98,6 +109,7 @@ pub struct Scored {
 /// A trained run, loaded once to score new images.
 #[derive(Debug)]
 pub struct Predictor {
+    timings: std::sync::Mutex<Timings>,
     config: PipelineConfig,
     encoder: MetadataEncoder,
     nets: Vec<(ModelKind, Vec<Net>)>,
@@ -173,6 +185,7 @@ impl Predictor {
             m.1 /= total;
         }
         Ok(Self {
+            timings: std::sync::Mutex::default(),
             config,
             encoder,
             nets,
@@ -274,7 +287,8 @@ impl Predictor {
         let task = self
             .progress
             .start(&format!("{kind} fold {f}"), rows.len() as u64);
-        predict_reporting(
+        let started = std::time::Instant::now();
+        let p = predict_reporting(
             net,
             images,
             &rows,
@@ -282,7 +296,9 @@ impl Predictor {
             [fold_seed(self.config.seed, kind, f), first as u64],
             &self.device,
             &*task,
-        )
+        );
+        self.time(|t| t.models += started.elapsed().as_secs_f64());
+        p
     }
 
     /// Scores `inputs`, seeding test-time augmentation as if they were images `first..` of a
@@ -292,10 +308,34 @@ impl Predictor {
     /// # Errors
     /// A failure of the models or of a crop after its image was read.
     pub fn score(&self, inputs: &[Input], first: usize) -> Result<Vec<Scored>> {
+        let started = std::time::Instant::now();
+        let result = self.score_timed(inputs, first);
+        self.time(|t| t.total += started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// Where scoring has spent its time so far.
+    pub fn timings(&self) -> Timings {
+        *self
+            .timings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn time(&self, f: impl FnOnce(&mut Timings)) {
+        f(&mut self
+            .timings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner));
+    }
+
+    fn score_timed(&self, inputs: &[Input], first: usize) -> Result<Vec<Scored>> {
+        let started = std::time::Instant::now();
         let prepared: Vec<Result<(Vec<u8>, IndexEntry)>> = inputs
             .par_iter()
             .map(|input| self.prepare(input, None))
             .collect();
+        self.time(|t| t.decoding += started.elapsed().as_secs_f64());
         let mut out: Vec<Scored> = inputs
             .iter()
             .zip(&prepared)
@@ -333,6 +373,7 @@ impl Predictor {
         if let Some((_, nets)) = self.nets.iter().find(|n| n.0 == ModelKind::Cropnet) {
             let mut mean = vec![0f32; ok.len()];
             for (f, net) in nets.iter().enumerate() {
+                let started = std::time::Instant::now();
                 let crops: Vec<(Vec<u8>, IndexEntry)> = readable
                     .par_iter()
                     .enumerate()
@@ -343,6 +384,7 @@ impl Predictor {
                         self.prepare(input, Some(square))
                     })
                     .collect::<Result<_>>()?;
+                self.time(|t| t.decoding += started.elapsed().as_secs_f64());
                 let crop_images = self.images(crops, &meta)?;
                 let p = self.fold_prediction(ModelKind::Cropnet, f, net, &crop_images, first);
                 for (m, v) in mean.iter_mut().zip(&p.probabilities) {
