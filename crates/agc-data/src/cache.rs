@@ -28,7 +28,7 @@ use crate::error::{DataError, Result, io};
 use crate::fsutil::{partial_path, sidecar, write_atomic, write_json};
 use agc_core::CentreCrop;
 
-use crate::imageio::{centre_of, crop_resize, decode_with, square_of};
+use crate::imageio::{crop_resize, decode_with, square_in, square_of};
 use crate::npy;
 use crate::progress::{Reporter, silent};
 
@@ -380,16 +380,7 @@ fn cache_one(job: &CacheJob, options: &CacheOptions) -> Result<(Vec<u8>, IndexEn
         (options.min_decode_factor > 0.0).then(|| want.ceil() as u32)
     };
     let decoded = decode_with(&job.path, min_short)?;
-    let geometry = match job.square {
-        None => centre_of(&decoded),
-        Some([x, y, side]) => CentreCrop {
-            width: decoded.width as usize,
-            height: decoded.height as usize,
-            x: x as usize,
-            y: y as usize,
-            side: side as usize,
-        },
-    };
+    let geometry = square_in(&decoded, job.square);
     let pixels = crop_resize(&decoded, square_of(&geometry), options.size).map_err(|e| {
         DataError::Image {
             path: job.path.clone(),

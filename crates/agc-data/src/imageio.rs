@@ -289,6 +289,20 @@ pub fn centre_of(decoded: &Decoded) -> CentreCrop {
     CentreCrop::centre_square(decoded.width as usize, decoded.height as usize)
 }
 
+/// The square `[x, y, side]` of a decoded image, or its centre square when `None`.
+pub fn square_in(decoded: &Decoded, square: Option<[u32; 3]>) -> CentreCrop {
+    match square {
+        None => centre_of(decoded),
+        Some([x, y, side]) => CentreCrop {
+            width: decoded.width as usize,
+            height: decoded.height as usize,
+            x: x as usize,
+            y: y as usize,
+            side: side as usize,
+        },
+    }
+}
+
 /// `[x, y, side]` of a crop, as [`crop_resize`] takes it.
 pub fn square_of(crop: &CentreCrop) -> [u32; 3] {
     [crop.x as u32, crop.y as u32, crop.side as u32]

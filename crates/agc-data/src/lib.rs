@@ -30,7 +30,7 @@ pub use data_dir::{DataDir, DataDirOptions};
 pub use error::{DataError, Result};
 pub use folds::{Folds, balanced_epoch};
 pub use imageio::{
-    Decoded, centre_of, crop_resize, decode, decode_with, preprocess_image, square_of,
+    Decoded, centre_of, crop_resize, decode, decode_with, preprocess_image, square_in, square_of,
 };
 pub use metadata::{MetadataEncoder, Record, Split, read_labels, read_metadata};
 pub use progress::{Progress, Reporter, Silent, Task};

@@ -19,10 +19,10 @@ use burn::prelude::Device;
 use burn_store::{BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
 use serde_json::json;
 
-use crate::checkpoint;
 use crate::error::{Result, TrainError, io, read_json};
 use crate::model::{ModelKind, ModelSpec, Net};
 use crate::run::PipelineConfig;
+use crate::run::models::best_nets;
 use crate::scores::Metrics;
 
 /// The version of `model.json`'s layout.
@@ -117,26 +117,16 @@ pub fn export_run(run: &Path, out: &Path, device: &Device) -> Result<ExportSumma
     if partial.exists() {
         std::fs::remove_dir_all(&partial).map_err(io(&partial))?;
     }
-    let mut spec = config.model.clone();
-    spec.weights = None;
     let mut models = serde_json::Map::new();
     let mut weights = Vec::new();
     for kind in config.pipeline_models(run_has_oracle(run)) {
         let mut files = Vec::new();
-        for f in 0..config.folds {
-            let best = run
-                .join("models")
-                .join(kind.name())
-                .join(format!("fold{f}/best.{}", checkpoint::EXTENSION));
-            if !checkpoint::exists(&best) {
-                return Err(TrainError::MissingStep {
-                    path: best,
-                    step: format!("agc train --model {kind}"),
-                });
-            }
-            let net = checkpoint::load(spec.init(kind, meta_dim, device)?, &best)?;
+        for (f, net) in best_nets(run, &config, kind, meta_dim, device)?
+            .iter()
+            .enumerate()
+        {
             let name = format!("{}/fold{f}.safetensors", kind.name());
-            save_safetensors(&net, &partial.join(&name))?;
+            save_safetensors(net, &partial.join(&name))?;
             weights.push(out.join(&name));
             files.push(name);
         }

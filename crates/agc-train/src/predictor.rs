@@ -22,12 +22,12 @@ use burn::prelude::Device;
 use rayon::prelude::*;
 
 use crate::artefacts::{PredictionRow, read_rows, write_rows};
-use crate::checkpoint;
 use crate::error::{Result, TrainError, io};
 use crate::model::{ModelKind, Net};
 use crate::report::draw_overlay;
 use crate::run::PipelineConfig;
 use crate::run::lock;
+use crate::run::models::best_nets;
 use crate::run::models::fold_seed;
 use crate::scores::Metrics;
 use crate::train::{Images, Predictions, predict_reporting};
@@ -137,32 +137,11 @@ impl Predictor {
         let config = PipelineConfig::read(&config_path)?;
         let encoder = MetadataEncoder::load(&run.join("metadata_encoder.json"))?;
         let meta_dim = if config.metadata { encoder.dim() } else { 0 };
-        // The checkpoints hold every weight: the ImageNet file is not needed again.
-        let mut spec = config.model.clone();
-        spec.weights = None;
         let mut nets = Vec::new();
         for kind in config.pipeline_models(false) {
-            if kind == ModelKind::OracleCropnet {
-                continue;
+            if kind != ModelKind::OracleCropnet {
+                nets.push((kind, best_nets(run, &config, kind, meta_dim, device)?));
             }
-            let mut folds = Vec::with_capacity(config.folds);
-            for f in 0..config.folds {
-                let best = run
-                    .join("models")
-                    .join(kind.name())
-                    .join(format!("fold{f}/best.{}", checkpoint::EXTENSION));
-                if !checkpoint::exists(&best) {
-                    return Err(TrainError::MissingStep {
-                        path: best,
-                        step: match kind {
-                            ModelKind::Cropnet => "agc crop, then agc train --model cropnet".into(),
-                            k => format!("agc train --model {k}"),
-                        },
-                    });
-                }
-                folds.push(checkpoint::load(spec.init(kind, meta_dim, device)?, &best)?);
-            }
-            nets.push((kind, folds));
         }
         let trained: Vec<ModelKind> = nets.iter().map(|n| n.0).collect();
         let metrics_path = run.join("metrics.json");
@@ -224,16 +203,7 @@ impl Predictor {
                 Ok(prepare_image(&job, &self.cache_options())?)
             }
             Source::Pixels(decoded) => {
-                let crop = match square {
-                    None => agc_data::centre_of(decoded),
-                    Some([x, y, side]) => CentreCrop {
-                        width: decoded.width as usize,
-                        height: decoded.height as usize,
-                        x: x as usize,
-                        y: y as usize,
-                        side: side as usize,
-                    },
-                };
+                let crop = agc_data::square_in(decoded, square);
                 let pixels =
                     crop_resize(decoded, agc_data::square_of(&crop), self.config.image_size)?;
                 Ok((pixels, IndexEntry::new(&input.name, &crop)))

@@ -285,6 +285,40 @@ impl Run {
     }
 }
 
+/// Every fold's best checkpoint of `kind` in the run in `run`, loaded on `device`.
+///
+/// # Errors
+/// A fold without a checkpoint (with the command that trains it), or an unreadable one.
+pub(crate) fn best_nets(
+    run: &Path,
+    config: &super::PipelineConfig,
+    kind: ModelKind,
+    meta_dim: usize,
+    device: &Device,
+) -> Result<Vec<crate::model::Net>> {
+    // The checkpoints hold every weight: the ImageNet file is not needed again.
+    let mut spec = config.model.clone();
+    spec.weights = None;
+    (0..config.folds)
+        .map(|f| {
+            let best = run
+                .join("models")
+                .join(kind.name())
+                .join(format!("fold{f}/best.{}", crate::checkpoint::EXTENSION));
+            if !crate::checkpoint::exists(&best) {
+                return Err(TrainError::MissingStep {
+                    path: best,
+                    step: match kind {
+                        ModelKind::Cropnet => "agc crop, then agc train --model cropnet".into(),
+                        k => format!("agc train --model {k}"),
+                    },
+                });
+            }
+            crate::checkpoint::load(spec.init(kind, meta_dim, device)?, &best).map_err(Into::into)
+        })
+        .collect()
+}
+
 /// The outcome of the fold in `dir` if it has finished.
 fn finished_fold(dir: &Path) -> Option<Result<FoldOutcome>> {
     let (state_path, predictions_path) = (dir.join("state.json"), dir.join("predictions.json"));
