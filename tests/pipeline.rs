@@ -194,6 +194,11 @@ fn pipeline_writes_every_artefact_and_resumes_as_a_no_op() {
 
     side_commands(&data, &run);
 
+    // The browser report: self-contained, with both ROC charts and the attention grid.
+    let html = std::fs::read_to_string(run.join("report.html")).expect("report.html");
+    assert_eq!(html.matches("<svg").count(), 2, "two ROC charts");
+    assert!(html.contains("data:image/png;base64,") && !html.contains("src=\"overlays/"));
+
     rerun_is_a_no_op(&args, &run);
 
     // Fitted ensemble weights are written too, from the OOF predictions only.

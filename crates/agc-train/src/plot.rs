@@ -26,6 +26,9 @@ pub enum PlotError {
     /// The file could not be written (the error names the file).
     #[error(transparent)]
     Write(#[from] agc_data::DataError),
+    /// A chart could not be drawn.
+    #[error("drawing a chart: {0}")]
+    Draw(String),
 }
 
 /// Curve colours, in order; curve `i` gets `PALETTE[i % PALETTE.len()]`.
@@ -472,6 +475,61 @@ pub fn save_png(image: &RgbImage, path: &Path) -> Result<(), PlotError> {
         })?;
     agc_data::fsutil::write_atomic(path, &bytes)?;
     Ok(())
+}
+
+/// ROC curves as an SVG document (`side`×`side` px), drawn with plotters: each curve with its
+/// AUC in the legend, and the chance diagonal.
+///
+/// # Errors
+/// A drawing error of plotters (named).
+pub fn roc_svg(curves: &[Curve], title: &str, side: u32) -> Result<String, PlotError> {
+    use plotters::prelude::*;
+    let fail = |e: &dyn std::fmt::Display| PlotError::Draw(e.to_string());
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (side, side)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| fail(&e))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 16))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(44)
+            .build_cartesian_2d(0f64..1f64, 0f64..1f64)
+            .map_err(|e| fail(&e))?;
+        chart
+            .configure_mesh()
+            .x_desc("false positive rate")
+            .y_desc("true positive rate")
+            .draw()
+            .map_err(|e| fail(&e))?;
+        chart
+            .draw_series(LineSeries::new([(0.0, 0.0), (1.0, 1.0)], BLACK.mix(0.3)))
+            .map_err(|e| fail(&e))?;
+        for (i, c) in curves.iter().enumerate() {
+            let points = roc_points(c.scores, c.labels);
+            let colour = Palette99::pick(i).to_rgba();
+            let label = format!("{} ({:.3})", c.name, trapezoid_auc(&points));
+            chart
+                .draw_series(LineSeries::new(
+                    points.into_iter().map(|[x, y]| (x, y)),
+                    colour.stroke_width(2),
+                ))
+                .map_err(|e| fail(&e))?
+                .label(label)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK.mix(0.3))
+            .draw()
+            .map_err(|e| fail(&e))?;
+        root.present().map_err(|e| fail(&e))?;
+    }
+    Ok(svg)
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use agc_data::decode;
 
 use crate::error::{Result, TrainError};
 use crate::plot::{
-    Curve, draw_rect, draw_text, grid_image, heat_overlay, roc_image, save_png, thumbnail,
+    Curve, draw_rect, draw_text, grid_image, heat_overlay, roc_image, roc_svg, save_png, thumbnail,
 };
 use crate::scores::{Metrics, ModelPredictions};
 
@@ -281,4 +281,230 @@ pub fn draw_overlay(
     let mut tile = thumbnail(&img, 256);
     draw_text(&mut tile, 4, 4, label, [255, 255, 255], 1);
     tile
+}
+
+/// Writes `report.html` into `input.dir`: one self-contained page (styles, ROC curves as SVG
+/// drawn with plotters, the attention grid as an embedded PNG; no other file, no script, no
+/// network) with the results table and confidence intervals, the ensemble, the attention
+/// boxes, the sign table and `config` (the run's configuration, shown as given).
+///
+/// # Errors
+/// A chart that cannot be drawn, an unreadable overlay grid, or an unwritable file.
+pub fn write_html(input: &ReportInput<'_>, config: &str) -> Result<PathBuf> {
+    let metrics = input.metrics;
+    let mut h = String::from(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <title>agc run report</title><style>\
+         body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}\
+         table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;\
+         padding:.3em .6em;text-align:right}th:first-child,td:first-child{text-align:left}\
+         .figs{display:flex;flex-wrap:wrap;gap:1em}pre{background:#f6f6f6;padding:1em;\
+         overflow:auto}img{max-width:100%}</style></head><body>\n<h1>agc run report</h1>\n",
+    );
+    writeln!(
+        h,
+        "<p>{} training images ({} positive), {} test images{}{}; {} folds; backbone \
+         <code>{}</code>; {} s of work.</p>",
+        metrics.images.train,
+        metrics.images.train_positives,
+        metrics.images.test,
+        if metrics.images.test_labelled {
+            " with known labels"
+        } else {
+            ""
+        },
+        if metrics.images.skipped > 0 {
+            format!("; {} unreadable images left out", metrics.images.skipped)
+        } else {
+            String::new()
+        },
+        input.folds,
+        escape(input.backbone),
+        metrics.wall_seconds.round()
+    )
+    .expect("writing to a String");
+    h.push_str(&html_results(metrics));
+    h.push_str("<div class=\"figs\">\n");
+    let oof: Vec<Curve> = input
+        .predictions
+        .iter()
+        .map(|(n, p)| Curve {
+            name: n,
+            scores: &p.oof,
+            labels: input.labels,
+        })
+        .collect();
+    h.push_str(&roc_svg(&oof, "ROC, out of fold", 480)?);
+    if let Some(labels) = input.test_labels {
+        let test: Vec<Curve> = input
+            .predictions
+            .iter()
+            .filter(|(_, p)| p.test.len() == labels.len())
+            .map(|(n, p)| Curve {
+                name: n,
+                scores: &p.test,
+                labels,
+            })
+            .collect();
+        h.push_str(&roc_svg(&test, "ROC, test", 480)?);
+    }
+    h.push_str("</div>\n");
+    let grid = input.dir.join("overlays").join("grid.png");
+    if !input.overlays.is_empty() && grid.is_file() {
+        let png = std::fs::read(&grid).map_err(crate::error::io(&grid))?;
+        writeln!(
+            h,
+            "<h2>Attention</h2><p>Fold 0's ChipNet on the first test images (red: the crop \
+             box; green: the true box where known).</p><img alt=\"attention overlays\" \
+             src=\"data:image/png;base64,{}\">",
+            base64(&png)
+        )
+        .expect("writing to a String");
+    }
+    if let Some(signs) = &input.signs {
+        h.push_str(&html_signs(input, signs));
+    }
+    writeln!(
+        h,
+        "<h2>Configuration</h2><details><summary>config.json</summary><pre>{}</pre></details>\
+         \n</body></html>",
+        escape(config)
+    )
+    .expect("writing to a String");
+    let path = input.dir.join("report.html");
+    agc_data::fsutil::write_atomic(&path, h.as_bytes())?;
+    Ok(path)
+}
+
+/// The results table, the ensemble's weights and the attention boxes' statistics, as HTML.
+fn html_results(metrics: &Metrics) -> String {
+    let mut h = String::new();
+    h.push_str(
+        "<table><tr><th>model</th><th>OOF AUC (pooled)</th><th>OOF AUC (mean of folds)</th>\
+         <th>test AUC</th><th>test 95 % CI</th></tr>\n",
+    );
+    for (name, s) in ordered(metrics) {
+        writeln!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(name),
+            fmt_auc(s.oof_auc),
+            fmt_auc(s.oof_auc_fold_mean),
+            fmt_auc(s.test_auc),
+            s.test_auc_ci95
+                .map_or_else(|| "–".into(), |[a, b]| format!("{a:.3}–{b:.3}"))
+        )
+        .expect("writing to a String");
+    }
+    h.push_str("</table>\n");
+    if !metrics.ensemble_weights.is_empty() {
+        let w: Vec<String> = metrics
+            .ensemble_weights
+            .iter()
+            .map(|(k, w)| format!("{} {w:.2}", escape(k)))
+            .collect();
+        writeln!(h, "<p>Ensemble weights: {}.</p>", w.join(", ")).expect("writing to a String");
+    }
+    if let Some(a) = &metrics.attention {
+        writeln!(
+            h,
+            "<p>Attention boxes: {} (images × folds); median IoU with the true box {} (test \
+             images {}); fallback to the whole image {:.1} %.</p>",
+            a.boxes,
+            fmt_auc(a.iou_median),
+            fmt_auc(a.iou_median_test),
+            100.0 * a.fallback_rate
+        )
+        .expect("writing to a String");
+    }
+    h
+}
+
+/// The sign table (its Markdown, as HTML).
+fn html_signs(input: &ReportInput<'_>, signs: &SignFlags) -> String {
+    let mut h = String::new();
+    h.push_str("<h2>Signs</h2>\n");
+    for line in signs_table(input, signs).lines() {
+        if line.starts_with("|---") {
+            continue;
+        }
+        if let Some(row) = line.strip_prefix('|') {
+            h.push_str("<tr>");
+            for cell in row.trim_end_matches('|').split('|') {
+                write!(h, "<td>{}</td>", escape(cell.trim())).expect("writing to a String");
+            }
+            h.push_str("</tr>\n");
+        } else if !line.trim().is_empty() {
+            writeln!(h, "<p>{}</p><table>", escape(line)).expect("writing to a String");
+        }
+    }
+    h.push_str("</table>\n");
+
+    h
+}
+
+/// The models of `metrics` in report order.
+fn ordered(metrics: &Metrics) -> Vec<(&String, &crate::scores::ModelScore)> {
+    let order = [
+        "resnet",
+        "attnresnet",
+        "chipnet",
+        "cropnet",
+        "oracle_cropnet",
+        "ensemble",
+    ];
+    let mut rows: Vec<_> = metrics.models.iter().collect();
+    rows.sort_by_key(|(n, _)| order.iter().position(|o| o == n).unwrap_or(order.len()));
+    rows
+}
+
+/// Text for HTML.
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Standard base64 with padding.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> shift) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_the_rfc_4648_examples() {
+        for (plain, coded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(plain.as_bytes()), coded);
+        }
+        assert_eq!(escape("<a & \"b\">"), "&lt;a &amp; &quot;b&quot;&gt;");
+    }
 }

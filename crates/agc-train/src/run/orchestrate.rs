@@ -10,7 +10,7 @@ use super::{Run, read_csv_rows, true_square};
 use crate::artefacts::read_attention;
 use crate::error::{Result, TrainError};
 use crate::model::ModelKind;
-use crate::report::{Overlay, ReportInput, SignFlags, write_report};
+use crate::report::{Overlay, ReportInput, SignFlags, write_html, write_report};
 use crate::scores::{ImageCounts, Metrics, ModelPredictions};
 
 /// Runs every step that is not complete yet: the configured models (ChipNet before CropNet,
@@ -80,7 +80,7 @@ impl Run {
         Ok(metrics)
     }
 
-    /// Writes `report.md` and its figures.
+    /// Writes `report.md` with its figures, and the self-contained `report.html`.
     ///
     /// # Errors
     /// Unreadable artefacts or originals, unwritable files.
@@ -94,7 +94,7 @@ impl Run {
         } else {
             Vec::new()
         };
-        write_report(&ReportInput {
+        let input = ReportInput {
             dir: &self.dir,
             metrics,
             predictions,
@@ -104,7 +104,11 @@ impl Run {
             backbone: &self.config.model.backbone,
             signs: self.sign_flags()?,
             overlays,
-        })
+        };
+        let path = write_report(&input)?;
+        let config = serde_json::to_string_pretty(&self.config).unwrap_or_default();
+        write_html(&input, &config)?;
+        Ok(path)
     }
 
     /// The attention overlays of fold `fold`'s ChipNet: up to `count` images, test images
