@@ -14,7 +14,8 @@
 //! RUN/boxes.csv                     one row per image and fold: box, threshold, fallback, IoU
 //! RUN/crops/fold<k>/{train,test}.npy  the crop caches CropNet trains on
 //! RUN/crops/oracle/{train,test}.npy   crops by the true boxes (when the data has them)
-//! RUN/ensemble/{oof,test}.csv, RUN/submission.csv, RUN/metrics.json, RUN/report.md
+//! RUN/ensemble/{oof,test}.csv, RUN/submission.csv, RUN/metrics.json, RUN/report.md,
+//! RUN/report.html                   the self-contained browser report
 //! RUN/steps.json                    seconds each finished step took
 //! RUN/locks/                        claims of the steps and folds (see [`lock`])
 //! ```
