@@ -1,7 +1,8 @@
-//! Runs a ChipNet on one image and prints its 7×7 attention map and the square crop box it gives,
-//! in the 224×224 input and in the original image.
+//! Runs a ChipNet on an image, or on every image of a folder, and prints its 7×7 attention map,
+//! the whole image's ResNet embedding (its first values), and the square crop box the map
+//! gives, in the 224×224 input and in the original image.
 //!
-//!     cargo run --release --example chipnet_box -- [IMAGE] [--weights RESNET18.pth|.safetensors]
+//!     cargo run --release --example chipnet_box -- [IMAGE|FOLDER] [--weights RESNET18.pth]
 //!
 //! Without IMAGE it draws a 1200×900 test image with a dark spot at a known place. The ChipNet
 //! here is untrained (a torchvision ResNet-18 backbone if `--weights` is given, else random), so
@@ -22,37 +23,7 @@ const STD: [f32; 3] = [0.229, 0.224, 0.225];
 
 fn main() -> anyhow::Result<()> {
     let (image_path, weights) = parse_args()?;
-    let original = match &image_path {
-        // Decoded as agc's preprocessing decodes: EXIF orientation applied, as viewers show it.
-        Some(path) => {
-            agc::data::decode(path, None)
-                .with_context(|| format!("{}: cannot read the image", path.display()))?
-                .image
-        }
-        None => test_image(),
-    };
-    let (width, height) = (original.width() as usize, original.height() as usize);
-    println!(
-        "image: {} ({width}×{height})",
-        image_path
-            .as_ref()
-            .map_or("built-in test image".into(), |p| p.display().to_string())
-    );
-
-    // Centre square crop → 224×224 → ImageNet normalisation.
-    let crop = CentreCrop::centre_square(width, height);
-    let square = image::imageops::crop_imm(
-        &original,
-        crop.x as u32,
-        crop.y as u32,
-        crop.side as u32,
-        crop.side as u32,
-    )
-    .to_image();
-    let resized = image::imageops::resize(&square, SIZE as u32, SIZE as u32, FilterType::Triangle);
     let device = Device::flex();
-    let input = to_tensor(&resized, &device);
-
     let mut model = ChipNetConfig::new(ResNetConfig::resnet18()).init(&device);
     if let Some(path) = &weights {
         let report = model
@@ -66,7 +37,73 @@ fn main() -> anyhow::Result<()> {
     } else {
         println!("backbone: ResNet-18, random weights (pass --weights for torchvision's)");
     }
+    let files: Vec<PathBuf> = match &image_path {
+        Some(dir) if dir.is_dir() => {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+                .with_context(|| format!("{}: cannot list the folder", dir.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.extension()
+                        .and_then(|e| e.to_str())
+                        .is_some_and(|e| agc::data::data_dir::IMAGE_EXTENSIONS.contains(&e))
+                })
+                .collect();
+            files.sort();
+            files
+        }
+        Some(file) => vec![file.clone()],
+        None => Vec::new(),
+    };
+    if files.is_empty() {
+        if let Some(dir) = &image_path {
+            bail!("{}: no JPEG or PNG images", dir.display());
+        }
+        return describe(&model, &test_image(), "built-in test image", &device);
+    }
+    for path in &files {
+        // Decoded as agc's preprocessing decodes: EXIF orientation applied, as viewers show it.
+        let original = agc::data::decode(path, None)
+            .with_context(|| format!("{}: cannot read the image", path.display()))?
+            .image;
+        describe(&model, &original, &path.display().to_string(), &device)?;
+    }
+    Ok(())
+}
 
+/// Prints what `model` makes of one image: embedding, attention, box.
+fn describe(
+    model: &agc::core::ChipNet,
+    original: &RgbImage,
+    name: &str,
+    device: &Device,
+) -> anyhow::Result<()> {
+    let (width, height) = (original.width() as usize, original.height() as usize);
+    println!("\n== {name} ({width}×{height})");
+
+    // Centre square crop → 224×224 → ImageNet normalisation.
+    let crop = CentreCrop::centre_square(width, height);
+    let square = image::imageops::crop_imm(
+        original,
+        crop.x as u32,
+        crop.y as u32,
+        crop.side as u32,
+        crop.side as u32,
+    )
+    .to_image();
+    let resized = image::imageops::resize(&square, SIZE as u32, SIZE as u32, FilterType::Triangle);
+    let input = to_tensor(&resized, device);
+    let embedding: Vec<f32> = model
+        .backbone
+        .embed(input.clone())
+        .into_data()
+        .convert::<f32>()
+        .iter::<f32>()
+        .collect();
+    println!(
+        "whole-image embedding ({} values): {:.4?} ...",
+        embedding.len(),
+        &embedding[..4]
+    );
     let out = model.forward(input);
     let attention = out.attention;
     println!("\nattention over the 7×7 chips (sums to 1):");
@@ -128,7 +165,7 @@ fn parse_args() -> anyhow::Result<(Option<PathBuf>, Option<PathBuf>)> {
         match arg.as_str() {
             "--weights" => weights = Some(args.next().context("--weights needs a file")?.into()),
             "-h" | "--help" => {
-                println!("usage: chipnet_box [IMAGE] [--weights RESNET18.pth|.safetensors]");
+                println!("usage: chipnet_box [IMAGE|FOLDER] [--weights RESNET18.pth|.safetensors]");
                 std::process::exit(0);
             }
             flag if flag.starts_with('-') => bail!("unknown flag {flag}"),

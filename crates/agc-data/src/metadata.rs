@@ -328,6 +328,20 @@ impl MetadataEncoder {
         v
     }
 
+    /// How many of the record's known values (sex, age, site) are not in the vocabulary, and so
+    /// go to their group's "unknown" slot.
+    pub fn unseen(&self, record: &Record) -> usize {
+        let age = record.age.map(age_key);
+        [
+            (&self.sexes, record.sex.as_deref()),
+            (&self.ages, age.as_deref()),
+            (&self.sites, record.site.as_deref()),
+        ]
+        .into_iter()
+        .filter(|(vocab, value)| value.is_some_and(|x| !vocab.iter().any(|k| k == x)))
+        .count()
+    }
+
     /// Writes the vocabulary as JSON, atomically.
     ///
     /// # Errors
@@ -437,6 +451,13 @@ mod tests {
         };
         // Every group falls in its unknown slot: indices 2, 4 and 7.
         assert_eq!(encoder.encode(&unseen), [0., 0., 1., 0., 1., 0., 0., 1.]);
+        assert_eq!(encoder.unseen(&unseen), 3, "counted, for the log");
+        assert_eq!(encoder.unseen(&records[0]), 0);
+        assert_eq!(
+            encoder.unseen(&records[1]),
+            0,
+            "a missing age is not an unseen one"
+        );
         let saved = dir.path().join("encoder.json");
         encoder.save(&saved).expect("save");
         assert_eq!(MetadataEncoder::load(&saved).expect("load"), encoder);

@@ -383,6 +383,20 @@ impl Predictor {
 
     /// The metadata vectors of `inputs` (unknown where not given; empty without metadata).
     fn metadata(&self, inputs: &[&Input]) -> Vec<Vec<f32>> {
+        if self.config.metadata {
+            let unseen: usize = inputs
+                .iter()
+                .filter_map(|i| i.metadata.as_ref())
+                .map(|r| self.encoder.unseen(r))
+                .sum();
+            if unseen > 0 {
+                tracing::info!(
+                    "{unseen} metadata values of {} images were never seen in training: they go \
+                     to the unknown slots",
+                    inputs.len()
+                );
+            }
+        }
         inputs
             .iter()
             .map(|input| {
