@@ -50,6 +50,10 @@ fn a_killed_training_resumes_to_the_same_predictions() {
     }
     child.kill().expect("kill");
     child.wait().expect("reap");
+    // The killed process held fold 0's claim; the operating system released it with the
+    // process, so the rerun below takes it without any clean-up.
+    let claim = killed.join("locks/resnet.fold0.lock");
+    assert!(claim.is_file(), "the fold was claimed while it trained");
     assert!(
         !killed.join("models/resnet/oof.csv").exists(),
         "the run finished before the kill: the test proves nothing"
