@@ -11,6 +11,7 @@
 //! - [`plot`]: ROC curves and attention overlays as PNG.
 
 pub mod artefacts;
+pub mod baseline;
 pub mod checkpoint;
 pub mod ensemble;
 pub mod error;

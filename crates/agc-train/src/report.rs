@@ -24,18 +24,7 @@ pub fn results_table(metrics: &Metrics) -> String {
         "| model | OOF AUC (pooled) | OOF AUC (mean of folds) | test AUC | test 95 % CI |\n\
          |---|---|---|---|---|\n",
     );
-    let order = [
-        "resnet",
-        "attnresnet",
-        "chipnet",
-        "cropnet",
-        "oracle_cropnet",
-        "ensemble",
-    ];
-    let mut names: Vec<&String> = metrics.models.keys().collect();
-    names.sort_by_key(|n| order.iter().position(|o| o == n).unwrap_or(order.len()));
-    for name in names {
-        let s = &metrics.models[name];
+    for (name, s) in ordered(metrics) {
         writeln!(
             t,
             "| {name} | {} | {} | {} | {} |",
@@ -443,9 +432,11 @@ fn html_signs(input: &ReportInput<'_>, signs: &SignFlags) -> String {
     h
 }
 
-/// The models of `metrics` in report order.
+/// The models of `metrics` in report order: the metadata-only baseline first, the ensemble
+/// last.
 fn ordered(metrics: &Metrics) -> Vec<(&String, &crate::scores::ModelScore)> {
     let order = [
+        "metadata",
         "resnet",
         "attnresnet",
         "chipnet",

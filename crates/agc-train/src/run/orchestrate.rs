@@ -24,7 +24,8 @@ pub fn run_all(run: &Run, devices: &[Device]) -> Result<Metrics> {
     let Some(device) = devices.first() else {
         return Err(TrainError::Config("no device to run on".into()));
     };
-    let mut predictions = Vec::new();
+    // What the metadata alone gives, beside every model (fast: a logistic regression per fold).
+    let mut predictions = vec![("metadata".to_string(), run.metadata_baseline()?)];
     for kind in run.config.pipeline_models(run.has_true_boxes()) {
         match kind {
             ModelKind::Cropnet => run.crop(device)?,
@@ -48,6 +49,26 @@ pub fn run_all(run: &Run, devices: &[Device]) -> Result<Metrics> {
 }
 
 impl Run {
+    /// The metadata-only baseline ([`crate::baseline`]) in the run's folds, written to
+    /// `baselines/metadata/{oof,test}.csv`.
+    ///
+    /// # Errors
+    /// An unwritable file.
+    pub fn metadata_baseline(&self) -> Result<ModelPredictions> {
+        let encode = |records: &[agc_data::Record]| -> Vec<Vec<f32>> {
+            records.iter().map(|r| self.encoder.encode(r)).collect()
+        };
+        let p = crate::baseline::metadata_baseline(
+            &encode(&self.train),
+            &self.labels,
+            &self.folds,
+            &encode(&self.test),
+        );
+        let _claim = super::lock::claim(&self.lock_path("baseline"), "the metadata baseline")?;
+        self.write_predictions(&self.dir.join("baselines").join("metadata"), &p, false)?;
+        Ok(p)
+    }
+
     /// Scores every model in `predictions` and writes `metrics.json`.
     ///
     /// # Errors
