@@ -98,15 +98,7 @@ pub struct Overlay {
 pub fn write_report(input: &ReportInput<'_>) -> Result<PathBuf> {
     let dir = input.dir;
     let metrics = input.metrics;
-    let oof_curves: Vec<Curve> = input
-        .predictions
-        .iter()
-        .map(|(n, p)| Curve {
-            name: n,
-            scores: &p.oof,
-            labels: input.labels,
-        })
-        .collect();
+    let (oof_curves, test_curves) = curves(input);
     save_png(&roc_image(&oof_curves, 480), &dir.join("roc_oof.png"))?;
     let mut md = String::from("# agc run report\n\n");
     writeln!(
@@ -159,18 +151,8 @@ pub fn write_report(input: &ReportInput<'_>) -> Result<PathBuf> {
         md.push_str(&signs_table(input, signs));
     }
     md.push_str("\n![ROC, out-of-fold](roc_oof.png)\n");
-    if let Some(labels) = input.test_labels {
-        let curves: Vec<Curve> = input
-            .predictions
-            .iter()
-            .filter(|(_, p)| p.test.len() == labels.len())
-            .map(|(n, p)| Curve {
-                name: n,
-                scores: &p.test,
-                labels,
-            })
-            .collect();
-        save_png(&roc_image(&curves, 480), &dir.join("roc_test.png"))?;
+    if let Some(test_curves) = &test_curves {
+        save_png(&roc_image(test_curves, 480), &dir.join("roc_test.png"))?;
         md.push_str("![ROC, test](roc_test.png)\n");
     }
     if !input.overlays.is_empty() {
@@ -314,28 +296,10 @@ pub fn write_html(input: &ReportInput<'_>, config: &str) -> Result<PathBuf> {
     .expect("writing to a String");
     h.push_str(&html_results(metrics));
     h.push_str("<div class=\"figs\">\n");
-    let oof: Vec<Curve> = input
-        .predictions
-        .iter()
-        .map(|(n, p)| Curve {
-            name: n,
-            scores: &p.oof,
-            labels: input.labels,
-        })
-        .collect();
+    let (oof, test) = curves(input);
     h.push_str(&roc_svg(&oof, "ROC, out of fold", 480)?);
-    if let Some(labels) = input.test_labels {
-        let test: Vec<Curve> = input
-            .predictions
-            .iter()
-            .filter(|(_, p)| p.test.len() == labels.len())
-            .map(|(n, p)| Curve {
-                name: n,
-                scores: &p.test,
-                labels,
-            })
-            .collect();
-        h.push_str(&roc_svg(&test, "ROC, test", 480)?);
+    if let Some(test) = &test {
+        h.push_str(&roc_svg(test, "ROC, test", 480)?);
     }
     h.push_str("</div>\n");
     let grid = input.dir.join("overlays").join("grid.png");
@@ -430,6 +394,32 @@ fn html_signs(input: &ReportInput<'_>, signs: &SignFlags) -> String {
     h.push_str("</table>\n");
 
     h
+}
+
+/// Every model's out-of-fold ROC curve, and its test curve where the test labels are known.
+fn curves<'a>(input: &'a ReportInput<'_>) -> (Vec<Curve<'a>>, Option<Vec<Curve<'a>>>) {
+    let oof = input
+        .predictions
+        .iter()
+        .map(|(n, p)| Curve {
+            name: n,
+            scores: &p.oof,
+            labels: input.labels,
+        })
+        .collect();
+    let test = input.test_labels.map(|labels| {
+        input
+            .predictions
+            .iter()
+            .filter(|(_, p)| p.test.len() == labels.len())
+            .map(|(n, p)| Curve {
+                name: n,
+                scores: &p.test,
+                labels,
+            })
+            .collect()
+    });
+    (oof, test)
 }
 
 /// The models of `metrics` in report order: the metadata-only baseline first, the ensemble
