@@ -18,6 +18,17 @@ fn fmt_auc(v: Option<f64>) -> String {
     v.map_or_else(|| "–".into(), |v| format!("{v:.4}"))
 }
 
+/// A model's row of the results table: pooled and mean-of-folds OOF AUC, test AUC, its CI.
+fn score_cells(s: &crate::scores::ModelScore) -> [String; 4] {
+    [
+        fmt_auc(s.oof_auc),
+        fmt_auc(s.oof_auc_fold_mean),
+        fmt_auc(s.test_auc),
+        s.test_auc_ci95
+            .map_or_else(|| "–".into(), |[a, b]| format!("{a:.3}–{b:.3}")),
+    ]
+}
+
 /// The results table in Markdown.
 pub fn results_table(metrics: &Metrics) -> String {
     let mut t = String::from(
@@ -25,16 +36,7 @@ pub fn results_table(metrics: &Metrics) -> String {
          |---|---|---|---|---|\n",
     );
     for (name, s) in ordered(metrics) {
-        writeln!(
-            t,
-            "| {name} | {} | {} | {} | {} |",
-            fmt_auc(s.oof_auc),
-            fmt_auc(s.oof_auc_fold_mean),
-            fmt_auc(s.test_auc),
-            s.test_auc_ci95
-                .map_or_else(|| "–".into(), |[a, b]| format!("{a:.3}–{b:.3}"))
-        )
-        .expect("writing to a String");
+        writeln!(t, "| {name} | {} |", score_cells(s).join(" | ")).expect("writing to a String");
     }
     t
 }
@@ -339,13 +341,9 @@ fn html_results(metrics: &Metrics) -> String {
     for (name, s) in ordered(metrics) {
         writeln!(
             h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td></tr>",
             escape(name),
-            fmt_auc(s.oof_auc),
-            fmt_auc(s.oof_auc_fold_mean),
-            fmt_auc(s.test_auc),
-            s.test_auc_ci95
-                .map_or_else(|| "–".into(), |[a, b]| format!("{a:.3}–{b:.3}"))
+            score_cells(s).join("</td><td>")
         )
         .expect("writing to a String");
     }
