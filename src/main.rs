@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use agc::data::{Progress, Reporter, SynthConfig, Task, generate};
+use agc::data::{Family, Progress, Reporter, SynthConfig, Task, generate};
 use agc::train::export::export_run;
 use agc::train::predictor::{Predictor, ScoreOptions, collect_inputs};
 use agc::train::report::results_table;
@@ -69,6 +69,10 @@ struct SynthArgs {
     /// Output folder.
     #[arg(long)]
     out: PathBuf,
+    /// The family of images: skin (veil, globules, freckles) or dermoscopy (circular fields,
+    /// rulers, ink, bubbles, glare; an atypical pigment network as the fine evidence).
+    #[arg(long, default_value_t = Family::Skin)]
+    family: Family,
     /// Training images.
     #[arg(long, default_value_t = 800)]
     train: usize,
@@ -78,18 +82,20 @@ struct SynthArgs {
     /// Share of positives.
     #[arg(long, default_value_t = 0.2)]
     positive_rate: f64,
-    /// Shortest image side.
-    #[arg(long, default_value_t = 600)]
-    min_side: u32,
-    /// Longest image side.
-    #[arg(long, default_value_t = 1600)]
-    max_side: u32,
-    /// Smallest lesion diameter, as a share of the shorter side.
-    #[arg(long, default_value_t = SynthConfig::default().lesion_min)]
-    lesion_min: f32,
-    /// Largest lesion diameter, as a share of the shorter side.
-    #[arg(long, default_value_t = SynthConfig::default().lesion_max)]
-    lesion_max: f32,
+    /// Shortest image side [default: the family's, 600 for skin, 700 for dermoscopy].
+    #[arg(long)]
+    min_side: Option<u32>,
+    /// Longest image side [default: the family's, 1600 for skin, 1400 for dermoscopy].
+    #[arg(long)]
+    max_side: Option<u32>,
+    /// Smallest lesion diameter, as a share of the shorter side [default: the family's, 0.04
+    /// for skin, 0.05 for dermoscopy].
+    #[arg(long)]
+    lesion_min: Option<f32>,
+    /// Largest lesion diameter, as a share of the shorter side [default: the family's, 0.33
+    /// for skin, 0.32 for dermoscopy].
+    #[arg(long)]
+    lesion_max: Option<f32>,
     /// Seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -340,16 +346,17 @@ fn main() -> Result<()> {
 }
 
 fn synth(a: &SynthArgs, progress: &Reporter) -> Result<()> {
+    let family = SynthConfig::of_family(a.family);
     let config = SynthConfig {
         train: a.train,
         test: a.test,
         positive_rate: a.positive_rate,
-        min_side: a.min_side,
-        max_side: a.max_side,
-        lesion_min: a.lesion_min,
-        lesion_max: a.lesion_max,
+        min_side: a.min_side.unwrap_or(family.min_side),
+        max_side: a.max_side.unwrap_or(family.max_side),
+        lesion_min: a.lesion_min.unwrap_or(family.lesion_min),
+        lesion_max: a.lesion_max.unwrap_or(family.lesion_max),
         seed: a.seed,
-        ..SynthConfig::default()
+        ..family
     };
     let report = generate(&config, &a.out, &**progress)?;
     println!(

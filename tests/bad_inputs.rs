@@ -107,3 +107,45 @@ fn bad_settings_are_named_before_anything_is_written() {
         "{err}"
     );
 }
+
+#[test]
+fn synth_families_are_chosen_by_name_and_an_unknown_one_lists_them() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = dir.path().join("derm");
+    let err = agc_fails(&[
+        "synth",
+        "--family",
+        "dermatoscopy",
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        err.contains("\"dermatoscopy\"") && err.contains("skin, dermoscopy"),
+        "{err}"
+    );
+    assert!(!out.exists(), "nothing written for a bad family");
+    agc(&[
+        "synth",
+        "--family",
+        "dermoscopy",
+        "--out",
+        out.to_str().expect("utf-8"),
+        "--train",
+        "4",
+        "--test",
+        "2",
+        "--min-side",
+        "160",
+        "--max-side",
+        "200",
+        "--quiet",
+    ]);
+    let signs = std::fs::read_to_string(out.join("signs.csv")).expect("signs.csv");
+    assert!(
+        signs.starts_with("image_name,target,atypical_network,irregular_border,blue_grey\n"),
+        "{signs}"
+    );
+    let manifest = std::fs::read_to_string(out.join("synth.json")).expect("synth.json");
+    let manifest: serde_json::Value = serde_json::from_str(&manifest).expect("json");
+    assert_eq!(manifest["config"]["family"], "dermoscopy");
+}

@@ -34,4 +34,4 @@ pub use imageio::{
 };
 pub use metadata::{MetadataEncoder, Record, Split, read_labels, read_metadata};
 pub use progress::{Progress, Reporter, Silent, Task};
-pub use synth::{Signs, SynthConfig, SynthReport, SynthSplit, generate, sample};
+pub use synth::{Family, Signs, SynthConfig, SynthReport, SynthSplit, generate, sample};

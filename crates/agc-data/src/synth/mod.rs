@@ -1,6 +1,15 @@
 //! Synthetic lesions: a seeded data set in the ISIC layout whose true lesion boxes are known.
 //!
-//! Every image is a skin-toned photograph (low-frequency shading, vignetting, sensor noise,
+//! Two families of images, chosen by [`SynthConfig::family`], designed independently and with
+//! different class evidence, so that a method tuned on one can be checked on the other:
+//!
+//! - [`Family::Skin`] (described here): skin photographs whose lesions carry a coarse veil,
+//!   fine globules and freckles around them;
+//! - [`Family::Dermoscopy`] ([`dermoscopy`]): dermoscope photographs with circular fields, dark
+//!   vignettes and black corners, rulers, ink, gel bubbles and glare, lesions from small to
+//!   large, and class evidence that lives mostly in the fine pigment network inside the lesion.
+//!
+//! In the skin family every image is a skin-toned photograph (low-frequency shading, vignetting, sensor noise,
 //! optional hair, ruler marks and bubbles as distractors) of a non-square size, with one
 //! lesion inside its centre square. The class signal has two parts:
 //!
@@ -43,6 +52,66 @@ use crate::error::{DataError, Result, io};
 use crate::fsutil::{write_atomic, write_json};
 use crate::metadata::{Record, columns};
 
+pub mod dermoscopy;
+
+/// A family of synthetic images (`agc synth --family`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    /// Skin photographs: veil, globules and freckles (the first family, the demo's).
+    #[default]
+    Skin,
+    /// Dermoscope photographs: circular fields, rulers, ink, bubbles, glare; an atypical
+    /// pigment network as the main (fine) evidence ([`dermoscopy`]).
+    Dermoscopy,
+}
+
+impl Family {
+    /// Every family, in the order they are listed.
+    pub const ALL: [Self; 2] = [Self::Skin, Self::Dermoscopy];
+
+    /// The family's name on the command line and in `synth.json`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Skin => "skin",
+            Self::Dermoscopy => "dermoscopy",
+        }
+    }
+
+    /// The columns of the family's `signs.csv` after `image_name` and `target`.
+    #[must_use]
+    pub fn sign_names(self) -> &'static [&'static str] {
+        match self {
+            Self::Skin => &["veil", "globules", "freckles"],
+            Self::Dermoscopy => dermoscopy::SIGN_NAMES,
+        }
+    }
+}
+
+impl std::fmt::Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Family {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|f| f.name().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| {
+                let names: Vec<_> = Self::ALL.iter().map(|f| f.name()).collect();
+                format!(
+                    "no synthetic family {s:?}; the families are {}",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
 /// What to generate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SynthConfig {
@@ -70,6 +139,10 @@ pub struct SynthConfig {
     pub quality: u8,
     /// Seed of everything.
     pub seed: u64,
+    /// Which family of images (absent from `synth.json` files written before there were two:
+    /// those are the skin family).
+    #[serde(default)]
+    pub family: Family,
 }
 
 impl Default for SynthConfig {
@@ -87,6 +160,7 @@ impl Default for SynthConfig {
             bubbles: 0.2,
             quality: 92,
             seed: 0,
+            family: Family::Skin,
         }
     }
 }
@@ -108,6 +182,43 @@ impl SynthConfig {
             ..Self::default()
         }
     }
+
+    /// The defaults of a family: [`Self::default`] for the skin family; for the dermoscopy
+    /// family 700–1 400-pixel photographs with lesions 5–32 % of the shorter side across, hair
+    /// on a third of them, rulers and gel bubbles on a quarter.
+    #[must_use]
+    pub fn of_family(family: Family) -> Self {
+        match family {
+            Family::Skin => Self::default(),
+            Family::Dermoscopy => Self {
+                min_side: 700,
+                max_side: 1400,
+                lesion_min: 0.05,
+                lesion_max: 0.32,
+                hair: 0.35,
+                ruler: 0.25,
+                bubbles: 0.25,
+                family,
+                ..Self::default()
+            },
+        }
+    }
+
+    /// The demo's data in `family`: the same counts and class balance as [`Self::demo`], the
+    /// family's image and lesion sizes; the skin family's is [`Self::demo`] itself.
+    #[must_use]
+    pub fn demo_of(family: Family) -> Self {
+        match family {
+            Family::Skin => Self::demo(),
+            Family::Dermoscopy => Self {
+                train: 600,
+                test: 400,
+                positive_rate: 0.25,
+                seed: 11,
+                ..Self::of_family(family)
+            },
+        }
+    }
 }
 
 /// One generated image and its metadata.
@@ -122,25 +233,46 @@ pub struct Sample {
 }
 
 /// The class signs a synthetic image carries (each more common in malignant images), written
-/// to `signs.csv` so that a run can check which of them each model reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// to `signs.csv` so that a run can check which of them each model reads. Which signs there
+/// are depends on the family ([`Family::sign_names`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signs {
-    /// A blue-grey veil patch inside the lesion (coarse, local: survives shrinking).
-    pub veil: bool,
-    /// Globules one to two original pixels across (fine: only a crop of the original keeps them).
-    pub globules: bool,
-    /// Freckles on the surrounding skin (context: only the whole image shows them).
-    pub freckles: bool,
+    family: Family,
+    flags: Vec<bool>,
 }
 
 impl Signs {
-    /// The column names of `signs.csv` after `image_name` and `target`, in [`Self::flags`] order.
-    pub const NAMES: [&'static str; 3] = ["veil", "globules", "freckles"];
-
-    /// The signs in [`Self::NAMES`] order.
+    /// The signs of an image of `family`, in [`Family::sign_names`] order.
+    ///
+    /// # Panics
+    /// If `flags` does not hold one flag per sign of the family.
     #[must_use]
-    pub fn flags(self) -> [bool; 3] {
-        [self.veil, self.globules, self.freckles]
+    pub fn new(family: Family, flags: Vec<bool>) -> Self {
+        assert_eq!(
+            flags.len(),
+            family.sign_names().len(),
+            "one flag per sign of the {family} family"
+        );
+        Self { family, flags }
+    }
+
+    /// The sign names, the column names of `signs.csv` after `image_name` and `target`.
+    #[must_use]
+    pub fn names(&self) -> &'static [&'static str] {
+        self.family.sign_names()
+    }
+
+    /// The flags, in [`Self::names`] order.
+    #[must_use]
+    pub fn flags(&self) -> &[bool] {
+        &self.flags
+    }
+
+    /// Whether the image shows sign `name` (`None` for a sign the family does not have).
+    #[must_use]
+    pub fn get(&self, name: &str) -> Option<bool> {
+        let i = self.names().iter().position(|n| *n == name)?;
+        Some(self.flags[i])
     }
 }
 
@@ -200,32 +332,47 @@ pub fn sample(config: &SynthConfig, split: SynthSplit, index: usize) -> Sample {
     );
     let width = rng.random_range(lo..=hi);
     let height = rng.random_range(lo..=hi);
-    let mut canvas = Canvas::new(width, height, &mut rng);
-    let lesion = Lesion::random(&mut rng, width, height, config, positive);
-    lesion.draw(&mut canvas, &mut rng);
-    let signs = Signs {
-        veil: lesion.veil.is_some(),
-        globules: lesion.dots.is_some(),
-        freckles: rng.random_bool(FRECKLE_CHANCE[usize::from(positive)]),
+    let (image, bbox, signs) = match config.family {
+        Family::Skin => skin(config, &mut rng, positive, width, height),
+        Family::Dermoscopy => dermoscopy::render(config, &mut rng, positive, width, height),
     };
-    if signs.freckles {
-        canvas.freckles(&mut rng, lesion.bbox);
-    }
-    if rng.random_bool(config.ruler.clamp(0.0, 1.0)) {
-        canvas.ruler(&mut rng);
-    }
-    if rng.random_bool(config.bubbles.clamp(0.0, 1.0)) {
-        canvas.bubbles(&mut rng);
-    }
-    if rng.random_bool(config.hair.clamp(0.0, 1.0)) {
-        canvas.hair(&mut rng);
-    }
-    let record = metadata(&mut rng, split, index, positive, lesion.bbox);
+    let record = metadata(&mut rng, split, index, positive, bbox);
     Sample {
-        image: canvas.finish(),
+        image,
         record,
         signs,
     }
+}
+
+/// An image of the skin family, its lesion's box and its signs.
+fn skin(
+    config: &SynthConfig,
+    rng: &mut ChaCha8Rng,
+    positive: bool,
+    width: u32,
+    height: u32,
+) -> (RgbImage, [u32; 4], Signs) {
+    let mut canvas = Canvas::new(width, height, rng);
+    let lesion = Lesion::random(rng, width, height, config, positive);
+    lesion.draw(&mut canvas, rng);
+    let freckles = rng.random_bool(FRECKLE_CHANCE[usize::from(positive)]);
+    let signs = Signs::new(
+        Family::Skin,
+        vec![lesion.veil.is_some(), lesion.dots.is_some(), freckles],
+    );
+    if freckles {
+        canvas.freckles(rng, lesion.bbox);
+    }
+    if rng.random_bool(config.ruler.clamp(0.0, 1.0)) {
+        canvas.ruler(rng);
+    }
+    if rng.random_bool(config.bubbles.clamp(0.0, 1.0)) {
+        canvas.bubbles(rng);
+    }
+    if rng.random_bool(config.hair.clamp(0.0, 1.0)) {
+        canvas.hair(rng);
+    }
+    (canvas.finish(), lesion.bbox, signs)
 }
 
 fn metadata(
@@ -812,7 +959,7 @@ pub fn generate(
             write_labels(&out.join("test_labels.csv"), records)?;
         }
     }
-    write_signs(&out.join("signs.csv"), &all_signs)?;
+    write_signs(&out.join("signs.csv"), config.family, &all_signs)?;
     Ok(report)
 }
 
@@ -884,16 +1031,20 @@ fn write_csv(path: &Path, records: &[Record], with_target: bool) -> Result<()> {
     write_atomic(path, &bytes)
 }
 
-/// `signs.csv`: `image_name,target,veil,globules,freckles` (0 or 1), training images first.
-fn write_signs(path: &Path, rows: &[(String, Option<u8>, Signs)]) -> Result<()> {
+/// `signs.csv`: `image_name,target,<the family's signs>` (0 or 1), training images first.
+fn write_signs(path: &Path, family: Family, rows: &[(String, Option<u8>, Signs)]) -> Result<()> {
     let mut text = format!(
         "{},{},{}\n",
         columns::IMAGE,
         columns::TARGET,
-        Signs::NAMES.join(",")
+        family.sign_names().join(",")
     );
     for (name, target, signs) in rows {
-        let flags = signs.flags().map(|f| u8::from(f).to_string());
+        let flags: Vec<_> = signs
+            .flags()
+            .iter()
+            .map(|&f| u8::from(f).to_string())
+            .collect();
         writeln!(text, "{name},{},{}", target.unwrap_or(0), flags.join(","))
             .expect("writing to a String");
     }
@@ -953,7 +1104,7 @@ mod tests {
         b
     }
 
-    fn iou(a: [u32; 4], b: [u32; 4]) -> f64 {
+    pub(super) fn iou(a: [u32; 4], b: [u32; 4]) -> f64 {
         let w = a[2].min(b[2]).saturating_sub(a[0].max(b[0]));
         let h = a[3].min(b[3]).saturating_sub(a[1].max(b[1]));
         let inter = f64::from(w * h);
@@ -1064,7 +1215,13 @@ mod tests {
                 .chain((0..6).map(|i| (SynthSplit::Test, i))),
         ) {
             let s = sample(&config, split, i);
-            let flags = s.signs.flags().map(|f| u8::from(f).to_string()).join(",");
+            let flags: Vec<_> = s
+                .signs
+                .flags()
+                .iter()
+                .map(|&f| u8::from(f).to_string())
+                .collect();
+            let flags = flags.join(",");
             let expected = format!(
                 "{},{},{flags}",
                 s.record.image_name,
