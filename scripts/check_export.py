@@ -79,15 +79,17 @@ class MetaResNet(nn.Module):
 
 
 class AttentionPool(nn.Module):
-    def __init__(self, channels, hidden):
+    def __init__(self, channels, hidden, kernel=3):
         super().__init__()
-        self.conv1 = nn.Conv2d(channels, hidden, 3, padding=1)
+        self.conv1 = nn.Conv2d(channels, hidden, kernel, padding=kernel // 2)
         self.bn = nn.BatchNorm2d(hidden)
-        self.conv2 = nn.Conv2d(hidden, 1, 3, padding=1)
+        self.conv2 = nn.Conv2d(hidden, 1, kernel, padding=kernel // 2)
 
-    def forward(self, fmap):
+    def forward(self, fmap, bias=None):
         b, c, h, w = fmap.shape
         scores = self.conv2(self.bn(torch.relu(self.conv1(fmap)))).reshape(b, h * w)
+        if bias is not None:
+            scores = scores + bias
         weights = torch.softmax(scores, 1)
         pooled = (fmap.reshape(b, c, h * w) * weights.unsqueeze(1)).sum(2)
         return pooled, weights.reshape(b, h, w)
@@ -109,16 +111,53 @@ class ChipNet(nn.Module):
         net = desc["network"]
         dim = desc["backbone"]["embed_dim"]
         self.chip = net["chip"]
+        self.field_mask = net.get("field_mask")
+        self.prior = net.get("contrast_prior", 0.0)
         self.backbone = backbone(desc["backbone"])
-        self.attention = AttentionPool(dim, net["attention_hidden"])
+        self.attention = AttentionPool(dim, net["attention_hidden"], net.get("attention_kernel", 3))
         self.head = PooledHead(dim)
+
+    def outside(self, x):
+        """1 on the chips of a black field (model.json's field_mask rule), else 0."""
+        mask = self.field_mask
+        mean = torch.tensor(mask["mean"]).reshape(1, 3, 1, 1)
+        std = torch.tensor(mask["std"]).reshape(1, 3, 1, 1)
+        black = ((x * std + mean).mean(1, keepdim=True) < mask["level"]).float()
+        share = nn.functional.avg_pool2d(black, self.chip).flatten(1)
+        outside = (share >= mask["share"]).float()
+        return outside * (outside.sum(1, keepdim=True) < outside.shape[1]).float()
+
+    def contrast_prior(self, x, inside):
+        """How much each chip stands out from the image's others (agc_core::contrast_prior)."""
+        b, c, s, _ = x.shape
+        g, k = s // self.chip, self.chip
+        chips = x.reshape(b, c, g, k, g, k).permute(0, 2, 4, 1, 3, 5).reshape(b, g * g, c, k * k)
+        mean = chips.mean(3)
+        std = ((chips - mean.unsqueeze(3)) ** 2).mean(3).sqrt()
+        w = (inside if inside is not None else torch.ones(b, g * g)).unsqueeze(2)
+
+        def standardise(v):
+            n = w.sum(1, keepdim=True).clamp_min(1.0)
+            centre = (v * w).sum(1, keepdim=True) / n
+            spread = ((v - centre) ** 2 * w).sum(1, keepdim=True) / n
+            return (v - centre) / (spread.sqrt() + 1e-4)
+
+        z = standardise(torch.cat([mean, std], 2))
+        return (standardise((z**2).sum(2, keepdim=True).sqrt()) * w).reshape(b, g * g)
 
     def forward(self, x, _m):
         b, c, s, _ = x.shape
         g, k = s // self.chip, self.chip
         chips = x.reshape(b, c, g, k, g, k).permute(0, 2, 4, 1, 3, 5).reshape(b * g * g, c, k, k)
         fmap = self.backbone.embed(chips).reshape(b, g, g, -1).permute(0, 3, 1, 2)
-        pooled, weights = self.attention(fmap)
+        bias = torch.zeros(b, g * g)
+        outside = self.outside(x) if self.field_mask else None
+        if outside is not None:
+            bias = bias + outside * -1e4
+        if self.prior:
+            inside = 1.0 - outside if outside is not None else None
+            bias = bias + self.prior * self.contrast_prior(x, inside)
+        pooled, weights = self.attention(fmap, bias)
         return self.head(pooled), weights
 
 
@@ -149,6 +188,11 @@ def main():
         "images": torch.randn(args.batch, 3, size, size),
         "meta": torch.zeros(args.batch, max(meta_dim, 1)),
     }
+    # A black field over the left quarter of the first image (raw 0 in every channel), so that
+    # a ChipNet with a field mask has chips to take out.
+    pre = spec["preprocessing"]
+    black = -torch.tensor(pre["mean"]) / torch.tensor(pre["std"])
+    inputs["images"][0, :, :, : size // 4] = black.reshape(3, 1, 1)
     # One-hot-like metadata: a 1 in a different slot of each image.
     for i in range(args.batch):
         inputs["meta"][i, (3 * i) % inputs["meta"].shape[1]] = 1.0

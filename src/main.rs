@@ -146,6 +146,18 @@ struct RunArgs {
     /// ChipNet's chip side [default: 32].
     #[arg(long)]
     chip: Option<usize>,
+    /// Side of ChipNet's attention scoring kernels: 3 (the seed's; a chip's weight also sees
+    /// its neighbours) or 1 (each chip's weight from its own embedding) [default: 3].
+    #[arg(long)]
+    attention_kernel: Option<usize>,
+    /// Keep ChipNet's attention off chips of a black field (outside a dermoscope's circle,
+    /// black corners or borders).
+    #[arg(long)]
+    field_mask: bool,
+    /// Weight of ChipNet's contrast prior: attention starts on the chips that stand out from
+    /// the rest of the image [default: 0, none].
+    #[arg(long)]
+    contrast_prior: Option<f32>,
     /// Cross-validation folds [default: 5].
     #[arg(long)]
     folds: Option<usize>,
@@ -439,6 +451,15 @@ fn resolve(a: &RunArgs) -> Result<PipelineConfig> {
     }
     if let Some(c) = a.chip {
         config.model.chip = c;
+    }
+    if let Some(k) = a.attention_kernel {
+        config.model.attention_kernel = k;
+    }
+    if a.field_mask {
+        config.model.field_mask = true;
+    }
+    if let Some(w) = a.contrast_prior {
+        config.model.contrast_prior = w;
     }
     if let Some(f) = a.folds {
         config.folds = f;

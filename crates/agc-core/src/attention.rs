@@ -32,11 +32,15 @@ pub struct AttentionPoolConfig {
     /// Reduction of the weighted map.
     #[config(default = "AttentionReduce::Sum")]
     pub reduce: AttentionReduce,
+    /// Side of the two scoring convolutions' kernels: 3 (the seed's: a position's score also
+    /// sees its neighbours) or 1 (a position's score depends on its own embedding alone).
+    #[config(default = 3)]
+    pub kernel: usize,
 }
 
 impl AttentionPoolConfig {
     /// # Panics
-    /// If `channels` or `hidden` is zero, or `dropout` is not in `[0, 1)`.
+    /// If `channels` or `hidden` is zero, `kernel` is even, or `dropout` is not in `[0, 1)`.
     pub fn init(&self, device: &Device) -> AttentionPool {
         assert!(
             self.channels > 0,
@@ -46,23 +50,29 @@ impl AttentionPoolConfig {
             self.hidden > 0,
             "attention pooling needs at least one hidden channel"
         );
-        let conv3x3 = |c_in, c_out| {
-            Conv2dConfig::new([c_in, c_out], [3, 3])
-                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        assert!(
+            !self.kernel.is_multiple_of(2),
+            "attention kernels must be odd (1 or 3), got {}",
+            self.kernel
+        );
+        let pad = self.kernel / 2;
+        let conv = |c_in, c_out| {
+            Conv2dConfig::new([c_in, c_out], [self.kernel, self.kernel])
+                .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
                 .init(device)
         };
         AttentionPool {
             dropout: Dropout2dConfig::new(self.dropout).init(),
-            conv1: conv3x3(self.channels, self.hidden),
+            conv1: conv(self.channels, self.hidden),
             bn: BatchNormConfig::new(self.hidden).init(device),
-            conv2: conv3x3(self.hidden, 1),
+            conv2: conv(self.hidden, 1),
             reduce: self.reduce,
         }
     }
 }
 
-/// Attention pooling: channel dropout → conv3×3 → ReLU → BN → conv3×3 → softmax over the grid
-/// positions → attention-weighted pooling of the (undropped) map.
+/// Attention pooling: channel dropout → conv k×k → ReLU → BN → conv k×k → softmax over the grid
+/// positions → attention-weighted pooling of the (undropped) map (k = 3 as in the seed, or 1).
 #[derive(Module, Debug)]
 pub struct AttentionPool {
     /// Channel dropout on the map that is scored.
@@ -92,12 +102,25 @@ impl AttentionPool {
     /// - `maps`: `[batch, channels, grid_h, grid_w]`
     /// - output `pooled`: `[batch, channels]`, `weights`: `[batch, grid_h, grid_w]`
     pub fn forward(&self, maps: Tensor<4>) -> AttentionPoolOutput {
+        self.forward_masked(maps, None)
+    }
+
+    /// [`Self::forward`] with a bias added to every position's score before the softmax: a
+    /// large negative bias (see [`crate::FieldMask`]) takes a position out of the pooling.
+    ///
+    /// # Shapes
+    /// - `maps`: `[batch, channels, grid_h, grid_w]`; `bias`: `[batch, grid_h · grid_w]`
+    pub fn forward_masked(&self, maps: Tensor<4>, bias: Option<Tensor<2>>) -> AttentionPoolOutput {
         let [batch, channels, grid_h, grid_w] = maps.dims();
         let positions = grid_h * grid_w;
         // Score every position from a channel-dropped copy of the map.
         let scores = self.dropout.forward(maps.clone());
         let scores = self.bn.forward(relu(self.conv1.forward(scores)));
         let scores = self.conv2.forward(scores).reshape([batch, positions]);
+        let scores = match bias {
+            Some(bias) => scores + bias,
+            None => scores,
+        };
         // Softmax over all positions of each map.
         let weights = softmax(scores, 1);
         // Weighted pooling of the embeddings.

@@ -26,8 +26,8 @@ pub use boxes::{
 pub use chips::ChipGrid;
 pub use dropout2d::{Dropout2d, Dropout2dConfig};
 pub use models::{
-    AttentionOutput, AttnResNet, AttnResNetConfig, ChipNet, ChipNetConfig, MetaResNet,
-    MetaResNetConfig, MetaResNetOutput, PooledHead,
+    AttentionOutput, AttnResNet, AttnResNetConfig, ChipNet, ChipNetConfig, FieldMask, MetaResNet,
+    MetaResNetConfig, MetaResNetOutput, PooledHead, contrast_prior,
 };
 pub use resnet::{BlockKind, ResNet, ResNetConfig, global_avg_pool};
 pub use weights::{LoadOptions, LoadReport, WeightsError};

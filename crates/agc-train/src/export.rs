@@ -207,10 +207,23 @@ fn describe(
             "type": "ChipNet",
             "forward": "chips of chip x chip (row-major) -> backbone.embed each -> a grid \
                         map -> attention: softmax over positions of conv2(bn(relu(conv1(map)))) \
-                        (3x3 convs, padding 1) -> pooled = sum of map x weights -> \
-                        head: fc(dropout(bn(relu(pooled))))",
+                        (k x k convs, k = attention_kernel, padding k // 2) + -1e4 on chips \
+                        outside the field (field_mask) + contrast_prior x the chips' contrast \
+                        (agc_core::contrast_prior) -> pooled = sum of map x weights -> head: fc(dropout(bn(relu(pooled))))",
             "chip": spec.chip,
             "attention_hidden": spec.attention_hidden,
+            "attention_kernel": spec.attention_kernel,
+            "contrast_prior": spec.contrast_prior,
+            "field_mask": spec.chip_field_mask().map(|mask| json!({
+                "rule": "raw = x * std + mean per channel; a pixel is black when the mean of \
+                         its raw channels < level; a chip is outside when >= share of its \
+                         pixels are black; outside chips get bias -1e4 on their score, unless \
+                         every chip of the image is outside",
+                "mean": mask.mean,
+                "std": mask.std,
+                "level": mask.level,
+                "share": mask.share,
+            })),
         }),
         ModelKind::Attnresnet => json!({
             "type": "AttnResNet",
@@ -280,6 +293,13 @@ pub fn load_export(dir: &Path, device: &Device) -> Result<Vec<(ModelKind, Vec<Ne
             } else {
                 number(&net["attention_hidden"], "attention_hidden")?
             },
+            attention_kernel: if net["attention_kernel"].is_null() {
+                defaults.attention_kernel
+            } else {
+                number(&net["attention_kernel"], "attention_kernel")?
+            },
+            field_mask: net["field_mask"].is_object(),
+            contrast_prior: net["contrast_prior"].as_f64().unwrap_or(0.0) as f32,
             meta_hidden: if net["meta_hidden"].is_null() {
                 defaults.meta_hidden
             } else {

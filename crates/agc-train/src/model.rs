@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use agc_core::{
-    AttnResNet, AttnResNetConfig, ChipGrid, ChipNet, ChipNetConfig, LoadOptions, MetaResNet,
-    MetaResNetConfig, ResNet, ResNetConfig,
+    AttnResNet, AttnResNetConfig, ChipGrid, ChipNet, ChipNetConfig, FieldMask, LoadOptions,
+    MetaResNet, MetaResNetConfig, ResNet, ResNetConfig,
 };
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -107,6 +107,24 @@ pub struct ModelSpec {
     pub attention_hidden: usize,
     /// Widths of the metadata MLP.
     pub meta_hidden: [usize; 2],
+    /// Side of ChipNet's attention scoring kernels: 3 (the seed's: a chip's weight also sees
+    /// its neighbours) or 1 (a chip's weight from its own embedding alone).
+    #[serde(default = "seed_attention_kernel")]
+    pub attention_kernel: usize,
+    /// Keep ChipNet's attention off chips of a black field (outside a dermoscope's circle,
+    /// black corners and borders): [`agc_core::FieldMask`].
+    #[serde(default)]
+    pub field_mask: bool,
+    /// Weight of ChipNet's contrast prior on the attention scores (0: none):
+    /// [`agc_core::contrast_prior`].
+    #[serde(default)]
+    pub contrast_prior: f32,
+}
+
+/// The seed's attention kernel side (3×3), also what configurations written before the
+/// setting existed used.
+fn seed_attention_kernel() -> usize {
+    3
 }
 
 impl Default for ModelSpec {
@@ -121,11 +139,22 @@ impl Default for ModelSpec {
             attention_dropout: 0.7,
             attention_hidden: 512,
             meta_hidden: [512, 128],
+            attention_kernel: seed_attention_kernel(),
+            field_mask: false,
+            contrast_prior: 0.0,
         }
     }
 }
 
 impl ModelSpec {
+    /// ChipNet's field mask, for inputs normalised as agc normalises them (ImageNet
+    /// statistics), when `field_mask` is set.
+    #[must_use]
+    pub fn chip_field_mask(&self) -> Option<FieldMask> {
+        self.field_mask
+            .then(|| FieldMask::new(agc_data::IMAGENET_MEAN, agc_data::IMAGENET_STD))
+    }
+
     /// The backbone configuration.
     ///
     /// # Errors
@@ -169,6 +198,9 @@ impl ModelSpec {
                     .with_attention_hidden(self.attention_hidden)
                     .with_attention_dropout(self.attention_dropout)
                     .with_dropout(self.dropout)
+                    .with_attention_kernel(self.attention_kernel)
+                    .with_field_mask(self.chip_field_mask())
+                    .with_contrast_prior(self.contrast_prior)
                     .init(device),
             ),
             ModelKind::Attnresnet => Net::Attn(

@@ -46,9 +46,11 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-#[test]
-fn pytorch_computes_from_an_export_what_agc_computes() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/export");
+/// Checks every model of the fixture `name` against PyTorch's outputs; returns how many.
+fn check_fixture(name: &str) -> usize {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     let device = Device::flex();
     let bytes = std::fs::read(dir.join("expected.safetensors")).expect("expected outputs");
     let expected = SafeTensors::deserialize(&bytes).expect("safetensors");
@@ -88,7 +90,30 @@ fn pytorch_computes_from_an_export_what_agc_computes() {
             checked += 1;
         }
     }
-    assert!(checked >= 2, "the fixture holds a MetaResNet and a ChipNet");
+    checked
+}
+
+#[test]
+fn pytorch_computes_from_an_export_what_agc_computes() {
+    assert_eq!(
+        check_fixture("export"),
+        2,
+        "the fixture holds a MetaResNet and a ChipNet"
+    );
+}
+
+#[test]
+fn pytorch_computes_the_masked_and_prior_led_attention_that_agc_computes() {
+    let spec = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/export-attention/model.json"),
+    )
+    .expect("model.json");
+    let spec: serde_json::Value = serde_json::from_str(&spec).expect("json");
+    let chipnet = &spec["models"]["chipnet"]["network"];
+    assert_eq!(chipnet["attention_kernel"], 1);
+    assert!(chipnet["field_mask"].is_object());
+    assert_eq!(chipnet["contrast_prior"], 2.0);
+    assert_eq!(check_fixture("export-attention"), 1);
 }
 
 #[test]

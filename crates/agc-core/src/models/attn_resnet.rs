@@ -39,6 +39,7 @@ impl AttnResNetConfig {
                 self.attention_hidden,
                 self.attention_dropout,
                 self.reduce,
+                3,
                 device,
             ),
             head: PooledHead::new(dim, self.dropout, device),

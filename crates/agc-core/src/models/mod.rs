@@ -11,7 +11,7 @@ mod chipnet;
 mod meta_resnet;
 
 pub use attn_resnet::{AttnResNet, AttnResNetConfig};
-pub use chipnet::{ChipNet, ChipNetConfig};
+pub use chipnet::{ChipNet, ChipNetConfig, FieldMask, contrast_prior};
 pub use meta_resnet::{MetaMlp, MetaResNet, MetaResNetConfig, MetaResNetOutput};
 
 use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig};
@@ -64,12 +64,14 @@ fn attention_pool(
     hidden: usize,
     dropout: f64,
     reduce: AttentionReduce,
+    kernel: usize,
     device: &Device,
 ) -> AttentionPool {
     AttentionPoolConfig::new(channels)
         .with_hidden(hidden)
         .with_dropout(dropout)
         .with_reduce(reduce)
+        .with_kernel(kernel)
         .init(device)
 }
 

@@ -329,6 +329,19 @@ impl PipelineConfig {
                 self.model.attention_hidden, self.model.meta_hidden
             ));
         }
+        if self.model.attention_kernel.is_multiple_of(2) || self.model.attention_kernel > 7 {
+            bad(format!(
+                "attention_kernel {}: must be odd and at most 7 (3 is the seed's, 1 scores \
+                 each chip alone)",
+                self.model.attention_kernel
+            ));
+        }
+        if !(self.model.contrast_prior.is_finite() && self.model.contrast_prior >= 0.0) {
+            bad(format!(
+                "contrast_prior {}: must be a weight of 0 or more",
+                self.model.contrast_prior
+            ));
+        }
     }
 
     /// Loads the backbone weights once on `device`, so that a wrong file (another
@@ -446,12 +459,16 @@ mod tests {
         c.model.chip = 32;
         c.folds = 1;
         c.model.dropout = 1.5;
+        c.model.attention_kernel = 2;
+        c.model.contrast_prior = f32::NAN;
         c.models = vec![ModelKind::Resnet, ModelKind::Chipnet];
         let err = c.validate().expect_err("bad").to_string();
         for part in [
             "chip 32 with image_size 80",
             "folds 1",
             "dropout 1.5",
+            "attention_kernel 2",
+            "contrast_prior NaN",
             "member cropnet",
         ] {
             assert!(err.contains(part), "{part:?} not in {err}");
