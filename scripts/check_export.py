@@ -117,15 +117,18 @@ class ChipNet(nn.Module):
         self.attention = AttentionPool(dim, net["attention_hidden"], net.get("attention_kernel", 3))
         self.head = PooledHead(dim)
 
-    def outside(self, x):
-        """1 on the chips of a black field (model.json's field_mask rule), else 0."""
+    def black_share(self, x):
+        """The share of black pixels in every chip (model.json's field_mask rule)."""
         mask = self.field_mask
         mean = torch.tensor(mask["mean"]).reshape(1, 3, 1, 1)
         std = torch.tensor(mask["std"]).reshape(1, 3, 1, 1)
         black = ((x * std + mean).mean(1, keepdim=True) < mask["level"]).float()
-        share = nn.functional.avg_pool2d(black, self.chip).flatten(1)
-        outside = (share >= mask["share"]).float()
-        return outside * (outside.sum(1, keepdim=True) < outside.shape[1]).float()
+        return nn.functional.avg_pool2d(black, self.chip).flatten(1)
+
+    @staticmethod
+    def keep_one(flags):
+        """Clears the rows of `flags` (1 = excluded) that exclude every chip."""
+        return flags * (flags.sum(1, keepdim=True) < flags.shape[1]).float()
 
     def contrast_prior(self, x, inside):
         """How much each chip stands out from the image's others (agc_core::contrast_prior)."""
@@ -151,12 +154,13 @@ class ChipNet(nn.Module):
         chips = x.reshape(b, c, g, k, g, k).permute(0, 2, 4, 1, 3, 5).reshape(b * g * g, c, k, k)
         fmap = self.backbone.embed(chips).reshape(b, g, g, -1).permute(0, 3, 1, 2)
         bias = torch.zeros(b, g * g)
-        outside = self.outside(x) if self.field_mask else None
-        if outside is not None:
-            bias = bias + outside * -1e4
+        clean = None
+        if self.field_mask:
+            share = self.black_share(x)
+            bias = bias + self.keep_one((share >= self.field_mask["share"]).float()) * -1e4
+            clean = 1.0 - self.keep_one((share > self.field_mask["clean"]).float())
         if self.prior:
-            inside = 1.0 - outside if outside is not None else None
-            bias = bias + self.prior * self.contrast_prior(x, inside)
+            bias = bias + self.prior * self.contrast_prior(x, clean)
         pooled, weights = self.attention(fmap, bias)
         return self.head(pooled), weights
 
@@ -188,11 +192,12 @@ def main():
         "images": torch.randn(args.batch, 3, size, size),
         "meta": torch.zeros(args.batch, max(meta_dim, 1)),
     }
-    # A black field over the left quarter of the first image (raw 0 in every channel), so that
-    # a ChipNet with a field mask has chips to take out.
+    # A black field over the left quarter of the first image and two columns more (raw 0 in
+    # every channel), so that a ChipNet with a field mask has chips outside the field and chips
+    # its edge crosses.
     pre = spec["preprocessing"]
     black = -torch.tensor(pre["mean"]) / torch.tensor(pre["std"])
-    inputs["images"][0, :, :, : size // 4] = black.reshape(3, 1, 1)
+    inputs["images"][0, :, :, : size // 4 + 2] = black.reshape(3, 1, 1)
     # One-hot-like metadata: a 1 in a different slot of each image.
     for i in range(args.batch):
         inputs["meta"][i, (3 * i) % inputs["meta"].shape[1]] = 1.0

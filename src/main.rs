@@ -117,7 +117,9 @@ struct RunArgs {
     #[arg(long)]
     config: Option<PathBuf>,
     /// A built-in configuration to start from: seed (the SIIM-ISIC seed's: ResNet-18, 224 px,
-    /// 5 folds) or demo (`agc demo`'s: tiny backbones, 112 px, 3 folds) [default: seed].
+    /// 5 folds), demo (tiny backbones, 112 px, 3 folds) or cpu (`agc demo`'s: the demo's
+    /// schedule, small backbones, ChipNet on 8-px chips with 1×1 attention kernels, the field
+    /// mask and the contrast prior) [default: seed].
     #[arg(long, conflicts_with = "config")]
     preset: Option<String>,
     /// Folder of the preprocessed caches [default: DATA/agc-cache-SIZE].
@@ -300,6 +302,13 @@ struct DemoArgs {
     /// Device: cpu, cuda:N, or several GPUs cuda:0,cuda:1.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// The synthetic family: skin or dermoscopy.
+    #[arg(long, default_value_t = Family::Skin)]
+    family: Family,
+    /// The configuration: cpu (small backbones, the attention options) or demo (tiny
+    /// backbones, the seed's attention).
+    #[arg(long, default_value = "cpu")]
+    preset: String,
 }
 
 fn main() -> Result<()> {
@@ -353,7 +362,11 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Pipeline(a) => Job::Pipeline(a.clone()).on(&parse_device(&a.device)?, progress),
-        Command::Demo(a) => Job::Demo(a.out.clone()).on(&parse_device(&a.device)?, progress),
+        Command::Demo(a) => {
+            let config = PipelineConfig::preset(&a.preset, a.out.join("data"))?;
+            Job::Demo(a.out.clone(), a.family, Box::new(config))
+                .on(&parse_device(&a.device)?, progress)
+        }
     }
 }
 
@@ -428,11 +441,7 @@ fn resolve(a: &RunArgs) -> Result<PipelineConfig> {
         let Some(data) = &a.data else {
             bail!("--data is required (or --config, or an --out that holds a run)");
         };
-        match a.preset.as_deref() {
-            None | Some("seed") => PipelineConfig::new(data.clone()),
-            Some("demo") => PipelineConfig::demo(data.clone()),
-            Some(other) => bail!("--preset {other:?}: expected seed or demo"),
-        }
+        PipelineConfig::preset(a.preset.as_deref().unwrap_or("seed"), data.clone())?
     };
     if let Some(d) = &a.data {
         config.data.clone_from(d);
@@ -556,7 +565,7 @@ enum Job {
     Train(ModelKind, Option<usize>, RunArgs),
     Crop(bool, RunArgs),
     Pipeline(RunArgs),
-    Demo(PathBuf),
+    Demo(PathBuf, Family, Box<PipelineConfig>),
     Predict(PredictArgs),
 }
 
@@ -620,7 +629,7 @@ impl Job {
                 let metrics = run_all(&run, devices)?;
                 print_results(&run, &metrics, started);
             }
-            Self::Demo(out) => demo(&out, devices, progress, started)?,
+            Self::Demo(out, family, config) => demo(&out, family, &config, devices, progress)?,
             Self::Predict(a) => {
                 let inputs = collect_inputs(&a.images)?;
                 let predictor = Predictor::load(&a.run, device, progress)?;
@@ -744,11 +753,21 @@ fn attention(a: &AttentionArgs) -> Result<()> {
     Ok(())
 }
 
-fn demo(out: &Path, devices: &[Device], progress: &Reporter, started: Instant) -> Result<()> {
-    let data = out.join("data");
-    println!("agc demo: synthetic data in {}", data.display());
-    generate(&SynthConfig::demo(), &data, &**progress)?;
-    let run = Run::start(out, &PipelineConfig::demo(data), progress)?;
+fn demo(
+    out: &Path,
+    family: Family,
+    config: &PipelineConfig,
+    devices: &[Device],
+    progress: &Reporter,
+) -> Result<()> {
+    let started = Instant::now();
+    let data = &config.data;
+    println!(
+        "agc demo: synthetic data of the {family} family in {}",
+        data.display()
+    );
+    generate(&SynthConfig::demo_of(family), data, &**progress)?;
+    let run = Run::start(out, config, progress)?;
     let metrics = run_all(&run, devices)?;
     print_results(&run, &metrics, started);
     let auc = |m: &str| metrics.models.get(m).and_then(|s| s.test_auc);

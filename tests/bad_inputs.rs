@@ -149,3 +149,40 @@ fn synth_families_are_chosen_by_name_and_an_unknown_one_lists_them() {
     let manifest: serde_json::Value = serde_json::from_str(&manifest).expect("json");
     assert_eq!(manifest["config"]["family"], "dermoscopy");
 }
+
+#[test]
+fn an_unknown_preset_lists_the_presets_before_anything_is_written() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = dir.path().join("demo");
+    let err = agc_fails(&[
+        "demo",
+        "--preset",
+        "gpu",
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        err.contains("\"gpu\"") && err.contains("seed, demo, cpu"),
+        "{err}"
+    );
+    let err = agc_fails(&[
+        "demo",
+        "--family",
+        "clinical",
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert!(err.contains("skin, dermoscopy"), "{err}");
+    assert!(!out.exists(), "nothing written");
+    let data = dir.path().join("data");
+    let err = agc_fails(&[
+        "pipeline",
+        "--preset",
+        "fast",
+        "--data",
+        data.to_str().expect("utf-8"),
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert!(err.contains("seed, demo, cpu"), "{err}");
+}

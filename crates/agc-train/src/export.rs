@@ -217,12 +217,15 @@ fn describe(
             "field_mask": spec.chip_field_mask().map(|mask| json!({
                 "rule": "raw = x * std + mean per channel; a pixel is black when the mean of \
                          its raw channels < level; a chip is outside when >= share of its \
-                         pixels are black; outside chips get bias -1e4 on their score, unless \
-                         every chip of the image is outside",
+                         pixels are black, and outside chips get bias -1e4 on their score \
+                         (unless every chip of the image is outside); the contrast prior \
+                         compares only the chips with <= clean of their pixels black (all \
+                         chips if there are none) and gives the others 0",
                 "mean": mask.mean,
                 "std": mask.std,
                 "level": mask.level,
                 "share": mask.share,
+                "clean": mask.clean,
             })),
         }),
         ModelKind::Attnresnet => json!({

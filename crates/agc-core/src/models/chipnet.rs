@@ -94,6 +94,9 @@ pub struct FieldMask {
     pub level: f32,
     /// A chip is outside the field when at least this share of its pixels is black.
     pub share: f32,
+    /// A chip is wholly inside the field when at most this share of its pixels is black; the
+    /// contrast prior compares such chips only.
+    pub clean: f32,
 }
 
 impl FieldMask {
@@ -102,7 +105,7 @@ impl FieldMask {
 
     /// A mask for inputs normalised with `mean` and `std`: black below 10 % raw intensity (25
     /// of 255, darker than any skin under the dermoscope's vignette), outside when 75 % of a
-    /// chip is black.
+    /// chip is black, wholly inside when at most 2 % is.
     #[must_use]
     pub fn new(mean: [f32; 3], std: [f32; 3]) -> Self {
         Self {
@@ -110,10 +113,11 @@ impl FieldMask {
             std,
             level: 0.1,
             share: 0.75,
+            clean: 0.02,
         }
     }
 
-    /// 1 for every chip outside the field, 0 inside; all 0 for an image with no chip inside.
+    /// The share of black pixels in every chip.
     ///
     /// # Shapes
     /// - `images`: `[batch, 3, height, width]` (normalised)
@@ -121,7 +125,7 @@ impl FieldMask {
     ///
     /// # Panics
     /// If the images do not have three channels, or the chips do not cover them exactly.
-    pub fn outside(&self, images: Tensor<4>, grid: &ChipGrid) -> Tensor<2> {
+    pub fn black_share(&self, images: Tensor<4>, grid: &ChipGrid) -> Tensor<2> {
         let [batch, channels, _, _] = images.dims();
         assert_eq!(channels, 3, "the field mask reads RGB images");
         let device = images.device();
@@ -131,23 +135,51 @@ impl FieldMask {
         let black = (raw.neg().add_scalar(self.level) * 1.0e6).clamp(0.0, 1.0);
         let chips = grid.tile(black);
         let [n, _, c, _] = chips.dims();
-        let share = chips
+        chips
             .reshape([n, c * c])
             .mean_dim(1)
-            .reshape([batch, n / batch]);
-        let positions = n / batch;
-        let outside = (share.sub_scalar(self.share) * 1.0e6)
-            .add_scalar(1.0)
-            .clamp(0.0, 1.0);
-        // Every chip outside: nothing is inside, so mask nothing.
-        let all = (outside
-            .clone()
-            .sum_dim(1)
-            .sub_scalar(positions as f32 - 0.5)
-            * 1.0e6)
-            .clamp(0.0, 1.0);
-        outside.clone() - outside * all
+            .reshape([batch, n / batch])
     }
+
+    /// 1 for every chip outside the field, 0 inside; all 0 for an image with no chip inside.
+    ///
+    /// # Shapes
+    /// - `images`: `[batch, 3, height, width]` (normalised)
+    /// - output: `[batch, rows · cols]`
+    ///
+    /// # Panics
+    /// As [`Self::black_share`].
+    pub fn outside(&self, images: Tensor<4>, grid: &ChipGrid) -> Tensor<2> {
+        self.outside_of(self.black_share(images, grid))
+    }
+
+    /// [`Self::outside`] from the chips' black shares.
+    fn outside_of(&self, share: Tensor<2>) -> Tensor<2> {
+        at_least_one_left(step_at_least(share, self.share))
+    }
+
+    /// 1 for every chip wholly inside the field (at most `clean` of it black), 0 elsewhere; all 1
+    /// for an image with no such chip. The contrast prior compares these chips only: a chip the
+    /// field's edge crosses stands out for the edge, not for what lies on the skin.
+    fn clean_of(&self, share: Tensor<2>) -> Tensor<2> {
+        let touched = step_at_least(share, self.clean + 1e-6);
+        at_least_one_left(touched).neg().add_scalar(1.0)
+    }
+}
+
+/// 1 where `x ≥ level`, 0 below (a step made of a steep clamp, exact to 10⁻⁶).
+fn step_at_least(x: Tensor<2>, level: f32) -> Tensor<2> {
+    (x.sub_scalar(level) * 1.0e6)
+        .add_scalar(1.0)
+        .clamp(0.0, 1.0)
+}
+
+/// `flags` (1 = excluded) with every row that excludes all its positions cleared: an image
+/// with nothing left is taken whole.
+fn at_least_one_left(flags: Tensor<2>) -> Tensor<2> {
+    let [_, positions] = flags.dims();
+    let all = (flags.clone().sum_dim(1).sub_scalar(positions as f32 - 0.5) * 1.0e6).clamp(0.0, 1.0);
+    flags.clone() - flags * all
 }
 
 impl ChipNetConfig {
@@ -228,12 +260,13 @@ impl ChipNet {
     /// # Panics
     /// If the chip grid does not cover the image exactly.
     pub fn forward(&self, images: Tensor<4>) -> AttentionOutput {
-        let outside = self
+        let share = self
             .field_mask
-            .map(|mask| mask.outside(images.clone().detach(), &self.grid));
+            .map(|mask| (mask, mask.black_share(images.clone().detach(), &self.grid)));
+        let outside = share.clone().map(|(mask, s)| mask.outside_of(s));
         let prior = (self.contrast_prior != 0.0).then(|| {
-            let inside = outside.clone().map(|o| o.neg().add_scalar(1.0));
-            contrast_prior(images.clone().detach(), &self.grid, inside)
+            let clean = share.map(|(mask, s)| mask.clean_of(s));
+            contrast_prior(images.clone().detach(), &self.grid, clean)
                 .mul_scalar(self.contrast_prior)
         });
         let bias = match (outside.map(|o| o.mul_scalar(FieldMask::BIAS)), prior) {
