@@ -728,20 +728,14 @@ fn glare(canvas: &mut Canvas, rng: &mut impl Rng) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::{assert_in_centre_square, iou, small_of};
     use super::super::{SynthSplit, sample};
     use super::*;
 
     fn small() -> SynthConfig {
         SynthConfig {
-            train: 12,
-            test: 6,
-            positive_rate: 0.5,
-            min_side: 300,
             max_side: 480,
-            hair: 0.0,
-            ruler: 0.0,
-            bubbles: 0.0,
-            ..SynthConfig::of_family(Family::Dermoscopy)
+            ..small_of(Family::Dermoscopy)
         }
     }
 
@@ -806,14 +800,12 @@ mod tests {
                     }
                 }
             }
-            let iou = super::super::tests::iou(truth, seen);
-            assert!(iou > 0.8, "image {i}: box {truth:?}, dark pixels {seen:?}");
-            // Inside the centre square.
-            let side = w.min(h);
-            let (ox, oy) = ((w - side) / 2, (h - side) / 2);
+            let overlap = iou(truth, seen);
             assert!(
-                truth[0] >= ox && truth[2] <= ox + side && truth[1] >= oy && truth[3] <= oy + side
+                overlap > 0.8,
+                "image {i}: box {truth:?}, dark pixels {seen:?}"
             );
+            assert_in_centre_square(truth, (w, h));
         }
         assert!(checked >= 10, "only {checked} images without black corners");
     }

@@ -1077,7 +1077,8 @@ mod tests {
     use super::*;
     use crate::metadata::{Split, read_labels, read_metadata};
 
-    fn small() -> SynthConfig {
+    /// A small data set of `family` without hair, rulers or bubbles.
+    pub(super) fn small_of(family: Family) -> SynthConfig {
         SynthConfig {
             train: 12,
             test: 6,
@@ -1087,8 +1088,22 @@ mod tests {
             hair: 0.0,
             ruler: 0.0,
             bubbles: 0.0,
-            ..SynthConfig::default()
+            ..SynthConfig::of_family(family)
         }
+    }
+
+    fn small() -> SynthConfig {
+        small_of(Family::Skin)
+    }
+
+    /// Asserts that `truth` lies inside the centre square of a `width`×`height` image.
+    pub(super) fn assert_in_centre_square(truth: [u32; 4], (w, h): (u32, u32)) {
+        let side = w.min(h);
+        let (ox, oy) = ((w - side) / 2, (h - side) / 2);
+        assert!(
+            truth[0] >= ox && truth[2] <= ox + side && truth[1] >= oy && truth[3] <= oy + side,
+            "{truth:?} outside the centre square of {w}×{h}"
+        );
     }
 
     /// The bounding box of pixels much darker than the skin within `window` (freckles, the
@@ -1131,13 +1146,7 @@ mod tests {
                 iou(truth, seen) > 0.8,
                 "image {i}: box {truth:?}, dark pixels {seen:?}"
             );
-            // Inside the centre square.
-            let (w, h) = s.image.dimensions();
-            let side = w.min(h);
-            let (ox, oy) = ((w - side) / 2, (h - side) / 2);
-            assert!(
-                truth[0] >= ox && truth[2] <= ox + side && truth[1] >= oy && truth[3] <= oy + side
-            );
+            assert_in_centre_square(truth, s.image.dimensions());
         }
     }
 
