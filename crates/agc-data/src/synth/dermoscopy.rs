@@ -605,11 +605,7 @@ fn ink(canvas: &mut Canvas, rng: &mut impl Rng, lesion: &Lesion) {
 /// and dark figures beside every tenth.
 fn ruler(canvas: &mut Canvas, rng: &mut impl Rng) {
     let vertical = rng.random_bool(0.5);
-    let (len, across) = if vertical {
-        (canvas.height, canvas.width)
-    } else {
-        (canvas.width, canvas.height)
-    };
+    let (len, across) = canvas.along_across(vertical);
     let thick = (across / 12).max(16);
     let inset = rng.random_range(0..=across / 20);
     let start = if rng.random_bool(0.5) {

@@ -517,14 +517,20 @@ impl Canvas {
         }
     }
 
-    /// A light strip with tick marks along one edge.
-    fn ruler(&mut self, rng: &mut impl Rng) {
-        let vertical = rng.random_bool(0.5);
-        let (len, across) = if vertical {
+    /// The image's extent along and across an edge strip (a ruler's length and the room
+    /// for its width): `(height, width)` for a vertical strip, `(width, height)` otherwise.
+    fn along_across(&self, vertical: bool) -> (u32, u32) {
+        if vertical {
             (self.height, self.width)
         } else {
             (self.width, self.height)
-        };
+        }
+    }
+
+    /// A light strip with tick marks along one edge.
+    fn ruler(&mut self, rng: &mut impl Rng) {
+        let vertical = rng.random_bool(0.5);
+        let (len, across) = self.along_across(vertical);
         let thick = (across / 14).max(12);
         let at_start = rng.random_bool(0.5);
         let start = if at_start { 0 } else { across - thick };
