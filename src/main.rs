@@ -59,8 +59,9 @@ enum Command {
     Evaluate(EvaluateArgs),
     /// Every step, from a data directory to submission.csv, metrics.json and report.md.
     Pipeline(RunArgs),
-    /// Generate a synthetic data set and run the whole pipeline on the CPU with a tiny
-    /// backbone; prints the AUC of each model and the attention boxes' IoU.
+    /// Generate a synthetic data set (--family skin or dermoscopy) and run the whole pipeline
+    /// on the CPU with the CPU preset; prints the AUC of each model and the attention boxes'
+    /// IoU.
     Demo(DemoArgs),
 }
 
