@@ -163,8 +163,8 @@ impl PipelineConfig {
     /// width 16), and a ChipNet whose attention can find a lesion before it has learnt any
     /// class evidence: 8-pixel chips (a 14×14 grid on 112-pixel images, so that small lesions
     /// get boxes of their size), 1×1 scoring kernels, the field mask and a contrast prior of
-    /// weight 2; boxes thresholded at mean + 3·std. About 10 minutes for 1 000 images on two
-    /// cores.
+    /// weight 2; boxes thresholded at mean + 3·std. About 7 minutes for 1 000 images on two
+    /// cores (docs/results.md).
     pub fn cpu(data: PathBuf) -> Self {
         let mut config = Self::demo(data);
         config.model.backbone = "small".into();
