@@ -267,13 +267,6 @@ impl Signs {
     pub fn flags(&self) -> &[bool] {
         &self.flags
     }
-
-    /// Whether the image shows sign `name` (`None` for a sign the family does not have).
-    #[must_use]
-    pub fn get(&self, name: &str) -> Option<bool> {
-        let i = self.names().iter().position(|n| *n == name)?;
-        Some(self.flags[i])
-    }
 }
 
 /// What [`generate`] did.
