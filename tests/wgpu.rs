@@ -2,15 +2,37 @@
 //! Flex: on a machine without a GPU, Mesa's lavapipe is the Vulkan device.
 //!
 //!     cargo test --features wgpu -- wgpu
+//!
+//! `AGC_WGPU_DEVICE` picks the adapter as `--device` names it (default `wgpu:cpu`, the software
+//! adapter; `wgpu` on a machine with a GPU).
 
 #![cfg(feature = "wgpu")]
 
-use agc::core::{ChipGrid, ChipNetConfig, ResNetConfig};
+use agc::core::{ChipGrid, ChipNetConfig, ResNetConfig, initialize_params};
 use burn::prelude::*;
 use burn::tensor::{DeviceKind, Distribution};
 
 fn gpu() -> Device {
-    Device::wgpu(DeviceKind::Cpu)
+    match std::env::var("AGC_WGPU_DEVICE").as_deref() {
+        Ok("wgpu") => Device::wgpu(DeviceKind::DefaultDevice),
+        Ok("wgpu:cpu") | Err(_) => Device::wgpu(DeviceKind::Cpu),
+        Ok(other) => panic!("AGC_WGPU_DEVICE={other:?}: expected wgpu or wgpu:cpu"),
+    }
+}
+
+fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().iter::<f32>().collect()
+}
+
+/// The largest absolute difference, and the largest absolute value of `a`.
+fn max_diff(a: &[f32], b: &[f32]) -> (f32, f32) {
+    assert_eq!(a.len(), b.len());
+    let d = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max);
+    (d, a.iter().map(|x| x.abs()).fold(0.0, f32::max))
 }
 
 #[test]
@@ -24,36 +46,43 @@ fn wgpu_chipnet_forward_matches_flex() {
         })
         .with_attention_hidden(16)
         .init(&cpu);
+    initialize_params(&model);
     let images = Tensor::<4>::random([2, 3, 64, 64], Distribution::Default, &cpu);
     let want = model.forward(images.clone());
-    let on_gpu = model.to_device(&gpu());
-    let got = on_gpu.forward(images.to_device(&gpu()));
-    let a: Vec<f32> = want
-        .logit
-        .into_data()
-        .convert::<f32>()
-        .iter::<f32>()
-        .collect();
-    let b: Vec<f32> = got
-        .logit
-        .into_data()
-        .convert::<f32>()
-        .iter::<f32>()
-        .collect();
-    let d = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max);
+    let got = model.to_device(&gpu()).forward(images.to_device(&gpu()));
+    let (a, b) = (values(want.logit), values(got.logit));
+    let (d, _) = max_diff(&a, &b);
     assert!(d < 1e-3, "logits differ by {d}: flex {a:?}, wgpu {b:?}");
+    let (a, b) = (values(want.attention), values(got.attention));
+    let (d, _) = max_diff(&a, &b);
+    assert!(d < 1e-4, "attention differs by {d}");
+}
+
+/// A torchvision-shaped ResNet-18 (random weights) on two 64² images: the 512-wide embedding.
+#[test]
+fn wgpu_resnet18_forward_matches_flex() {
+    let cpu = Device::flex();
+    cpu.seed(4);
+    let model = ResNetConfig::resnet18().init(&cpu);
+    initialize_params(&model);
+    let images = Tensor::<4>::random([2, 3, 64, 64], Distribution::Default, &cpu);
+    let want = values(model.embed(images.clone()));
+    let got = values(model.to_device(&gpu()).embed(images.to_device(&gpu())));
+    let (d, scale) = max_diff(&want, &got);
+    assert!(
+        d <= 1e-4 * scale.max(1.0),
+        "embeddings differ by {d} (largest value {scale})"
+    );
 }
 
 /// Ten Adam steps of a tiny ChipNet on a fixed batch, on `device`: the losses and the final
 /// weights of the attention's first convolution.
 fn train_steps(device: &Device) -> (Vec<f32>, Vec<f32>) {
     use burn::optim::{AdamConfig, GradientsParams};
-    // The same initial weights on both devices: made on the CPU (with autodiff, so that they
-    // are tracked), then moved.
+    // The same initial weights on both devices: drawn on the CPU (with autodiff, so that they
+    // are tracked), then forked (moved as fresh leaves). Burn draws a fresh model's weights when
+    // they are first read, on the device the model is on by then, so `initialize_params` draws
+    // them before the move.
     let cpu = Device::flex().autodiff();
     cpu.seed(5);
     let model = ChipNetConfig::new(ResNetConfig::tiny())
@@ -65,9 +94,10 @@ fn train_steps(device: &Device) -> (Vec<f32>, Vec<f32>) {
         .with_dropout(0.0)
         .with_attention_dropout(0.0)
         .init(&cpu);
+    initialize_params(&model);
     let images = Tensor::<4>::random([4, 3, 32, 32], Distribution::Default, &cpu);
     let labels = Tensor::<1>::from_floats([1.0, 0.0, 1.0, 0.0], &cpu);
-    let mut model = model.to_device(device);
+    let mut model = model.fork(device);
     let (images, labels) = (images.to_device(device), labels.to_device(device));
     let mut optim = AdamConfig::new().init();
     let loss = agc::train::Loss::Bce;
@@ -76,43 +106,31 @@ fn train_steps(device: &Device) -> (Vec<f32>, Vec<f32>) {
         let value = loss.forward(model.forward(images.clone()).logit, labels.clone());
         losses.push(value.clone().into_scalar::<f32>());
         let grads = GradientsParams::from_grads(value.backward(), &model);
-        model = optim.step(1e-2, model, grads);
+        model = optim.step(1e-3, model, grads);
     }
-    let weights = model
-        .attention
-        .conv1
-        .weight
-        .val()
-        .into_data()
-        .convert::<f32>()
-        .iter::<f32>()
-        .collect();
-    (losses, weights)
+    (losses, values(model.attention.conv1.weight.val()))
 }
 
+/// Training on wgpu follows Flex step for step. Tolerances: 1e-4 on the loss (measured on
+/// lavapipe: 6e-7) and 2e-4 on the weights, which ten steps of 1e-3 move by up to 1e-2
+/// (measured: 2e-5).
 #[test]
-#[ignore = "on lavapipe the first training-mode loss differs from Flex's (0.754 against 0.582, \
-            docs/gpu.md); inference matches"]
 fn wgpu_train_steps_match_flex() {
     let (flex_losses, flex_weights) = train_steps(&Device::flex().autodiff());
     let (gpu_losses, gpu_weights) = train_steps(&gpu().autodiff());
     assert!(
-        gpu_losses[9] < gpu_losses[0],
+        gpu_losses[9] < 0.5 * gpu_losses[0],
         "the loss falls on wgpu: {gpu_losses:?}"
     );
-    let loss_diff = flex_losses
-        .iter()
-        .zip(&gpu_losses)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max);
-    let weight_diff = flex_weights
-        .iter()
-        .zip(&gpu_weights)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max);
+    let (loss_diff, _) = max_diff(&flex_losses, &gpu_losses);
+    let (weight_diff, _) = max_diff(&flex_weights, &gpu_weights);
+    eprintln!(
+        "wgpu against Flex over ten steps: losses {flex_losses:?} vs {gpu_losses:?}, \
+         largest loss difference {loss_diff:e}, largest weight difference {weight_diff:e}"
+    );
     assert!(
-        loss_diff < 1e-3,
+        loss_diff < 1e-4,
         "losses differ by {loss_diff}: {flex_losses:?} vs {gpu_losses:?}"
     );
-    assert!(weight_diff < 1e-3, "weights differ by {weight_diff}");
+    assert!(weight_diff < 2e-4, "weights differ by {weight_diff}");
 }

@@ -6,7 +6,9 @@
 //! - [`AttentionPool`]: softmax attention pooling over a grid of embeddings;
 //! - [`MetaResNet`] (CropNet is a `MetaResNet` trained on crops), [`ChipNet`], [`AttnResNet`];
 //! - [`attention_box`] and [`CentreCrop::map_box`]: from an attention map to a square crop box in
-//!   the original image.
+//!   the original image;
+//! - [`initialize_params`]: draws a fresh model's lazily initialised weights where it was built,
+//!   before it is moved or copied.
 //!
 //! This crate does no file I/O beyond reading weight files.
 
@@ -15,6 +17,7 @@ pub mod boxes;
 pub mod chips;
 pub mod dropout2d;
 pub mod models;
+pub mod params;
 pub mod resnet;
 pub mod weights;
 
@@ -29,6 +32,7 @@ pub use models::{
     AttentionOutput, AttnResNet, AttnResNetConfig, ChipNet, ChipNetConfig, FieldMask, MetaResNet,
     MetaResNetConfig, MetaResNetOutput, PooledHead, contrast_prior,
 };
+pub use params::initialize_params;
 pub use resnet::{BlockKind, ResNet, ResNetConfig, global_avg_pool};
 pub use weights::{LoadOptions, LoadReport, WeightsError};
 

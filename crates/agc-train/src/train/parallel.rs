@@ -1,6 +1,7 @@
 //! Data-parallel training steps: one thread and one model copy per device, gradients averaged
 //! across the devices before every step.
 
+use agc_core::initialize_params;
 use agc_data::ImageBatch;
 use burn::module::{ModuleVisitor, Param};
 use burn::optim::GradientsParams;
@@ -11,19 +12,6 @@ use crate::loss::Loss;
 use crate::model::Net;
 
 use super::optim::Optimizers;
-
-/// Initialises every parameter of `module` in place. Burn initialises parameters lazily, and a
-/// clone of an uninitialised parameter initialises on its own: copies forked from a fresh model
-/// would each start from different random weights.
-pub(super) fn initialize_params<M: Module>(module: &M) {
-    struct Touch;
-    impl ModuleVisitor for Touch {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let _ = param.val();
-        }
-    }
-    module.visit(&mut Touch);
-}
 
 /// The batch of device `peer` at `step`, made on `device`.
 pub(super) type ShardFn<'a> = dyn Fn(usize, usize, &Device) -> ImageBatch + Sync + 'a;
