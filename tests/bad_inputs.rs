@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{agc, agc_fails, synth, tiny_run_args};
+use common::{agc, agc_fails, synth, tiny_run_args, tiny_run_args_with};
 
 #[test]
 fn bad_settings_are_named_before_anything_is_written() {
@@ -185,4 +185,35 @@ fn an_unknown_preset_lists_the_presets_before_anything_is_written() {
         out.to_str().expect("utf-8"),
     ]);
     assert!(err.contains("seed, demo, cpu"), "{err}");
+}
+
+#[test]
+fn a_batch_larger_than_a_fold_is_named_and_a_smaller_one_resumes_the_run() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("data");
+    synth(&data, 24, 4);
+    let run = dir.path().join("run");
+    let mut args = vec!["train", "--model", "resnet"];
+    args.extend(tiny_run_args_with(&data, &run, "1"));
+    let at = args
+        .iter()
+        .position(|a| *a == "--batch-size")
+        .expect("batch")
+        + 1;
+    // Two folds of 24 images train on about 12 each: no batch of 32 fits.
+    args[at] = "32";
+    let err = agc_fails(&args);
+    assert!(
+        err.contains("fewer than one batch of 32") && err.contains("fold0"),
+        "{err}"
+    );
+    // The prepared run takes a smaller batch (and says so in config.json); other changes are
+    // still refused.
+    args[at] = "4";
+    agc(&args);
+    let saved = std::fs::read_to_string(run.join("config.json")).expect("config");
+    let saved: serde_json::Value = serde_json::from_str(&saved).expect("json");
+    assert_eq!(saved["schedules"]["resnet"]["batch_size"], 4);
+    let err = agc_fails(&[&args[..], &["--seed", "9"]].concat());
+    assert!(err.contains("seed: saved 42, given 9"), "{err}");
 }

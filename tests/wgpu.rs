@@ -8,6 +8,8 @@
 
 #![cfg(feature = "wgpu")]
 
+mod common;
+
 use agc::core::{ChipGrid, ChipNetConfig, ResNetConfig, initialize_params};
 use burn::prelude::*;
 use burn::tensor::{DeviceKind, Distribution};
@@ -133,4 +135,39 @@ fn wgpu_train_steps_match_flex() {
         "losses differ by {loss_diff}: {flex_losses:?} vs {gpu_losses:?}"
     );
     assert!(weight_diff < 2e-4, "weights differ by {weight_diff}");
+}
+
+/// A batch too large for the GPU's memory ends the run with an error that names the device and
+/// the batch size to lower, not a panic. Lavapipe allows buffers of up to 128 MiB: a ResNet-18's
+/// first feature map for 48 images of 224² (154 MB) does not fit.
+#[test]
+fn wgpu_train_out_of_memory_names_the_device_and_the_batch_size() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("data");
+    common::synth(&data, 100, 4);
+    let run = dir.path().join("run");
+    let mut args = vec!["train", "--model", "resnet"];
+    args.extend(common::tiny_run_args_with(&data, &run, "1"));
+    for (flag, value) in [
+        ("--backbone", "resnet18"),
+        ("--image-size", "224"),
+        ("--chip", "32"),
+        ("--batch-size", "48"),
+    ] {
+        let at = args
+            .iter()
+            .position(|a| *a == flag)
+            .expect("a tiny-run flag")
+            + 1;
+        args[at] = value;
+    }
+    args.extend(["--device", "wgpu:cpu"]);
+    let err = common::agc_fails(&args);
+    assert!(
+        err.contains("--device wgpu:cpu: the GPU ran out of memory")
+            && err.contains("--batch-size (now 48)")
+            && err.contains("resumes"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
 }

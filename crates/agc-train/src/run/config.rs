@@ -58,6 +58,23 @@ impl Schedules {
             f(c);
         }
     }
+
+    /// These schedules with the batch sizes (training and inference) of `other`: the only
+    /// settings a prepared run may change when it resumes, since they decide how much memory a
+    /// step needs, as after a GPU ran out of it.
+    #[must_use]
+    pub fn with_batch_sizes_of(mut self, other: &Self) -> Self {
+        for (s, o) in [
+            (&mut self.resnet, &other.resnet),
+            (&mut self.chipnet, &other.chipnet),
+            (&mut self.attnresnet, &other.attnresnet),
+            (&mut self.cropnet, &other.cropnet),
+        ] {
+            s.batch_size = o.batch_size;
+            s.eval_batch_size = o.eval_batch_size;
+        }
+        self
+    }
 }
 
 /// Everything a run does, saved as `RUN/config.json`.

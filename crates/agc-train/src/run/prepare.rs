@@ -84,10 +84,26 @@ pub fn prepare(dir: &Path, config: &PipelineConfig, progress: &Reporter) -> Resu
     run.record_step("prepare", seconds)
 }
 
-/// A prepared run resumes only with the settings it was prepared with.
+/// A prepared run resumes only with the settings it was prepared with, except the batch sizes:
+/// new ones are written to `config.json` and used from the next epoch on (what was trained
+/// keeps its own).
 fn compare(config_path: &Path, given: &PipelineConfig) -> Result<()> {
     let saved = PipelineConfig::read(config_path)?;
     if &saved == given {
+        return Ok(());
+    }
+    let mut batches_only = saved.clone();
+    batches_only.schedules = saved
+        .schedules
+        .clone()
+        .with_batch_sizes_of(&given.schedules);
+    if &batches_only == given {
+        let dir = config_path.parent().unwrap_or(Path::new("."));
+        let _claim = lock::claim(
+            &dir.join("locks").join("prepare.lock"),
+            "changing batch sizes",
+        )?;
+        agc_data::fsutil::write_json(config_path, given)?;
         return Ok(());
     }
     Err(TrainError::Config(format!(
@@ -247,4 +263,35 @@ pub fn preprocess(config: &PipelineConfig, progress: &Reporter) -> Result<()> {
     let data = open_data(config)?;
     check_data(config, &data)?;
     build_caches(config, &data, progress).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prepared_run_takes_new_batch_sizes_and_refuses_other_changes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.json");
+        let saved = PipelineConfig::demo("data".into());
+        agc_data::fsutil::write_json(&path, &saved).expect("write");
+        compare(&path, &saved).expect("the same settings");
+
+        let mut smaller = saved.clone();
+        smaller.schedules.for_each(|s| {
+            s.batch_size = 4;
+            s.eval_batch_size = 8;
+        });
+        compare(&path, &smaller).expect("new batch sizes");
+        assert_eq!(PipelineConfig::read(&path).expect("read"), smaller);
+
+        let mut other = smaller.clone();
+        other.seed += 1;
+        other.schedules.resnet.batch_size = 2;
+        let err = compare(&path, &other)
+            .expect_err("another seed")
+            .to_string();
+        assert!(err.contains("seed: saved"), "{err}");
+        assert_eq!(PipelineConfig::read(&path).expect("read"), smaller);
+    }
 }

@@ -149,6 +149,15 @@ pub fn train_fold(task: &FoldTask<'_>, devices: &[Device]) -> Result<FoldOutcome
         let decay = config.lr_decay.powi(epoch as i32);
         let (lr_backbone, lr_head) = (config.lr_backbone * decay, config.lr_head * decay);
         let steps = dataset.len() / config.batch_size;
+        if steps == 0 {
+            return Err(TrainError::Config(format!(
+                "{}: the fold trains on {} images, fewer than one batch of {}; lower \
+                 --batch-size (a prepared run takes a new one when it resumes) or use fewer folds",
+                dir.display(),
+                dataset.len(),
+                config.batch_size
+            )));
+        }
         let bar = task.progress.start(
             &format!("{} epoch {}", dir.display(), epoch + 1),
             steps as u64,
