@@ -1,0 +1,317 @@
+//! Devices by name, as `--device` gives them (`cpu`, `cuda:N`, `wgpu`, `wgpu:N`,
+//! `wgpu:integrated:N`, `wgpu:cpu`, lists of GPUs of one kind), and the guards around Burn's GPU
+//! backends, which panic where a driver, an adapter or memory is missing.
+
+use anyhow::{Result, bail};
+use burn::prelude::Device;
+
+/// A parsed `--device`.
+#[derive(Debug, PartialEq)]
+pub enum DeviceArg {
+    /// The CPU, through Burn's Flex backend.
+    Cpu,
+    /// One or more GPUs of one backend; several train data-parallel.
+    Gpus(Vec<Gpu>),
+}
+
+/// One GPU, as `--device` names it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Gpu {
+    /// `cuda:N`.
+    Cuda(usize),
+    /// `wgpu` (the best adapter), `wgpu:N` (discrete GPU N), `wgpu:integrated:N`, `wgpu:cpu`.
+    Wgpu(Adapter),
+}
+
+/// A wgpu adapter.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Adapter {
+    /// The best one found (`wgpu`): a high-power GPU first; `CUBECL_WGPU_DEFAULT_DEVICE`
+    /// overrides.
+    Best,
+    /// Discrete GPU N (`wgpu:N`).
+    Discrete(usize),
+    /// Integrated GPU N (`wgpu:integrated:N`).
+    Integrated(usize),
+    /// A software adapter on the CPU (`wgpu:cpu`), such as Mesa's lavapipe.
+    Cpu,
+}
+
+const DEVICE_FORMS: &str = "cpu, cuda:N, wgpu, wgpu:N, wgpu:integrated[:N], wgpu:cpu, or a list \
+                            of GPUs of one kind like cuda:0,cuda:1 (the CPU backend already uses \
+                            every core)";
+
+impl Gpu {
+    /// One GPU's name (`cuda:1`, `wgpu:cpu`), or `None`.
+    #[must_use]
+    pub fn parse(part: &str) -> Option<Self> {
+        let index = |i: &str| -> Option<usize> {
+            if i.is_empty() {
+                Some(0)
+            } else {
+                i.parse().ok()
+            }
+        };
+        if let Some(i) = part.strip_prefix("cuda:").or(part.strip_prefix("cuda")) {
+            return index(i).map(Self::Cuda);
+        }
+        let rest = part.strip_prefix("wgpu")?;
+        let adapter = match rest {
+            "" => Adapter::Best,
+            ":cpu" => Adapter::Cpu,
+            ":integrated" => Adapter::Integrated(0),
+            r => match r.strip_prefix(":integrated:") {
+                Some(i) => Adapter::Integrated(i.parse().ok()?),
+                None => Adapter::Discrete(r.strip_prefix(':')?.parse().ok()?),
+            },
+        };
+        Some(Self::Wgpu(adapter))
+    }
+
+    /// The name `--device` gives it.
+    #[must_use]
+    pub fn name(self) -> String {
+        match self {
+            Self::Cuda(i) => format!("cuda:{i}"),
+            Self::Wgpu(Adapter::Best) => "wgpu".into(),
+            Self::Wgpu(Adapter::Discrete(i)) => format!("wgpu:{i}"),
+            Self::Wgpu(Adapter::Integrated(i)) => format!("wgpu:integrated:{i}"),
+            Self::Wgpu(Adapter::Cpu) => "wgpu:cpu".into(),
+        }
+    }
+
+    /// The device, without autodiff.
+    ///
+    /// # Panics
+    /// For a backend this build lacks; [`parse_device`] refuses those.
+    #[must_use]
+    pub fn device(self) -> Device {
+        match self {
+            #[cfg(feature = "cuda")]
+            Self::Cuda(i) => Device::cuda(i),
+            #[cfg(feature = "wgpu")]
+            Self::Wgpu(adapter) => {
+                use burn::tensor::DeviceKind;
+                Device::wgpu(match adapter {
+                    Adapter::Best => DeviceKind::DefaultDevice,
+                    Adapter::Discrete(i) => DeviceKind::DiscreteGpu(i),
+                    Adapter::Integrated(i) => DeviceKind::IntegratedGpu(i),
+                    Adapter::Cpu => DeviceKind::Cpu,
+                })
+            }
+            #[allow(unreachable_patterns)]
+            other => unreachable!("parse_device refuses {} without its feature", other.name()),
+        }
+    }
+}
+
+/// `cpu`, a GPU, or a comma-separated list of distinct GPUs of one kind (`cuda:0,cuda:1`).
+///
+/// # Errors
+/// A name that is no device (the message lists the forms), a GPU listed twice, a list that mixes
+/// kinds, or a backend this build lacks (with the feature to rebuild with).
+pub fn parse_device(name: &str) -> Result<DeviceArg> {
+    if name == "cpu" {
+        return Ok(DeviceArg::Cpu);
+    }
+    let mut gpus: Vec<Gpu> = Vec::new();
+    for part in name.split(',').map(str::trim) {
+        let Some(gpu) = Gpu::parse(part) else {
+            bail!("--device {name:?}: {part:?} is not a device; expected {DEVICE_FORMS}");
+        };
+        if gpus.contains(&gpu) {
+            bail!("--device {name:?}: {} is listed twice", gpu.name());
+        }
+        gpus.push(gpu);
+    }
+    let cuda = gpus.iter().filter(|g| matches!(g, Gpu::Cuda(_))).count();
+    if cuda != 0 && cuda != gpus.len() {
+        bail!("--device {name:?}: the GPUs of a list must be of one kind, all cuda or all wgpu");
+    }
+    if gpus.len() > 1
+        && gpus
+            .iter()
+            .any(|g| matches!(g, Gpu::Wgpu(Adapter::Best | Adapter::Cpu)))
+    {
+        bail!(
+            "--device {name:?}: wgpu and wgpu:cpu may name the same adapter as another entry; \
+             list GPUs by index (wgpu:0,wgpu:1) to train data-parallel"
+        );
+    }
+    if cuda > 0 && !cfg!(feature = "cuda") {
+        bail!("--device {name}: this agc was built without CUDA; rebuild with --features cuda");
+    }
+    if cuda == 0 && !cfg!(feature = "wgpu") {
+        bail!(
+            "--device {name}: this agc was built without wgpu; rebuild with --features wgpu \
+             (Vulkan, Metal or DX12 GPUs)"
+        );
+    }
+    Ok(DeviceArg::Gpus(gpus))
+}
+
+impl DeviceArg {
+    /// The devices as `--device` names them, in order.
+    #[must_use]
+    pub fn names(&self) -> Vec<String> {
+        match self {
+            Self::Cpu => vec!["cpu".into()],
+            Self::Gpus(gpus) => gpus.iter().map(|g| g.name()).collect(),
+        }
+    }
+
+    /// The training devices (with autodiff): Burn's Flex backend on the CPU, CUDA or wgpu on
+    /// one or more GPUs.
+    #[must_use]
+    pub fn devices(&self) -> Vec<Device> {
+        match self {
+            Self::Cpu => vec![Device::flex().autodiff()],
+            Self::Gpus(gpus) => gpus.iter().map(|g| g.device().autodiff()).collect(),
+        }
+    }
+}
+
+/// Whether a GPU failure's message says that memory ran out (CubeCL's out-of-memory errors,
+/// and a buffer larger than the device allows).
+#[must_use]
+pub fn is_out_of_memory(why: &str) -> bool {
+    let why = why.to_lowercase();
+    [
+        "out of memory",
+        "out-of-memory",
+        "out of device memory",
+        "outofmemory",
+        "can't allocate buffer",
+    ]
+    .iter()
+    .any(|m| why.contains(m))
+}
+
+/// Runs one small computation on `device`, so that a device that cannot work fails before any
+/// work starts.
+///
+/// # Errors
+/// The backend's panic message, or a wrong sum.
+pub fn probe(device: &Device) -> Result<()> {
+    let outcome = catching_panics(|| {
+        let x = burn::Tensor::<1>::from_floats([1.0, 2.0], device);
+        (x.clone() + x).sum().into_scalar::<f32>()
+    });
+    match outcome {
+        Ok(v) if (v - 6.0).abs() < 1e-3 => Ok(()),
+        Ok(v) => bail!("a test sum gave {v} instead of 6"),
+        Err(why) => bail!("{why}"),
+    }
+}
+
+/// Runs `f`, turning a panic into its message. Burn's GPU backends panic when the driver
+/// cannot be loaded, the GPU is missing or memory runs out; the message is kept, and the default
+/// hook's report is not printed.
+///
+/// # Errors
+/// The panic's message.
+pub fn catching_panics<T>(f: impl FnOnce() -> T + std::panic::UnwindSafe) -> Result<T, String> {
+    let message = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+    let seen = std::sync::Arc::clone(&message);
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| {
+                info.payload()
+                    .downcast_ref::<&str>()
+                    .map(ToString::to_string)
+            })
+            .unwrap_or_else(|| info.to_string());
+        seen.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_or_insert(text);
+    }));
+    let outcome = std::panic::catch_unwind(f);
+    std::panic::set_hook(hook);
+    outcome.map_err(|_| {
+        message
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+            .unwrap_or_else(|| "it panicked".into())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cpu_passes_the_device_probe() {
+        for (device, name) in DeviceArg::Cpu.devices().iter().zip(DeviceArg::Cpu.names()) {
+            assert_eq!(name, "cpu");
+            probe(device).expect("the CPU computes");
+        }
+    }
+
+    #[test]
+    fn device_names_parse_and_bad_ones_are_refused() {
+        assert_eq!(parse_device("cpu").expect("cpu"), DeviceArg::Cpu);
+        for bad in [
+            "tpu",
+            "cpu,cpu",
+            "cuda:0,cuda:0",
+            "cuda:x",
+            "wgpu:",
+            "wgpu:gpu",
+            "wgpu:integrated:x",
+            "cuda:0,wgpu:0",
+            "wgpu,wgpu:1",
+            "wgpu:0,wgpu:cpu",
+            "wgpu:1,wgpu:1",
+        ] {
+            assert!(parse_device(bad).is_err(), "{bad}");
+        }
+        let named = |name: &str| parse_device(name).map(|d| d.names());
+        if cfg!(feature = "cuda") {
+            assert_eq!(
+                parse_device("cuda:0, cuda:2").expect("two GPUs"),
+                DeviceArg::Gpus(vec![Gpu::Cuda(0), Gpu::Cuda(2)])
+            );
+            assert_eq!(named("cuda").expect("cuda"), ["cuda:0"]);
+        } else {
+            let err = parse_device("cuda:0").expect_err("no cuda").to_string();
+            assert!(err.contains("--features cuda"), "{err}");
+        }
+        if cfg!(feature = "wgpu") {
+            for (given, names) in [
+                ("wgpu", vec!["wgpu"]),
+                ("wgpu:cpu", vec!["wgpu:cpu"]),
+                ("wgpu:integrated", vec!["wgpu:integrated:0"]),
+                ("wgpu:1, wgpu:0", vec!["wgpu:1", "wgpu:0"]),
+            ] {
+                assert_eq!(named(given).expect(given), names);
+            }
+        } else {
+            let err = parse_device("wgpu").expect_err("no wgpu").to_string();
+            assert!(err.contains("--features wgpu"), "{err}");
+        }
+        assert!(is_out_of_memory(
+            "An IO error happened\nCaused by:\n  can't allocate buffer of size: 1073741824"
+        ));
+        assert!(is_out_of_memory(
+            "out of device memory allocating 512 bytes"
+        ));
+        assert!(!is_out_of_memory(
+            "A compilation error happened during launch"
+        ));
+    }
+
+    #[test]
+    fn a_panic_becomes_its_message() {
+        assert_eq!(catching_panics(|| 2), Ok(2));
+        let err = catching_panics(|| -> u8 { panic!("out of device memory allocating 8 bytes") });
+        assert_eq!(
+            err,
+            Err("out of device memory allocating 8 bytes".to_string())
+        );
+    }
+}
