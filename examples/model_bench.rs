@@ -1,11 +1,15 @@
-//! Times agc's models on the CPU, the same workloads as `scripts/torch_model_bench.py` does in
-//! PyTorch, and prints one line per workload:
+//! Times agc's models, on the CPU or a GPU, the same workloads as `scripts/torch_model_bench.py`
+//! does in PyTorch, and prints one line per workload:
 //!
 //!     RESULT <workload> median_ms=<x>
 //!
 //! `scripts/bench_models.sh` runs both and prints the ratios. On its own:
 //!
 //!     cargo run --release --example model_bench -- [--reps 5] [--only WORKLOAD] [--parts]
+//!         [--batch 8] [--device cpu]
+//!
+//! `--device` takes the names of `agc --device` (`cuda:0` and `wgpu` with their features);
+//! `scripts/gpu-check.sh` runs it on GPUs with `--batch 32`, which names the workloads `..._b32_...`.
 //!
 //! Workloads (batch 8 of 224×224 images, f32, Flex on every core rayon sees; `RAYON_NUM_THREADS`
 //! sets the count):
@@ -34,19 +38,36 @@ use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 
-const BATCH: usize = 8;
 const SIZE: usize = 224;
-const WORKLOADS: [&str; 4] = [
-    "r18_fwd_b8_224",
-    "r18_train_step_b8_224",
-    "chipnet_r18_train_step_b8_224",
-    "r50_98chips_32",
-];
+
+/// The workloads' names for batches of `batch`.
+fn workloads(batch: usize) -> [String; 4] {
+    [
+        format!("r18_fwd_b{batch}_224"),
+        format!("r18_train_step_b{batch}_224"),
+        format!("chipnet_r18_train_step_b{batch}_224"),
+        "r50_98chips_32".into(),
+    ]
+}
 
 struct Options {
     reps: usize,
     only: Option<String>,
     parts: bool,
+    batch: usize,
+    device: String,
+}
+
+fn number(args: &mut impl Iterator<Item = String>, flag: &str) -> anyhow::Result<usize> {
+    let n: usize = args
+        .next()
+        .with_context(|| format!("{flag} needs a number"))?
+        .parse()
+        .with_context(|| format!("{flag} needs a number"))?;
+    if n == 0 {
+        bail!("{flag} must be at least 1");
+    }
+    Ok(n)
 }
 
 fn parse_args() -> anyhow::Result<Options> {
@@ -54,29 +75,27 @@ fn parse_args() -> anyhow::Result<Options> {
         reps: 5,
         only: None,
         parts: false,
+        batch: 8,
+        device: "cpu".into(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--reps" => {
-                options.reps = args
-                    .next()
-                    .context("--reps needs a number")?
-                    .parse()
-                    .context("--reps needs a number")?;
-                if options.reps == 0 {
-                    bail!("--reps must be at least 1");
-                }
-            }
-            "--only" => {
-                let name = args.next().context("--only needs a workload")?;
-                if !WORKLOADS.contains(&name.as_str()) {
-                    bail!("unknown workload {name:?}; expected one of {WORKLOADS:?}");
-                }
-                options.only = Some(name);
-            }
+            "--reps" => options.reps = number(&mut args, "--reps")?,
+            "--batch" => options.batch = number(&mut args, "--batch")?.max(2),
+            "--only" => options.only = Some(args.next().context("--only needs a workload")?),
+            "--device" => options.device = args.next().context("--device needs a name")?,
             "--parts" => options.parts = true,
-            other => bail!("unknown argument {other:?} (expected --reps N, --only NAME, --parts)"),
+            other => bail!(
+                "unknown argument {other:?} (expected --reps N, --only NAME, --parts, --batch N, \
+                 --device NAME)"
+            ),
+        }
+    }
+    if let Some(name) = &options.only {
+        let known = workloads(options.batch);
+        if !known.contains(name) {
+            bail!("unknown workload {name:?}; expected one of {known:?}");
         }
     }
     Ok(options)
@@ -105,8 +124,11 @@ fn images(batch: usize, size: usize, device: &Device) -> Tensor<4> {
     )
 }
 
-fn targets(device: &Device) -> Tensor<1> {
-    Tensor::from_floats([1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0], device)
+/// Labels 1, 0, 0, 1, 0, 1, 0, 0, repeated.
+fn targets(batch: usize, device: &Device) -> Tensor<1> {
+    let pattern = [1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0];
+    let labels: Vec<f32> = (0..batch).map(|i| pattern[i % pattern.len()]).collect();
+    Tensor::from_floats(labels.as_slice(), device)
 }
 
 /// A model that maps a batch of images to one logit per image.
@@ -141,8 +163,8 @@ fn train_step<M: Classifier>(
 /// Times the training step of `model`, and with `parts` its forward, backward and optimizer
 /// parts on their own.
 fn time_training<M: Classifier>(name: &str, model: M, options: &Options, device: &Device) {
-    let x = images(BATCH, SIZE, device);
-    let y = targets(device);
+    let x = images(options.batch, SIZE, device);
+    let y = targets(options.batch, device);
     let mut optim = AdamConfig::new().init();
     let mut model = Some(model);
     let ms = median_ms(options.reps, || {
@@ -177,43 +199,53 @@ fn time_training<M: Classifier>(name: &str, model: M, options: &Options, device:
 
 fn main() -> anyhow::Result<()> {
     let options = parse_args()?;
-    let plain = Device::flex();
+    let (plain, name) = match agc::devices::parse_device(&options.device)? {
+        agc::devices::DeviceArg::Cpu => (
+            Device::flex(),
+            format!("Flex, {} rayon threads", rayon::current_num_threads()),
+        ),
+        agc::devices::DeviceArg::Gpus(gpus) => match gpus.as_slice() {
+            [gpu] => (gpu.device(), gpu.name()),
+            _ => bail!("--device: one device at a time"),
+        },
+    };
+    agc::devices::probe(&plain).with_context(|| format!("--device {name}: not usable"))?;
     let train = plain.clone().autodiff();
     plain.seed(0);
     println!(
-        "# agc model bench: Flex, {} rayon threads, median of {} runs",
-        rayon::current_num_threads(),
-        options.reps
+        "# agc model bench: {name}, batch {}, median of {} runs",
+        options.batch, options.reps
     );
+    let [fwd, step, chip_step, r50] = workloads(options.batch);
     let wanted = |name: &str| options.only.as_deref().is_none_or(|only| only == name);
 
-    if wanted("r18_fwd_b8_224") {
+    if wanted(&fwd) {
         let model = ResNetConfig::resnet18()
             .with_num_classes(Some(1000))
             .init(&plain);
-        let x = images(BATCH, SIZE, &plain);
+        let x = images(options.batch, SIZE, &plain);
         let ms = median_ms(options.reps, || {
             let _ = model.forward(x.clone()).into_data();
         });
-        println!("RESULT r18_fwd_b8_224 median_ms={ms:.1}");
+        println!("RESULT {fwd} median_ms={ms:.1}");
     }
-    if wanted("r18_train_step_b8_224") {
+    if wanted(&step) {
         let model = ResNetConfig::resnet18()
             .with_num_classes(Some(1))
             .init(&train);
-        time_training("r18_train_step_b8_224", model, &options, &train);
+        time_training(&step, model, &options, &train);
     }
-    if wanted("chipnet_r18_train_step_b8_224") {
+    if wanted(&chip_step) {
         let model = ChipNetConfig::new(ResNetConfig::resnet18()).init(&train);
-        time_training("chipnet_r18_train_step_b8_224", model, &options, &train);
+        time_training(&chip_step, model, &options, &train);
     }
-    if wanted("r50_98chips_32") {
+    if wanted(&r50) {
         let model = ResNetConfig::resnet50().init(&plain);
         let chips = images(98, 32, &plain);
         let ms = median_ms(options.reps, || {
             let _ = model.embed(chips.clone()).into_data();
         });
-        println!("RESULT r50_98chips_32 median_ms={ms:.1}");
+        println!("RESULT {r50} median_ms={ms:.1}");
     }
     Ok(())
 }

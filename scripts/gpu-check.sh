@@ -1,88 +1,141 @@
 #!/usr/bin/env bash
-# GPU check for agc: build with CUDA, run the model tests on the GPU, run a short pipeline on
-# cuda:0, train data-parallel on two GPUs where there are two, and time one training epoch of
-# each model against PyTorch on the same GPU.
+# GPU check for agc, sized for 8 minutes on one H100/H200. For each GPU backend (DEVICES,
+# default "cuda:0 wgpu"):
+#   1. the GPU tests (tests/wgpu.rs: ChipNet and ResNet-18 forward against Flex, ten training
+#      steps against Flex) on that device;
+#   2. a short pipeline (ResNet-18 backbones, 224 px, 2 folds, 2 epochs, 128 + 64 synthetic
+#      images), with its wall time and results table;
+#   3. the ResNet-18 and ChipNet-R18 training steps at batch 32 (examples/model_bench.rs);
+# then the same steps in eager PyTorch on cuda:0 (scripts/torch_model_bench.py: fp32 with TF32,
+# cuDNN autotuning), and for each model the seconds per training epoch of 1 000 images side by
+# side with the ratio PyTorch / agc (the target is at least 0.8). Where nvidia-smi lists two
+# GPUs, one model also trains data-parallel on cuda:0,cuda:1.
 #
 #   scripts/gpu-check.sh [OUT]        (default OUT: gpu-check/, a log per step plus summary.txt)
 #
-# Needs an NVIDIA GPU with its driver. Rust is needed to build; on a machine without it, build
-# here first and point the script at the binaries:
-#   eval "$(scripts/cuda-llvm.sh)"
-#   CUDARC_CUDA_VERSION=13000 cargo build --release --features cuda --bin agc
-#   AGC_BIN=target/release/agc SKIP_TESTS=1 scripts/gpu-check.sh
-# PyTorch (with CUDA) is needed only for the reference timings; without it they are skipped.
+# The GPU machine needs no Rust and no internet: build the binaries beforehand on a CPU machine
+# with scripts/gpu-bundle.sh (cuda and wgpu features, stripped, one xz archive) and carry
+# gpu-bundle/ along; BUNDLE points elsewhere. Without a bundle the script builds one (needs
+# Rust). wgpu reaches NVIDIA GPUs through their Vulkan driver (libvulkan and the NVIDIA ICD).
+#
+# A dry run on a machine without a GPU checks the script itself, on lavapipe:
+#   DEVICES=wgpu:cpu SIZE=64 BACKBONE=tiny STEPS=r18 scripts/gpu-check.sh /tmp/gpu-dry
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-gpu-check}"
+BUNDLE="${BUNDLE:-gpu-bundle}"
+DEVICES="${DEVICES:-cuda:0 wgpu}"
+SIZE="${SIZE:-224}"
+BACKBONE="${BACKBONE:-resnet18}"
+STEPS="${STEPS:-r18 chipnet_r18}"
+BATCH="${BATCH:-32}"
 mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
 SUMMARY="$OUT/summary.txt"
 : > "$SUMMARY"
 say() { echo "$*" | tee -a "$SUMMARY"; }
+elapsed() { echo $(( $(date +%s) - $1 )); }
 
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader \
-    | sed 's/^/gpu: /' | tee -a "$SUMMARY" || { say "no GPU visible"; exit 1; }
-
-if [ -z "${AGC_BIN:-}" ]; then
-    say "== build (--features cuda)"
-    # burn-cuda needs LLVM 23.1 at build time: installed from PyPI, no download from GitHub.
-    eval "$(scripts/cuda-llvm.sh)" || { say "no LLVM for the cuda build (scripts/cuda-llvm.sh)"; exit 1; }
-    cargo build --release --features cuda --bin agc > "$OUT/build.log" 2>&1 \
-        || { say "build failed: see $OUT/build.log"; exit 1; }
-    AGC_BIN=target/release/agc
-fi
-
-if [ -z "${SKIP_TESTS:-}" ]; then
-    say "== model tests on the GPU (agc-core, --features cuda)"
-    if cargo test --release -p agc-core --features cuda > "$OUT/tests.log" 2>&1; then
-        say "model tests: $(grep -h 'test result' "$OUT/tests.log" | tr '\n' ' ')"
-    else
-        say "model tests FAILED: see $OUT/tests.log"
-    fi
-fi
-
-say "== short pipeline on cuda:0 (resnet18, 224 px, 2 folds, 2 epochs)"
-DATA="$OUT/data"
-"$AGC_BIN" synth --out "$DATA" --train 256 --test 128 --quiet > "$OUT/synth.log" 2>&1
-start=$(date +%s)
-if timeout 1800 "$AGC_BIN" pipeline --data "$DATA" --out "$OUT/run" --device cuda:0 \
-    --backbone resnet18 --folds 2 --epochs 2 --patience 2 --tta 1 --quiet \
-    > "$OUT/pipeline.log" 2>&1; then
-    say "pipeline: done in $(( $(date +%s) - start )) s"
-    sed -n '/| model/,/^$/p' "$OUT/pipeline.log" | tee -a "$SUMMARY"
+if command -v nvidia-smi >/dev/null; then
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader |
+        sed 's/^/gpu: /' | tee -a "$SUMMARY"
 else
-    say "pipeline FAILED or timed out after $(( $(date +%s) - start )) s: see $OUT/pipeline.log"
+    say "nvidia-smi: not found"
 fi
+
+[ -f "$BUNDLE/bins.tar.xz" ] || scripts/gpu-bundle.sh "$BUNDLE" > "$OUT/bundle.log" 2>&1 ||
+    { say "no bundle, and building one failed: see $OUT/bundle.log"; exit 1; }
+xz -dc "$BUNDLE/bins.tar.xz" | tar -C "$OUT" -xf - || { say "cannot unpack $BUNDLE"; exit 1; }
+BIN="$OUT/bins"
+say "bundle: $(tr '\n' ';' < "$BUNDLE/BUILD")"
+
+DATA="$OUT/data"
+"$BIN/agc" synth --out "$DATA" --train 128 --test 64 --quiet > "$OUT/synth.log" 2>&1 ||
+    say "synth FAILED: see $OUT/synth.log"
+
+for dev in $DEVICES; do
+    tag="${dev//:/-}"
+    say "== $dev"
+    start=$(date +%s)
+    # The out-of-memory test is lavapipe's (a real GPU has room for its batch), and it runs the
+    # agc binary at the path it was built with.
+    if AGC_TEST_DEVICE="$dev" timeout 120 "$BIN/gpu-tests" --skip out_of_memory --nocapture \
+        > "$OUT/tests-$tag.log" 2>&1; then
+        say "tests: passed in $(elapsed "$start") s; $(grep -h 'against Flex' "$OUT/tests-$tag.log" |
+            sed 's/: losses \[.*\], largest/: largest/' | tr '\n' ';')"
+    else
+        say "tests FAILED or timed out after $(elapsed "$start") s: see $OUT/tests-$tag.log"
+    fi
+
+    start=$(date +%s)
+    if timeout 180 "$BIN/agc" pipeline --data "$DATA" --out "$OUT/run-$tag" --device "$dev" \
+        --backbone "$BACKBONE" --image-size "$SIZE" --folds 2 --epochs 2 --patience 2 --tta 1 \
+        --quiet > "$OUT/pipeline-$tag.log" 2>&1; then
+        say "pipeline: done in $(elapsed "$start") s"
+        sed -n '/| model/,/^$/p' "$OUT/pipeline-$tag.log" | tee -a "$SUMMARY"
+        for model in resnet chipnet cropnet; do
+            state="$OUT/run-$tag/models/$model/fold0/state.json"
+            [ -f "$state" ] && say "pipeline epoch, $model (fold 0, loader included): $(python3 -c \
+                "import json,sys; print(round(json.load(open(sys.argv[1]))['history'][-1]['seconds'],2))" \
+                "$state") s"
+        done
+    else
+        say "pipeline FAILED or timed out after $(elapsed "$start") s: see $OUT/pipeline-$tag.log"
+    fi
+
+    for step in $STEPS; do
+        timeout 90 "$BIN/model_bench" --device "$dev" --batch "$BATCH" --reps 5 \
+            --only "${step}_train_step_b${BATCH}_224" >> "$OUT/bench-$tag.log" 2>&1 ||
+            say "bench $step FAILED or timed out: see $OUT/bench-$tag.log"
+    done
+    grep -h '^RESULT' "$OUT/bench-$tag.log" | sed "s/^RESULT /agc $dev /" | tee -a "$SUMMARY"
+done
+
+if python3 -c "import torch, torchvision; assert torch.cuda.is_available()" 2>/dev/null; then
+    for step in $STEPS; do
+        timeout 90 python3 scripts/torch_model_bench.py --device cuda:0 --batch "$BATCH" \
+            --reps 5 --only "${step}_train_step_b${BATCH}_224" >> "$OUT/bench-torch.log" 2>&1 ||
+            say "torch bench $step FAILED: see $OUT/bench-torch.log"
+    done
+    grep -h '^RESULT' "$OUT/bench-torch.log" | sed 's/^RESULT /torch cuda:0 /' | tee -a "$SUMMARY"
+else
+    say "PyTorch with CUDA not available: no reference timings"
+fi
+
+say "== seconds per training epoch of 1000 images (model steps only, batch $BATCH; ratio = PyTorch / agc, target >= 0.8)"
+python3 - "$SUMMARY" "$BATCH" <<'EOF' | tee -a "$SUMMARY"
+import math, re, sys
+lines = open(sys.argv[1]).read().splitlines()
+batch = int(sys.argv[2])
+ms = {}
+for line in lines:
+    m = re.match(r"(agc|torch) (\S+) (\S+) median_ms=([\d.]+)", line)
+    if m:
+        ms[(m[1], m[2], m[3])] = float(m[4])
+epoch = lambda v: v * math.ceil(1000 / batch) / 1000
+torch = {w: v for (who, _, w), v in ms.items() if who == "torch"}
+for (who, dev, w), v in sorted(ms.items()):
+    if who != "agc":
+        continue
+    ref = torch.get(w)
+    line = f"{w} on {dev}: agc {epoch(v):.1f} s"
+    if ref is not None:
+        line += f", PyTorch {epoch(ref):.1f} s, ratio {ref / v:.2f}"
+    print(line)
+EOF
 
 GPUS=$(nvidia-smi --list-gpus 2>/dev/null | wc -l)
 if [ "$GPUS" -ge 2 ]; then
     say "== data-parallel training on cuda:0,cuda:1 (resnet, 2 folds, 2 epochs)"
     start=$(date +%s)
-    if timeout 1200 "$AGC_BIN" train --model resnet --data "$DATA" --out "$OUT/run-2gpu" \
-        --device cuda:0,cuda:1 --backbone resnet18 --folds 2 --epochs 2 --patience 2 --tta 1 \
-        --quiet > "$OUT/two-gpus.log" 2>&1; then
-        say "two GPUs: done in $(( $(date +%s) - start )) s; $(grep -h 'OOF AUC' "$OUT/two-gpus.log")"
+    if timeout 300 "$BIN/agc" train --model resnet --data "$DATA" --out "$OUT/run-2gpu" \
+        --device cuda:0,cuda:1 --backbone "$BACKBONE" --image-size "$SIZE" --folds 2 \
+        --epochs 2 --patience 2 --tta 1 --quiet > "$OUT/two-gpus.log" 2>&1; then
+        say "two GPUs: done in $(elapsed "$start") s; $(grep -h 'OOF AUC' "$OUT/two-gpus.log")"
     else
-        say "two GPUs FAILED or timed out after $(( $(date +%s) - start )) s: see $OUT/two-gpus.log"
+        say "two GPUs FAILED or timed out after $(elapsed "$start") s: see $OUT/two-gpus.log"
     fi
 else
-    say "one GPU: data-parallel training (--device cuda:0,cuda:1) not checked"
-fi
-
-say "== one training epoch per model (agc: the second epoch of fold 0, loader included)"
-for model in resnet chipnet cropnet; do
-    state="$OUT/run/models/$model/fold0/state.json"
-    if [ -f "$state" ]; then
-        secs=$(python3 -c "import json,sys; h=json.load(open(sys.argv[1]))['history']; print(round(h[-1]['seconds'],2))" "$state")
-        say "agc $model: $secs s per epoch (fold 0, 2 folds of 256 images, balanced)"
-    fi
-done
-if python3 -c "import torch, torchvision; assert torch.cuda.is_available()" 2>/dev/null; then
-    # The same number of images as one balanced agc epoch of fold 0 (about 1.5 x 128).
-    for model in resnet chipnet; do
-        python3 scripts/torch_epoch.py --model "$model" --images 192 --batch 32 --size 224 \
-            --chip 32 2>&1 | tee -a "$SUMMARY"
-    done
-else
-    say "PyTorch with CUDA not available: reference timings skipped"
+    say "fewer than two GPUs: data-parallel training (--device cuda:0,cuda:1) not checked"
 fi
 say "summary in $SUMMARY"

@@ -19,6 +19,11 @@ backward), and `--profile` prints torch.profiler's table of the training steps' 
 Each timing is the median of `--reps` runs after two warm-up runs. Needs torch and torchvision:
 
     python3 scripts/torch_model_bench.py [--reps 5] [--only WORKLOAD] [--parts] [--profile]
+        [--batch 8] [--device cpu]
+
+`--device cuda:0` runs on a GPU (TF32 allowed for matrix products and convolutions, cuDNN's
+autotuner on, a synchronisation at the end of every timed run), as `scripts/gpu-check.sh` does
+with `--batch 32`; the batch is part of the workload names (`r18_train_step_b32_224`).
 """
 
 import argparse
@@ -34,9 +39,12 @@ import torchvision
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch_epoch  # noqa: E402  (the ChipNet shared with the GPU check)
 
-BATCH, SIZE = 8, 224
-WORKLOADS = ["r18_fwd_b8_224", "r18_train_step_b8_224", "chipnet_r18_train_step_b8_224",
-             "r50_98chips_32"]
+SIZE = 224
+
+
+def workloads(batch):
+    return [f"r18_fwd_b{batch}_224", f"r18_train_step_b{batch}_224",
+            f"chipnet_r18_train_step_b{batch}_224", "r50_98chips_32"]
 
 
 class ChipNet(torch_epoch.ChipNet):
@@ -47,21 +55,33 @@ class ChipNet(torch_epoch.ChipNet):
         return super().forward(x, None)
 
 
+DEVICE = torch.device("cpu")
+
+
+def sync():
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
 def median_ms(reps, run):
     run()
     run()
+    sync()
     times = []
     for _ in range(reps):
         start = time.perf_counter()
         run()
+        sync()
         times.append((time.perf_counter() - start) * 1e3)
     return statistics.median(times)
 
 
 def training(name, model, args):
-    model.train()
-    x = torch.randn(BATCH, 3, SIZE, SIZE)
-    y = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0]).reshape(BATCH, 1)
+    model.to(DEVICE).train()
+    batch = args.batch
+    x = torch.randn(batch, 3, SIZE, SIZE, device=DEVICE)
+    pattern = [1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0]
+    y = torch.tensor([pattern[i % 8] for i in range(batch)], device=DEVICE).reshape(batch, 1)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     loss_fn = nn.functional.binary_cross_entropy_with_logits
 
@@ -97,48 +117,62 @@ def training(name, model, args):
 
 
 def main():
+    global DEVICE
     p = argparse.ArgumentParser()
     p.add_argument("--reps", type=int, default=5)
-    p.add_argument("--only", choices=WORKLOADS)
+    p.add_argument("--only")
     p.add_argument("--parts", action="store_true")
     p.add_argument("--profile", action="store_true")
     p.add_argument("--threads", type=int)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--device", default="cpu")
     args = p.parse_args()
+    fwd, step, chip_step, r50 = workloads(args.batch)
+    if args.only is not None and args.only not in workloads(args.batch):
+        p.error(f"unknown workload {args.only!r}; expected one of {workloads(args.batch)}")
     if args.threads:
         torch.set_num_threads(args.threads)
+    DEVICE = torch.device(args.device)
+    if DEVICE.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+        where = torch.cuda.get_device_name(DEVICE)
+    else:
+        where = f"CPU, {torch.get_num_threads()} threads"
     torch.manual_seed(0)
-    print(f"# torch {torch.__version__} model bench: CPU, {torch.get_num_threads()} threads, "
+    print(f"# torch {torch.__version__} model bench: {where}, batch {args.batch}, "
           f"median of {args.reps} runs", flush=True)
 
     def wanted(name):
         return args.only is None or args.only == name
 
-    if wanted("r18_fwd_b8_224"):
-        model = torchvision.models.resnet18().eval()
-        x = torch.randn(BATCH, 3, SIZE, SIZE)
+    if wanted(fwd):
+        model = torchvision.models.resnet18().to(DEVICE).eval()
+        x = torch.randn(args.batch, 3, SIZE, SIZE, device=DEVICE)
 
         def forward():
             with torch.no_grad():
                 model(x)
 
-        print(f"RESULT r18_fwd_b8_224 median_ms={median_ms(args.reps, forward):.1f}", flush=True)
-    if wanted("r18_train_step_b8_224"):
+        print(f"RESULT {fwd} median_ms={median_ms(args.reps, forward):.1f}", flush=True)
+    if wanted(step):
         model = torchvision.models.resnet18()
         model.fc = nn.Linear(512, 1)
-        training("r18_train_step_b8_224", model, args)
-    if wanted("chipnet_r18_train_step_b8_224"):
-        training("chipnet_r18_train_step_b8_224", ChipNet(chip=32), args)
-    if wanted("r50_98chips_32"):
+        training(step, model, args)
+    if wanted(chip_step):
+        training(chip_step, ChipNet(chip=32), args)
+    if wanted(r50):
         model = torchvision.models.resnet50()
         model.fc = nn.Identity()
-        model.eval()
-        chips = torch.randn(98, 3, 32, 32)
+        model.to(DEVICE).eval()
+        chips = torch.randn(98, 3, 32, 32, device=DEVICE)
 
         def forward():
             with torch.no_grad():
                 model(chips)
 
-        print(f"RESULT r50_98chips_32 median_ms={median_ms(args.reps, forward):.1f}", flush=True)
+        print(f"RESULT {r50} median_ms={median_ms(args.reps, forward):.1f}", flush=True)
 
 
 if __name__ == "__main__":
