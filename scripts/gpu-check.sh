@@ -65,6 +65,15 @@ for dev in $DEVICES; do
             sed 's/: losses \[.*\], largest/: largest/' | tr '\n' ';')"
     else
         say "tests FAILED or timed out after $(elapsed "$start") s: see $OUT/tests-$tag.log"
+        # Training stalled on CUDA with Burn 0.21: is it autotuning (every new shape tries
+        # several kernels) or a hang? The training test again with the least autotuning.
+        start=$(date +%s)
+        if CUBECL_AUTOTUNE_LEVEL=minimal AGC_TEST_DEVICE="$dev" timeout 120 "$BIN/gpu-tests" \
+            train_steps --nocapture > "$OUT/tests-$tag-minimal-autotune.log" 2>&1; then
+            say "training test with CUBECL_AUTOTUNE_LEVEL=minimal: passed in $(elapsed "$start") s"
+        else
+            say "training test with CUBECL_AUTOTUNE_LEVEL=minimal: FAILED or timed out after $(elapsed "$start") s"
+        fi
     fi
 
     start=$(date +%s)
