@@ -19,7 +19,8 @@
 # Rust). wgpu reaches NVIDIA GPUs through their Vulkan driver (libvulkan and the NVIDIA ICD).
 #
 # A dry run on a machine without a GPU checks the script itself, on lavapipe:
-#   DEVICES=wgpu:cpu SIZE=64 BACKBONE=tiny STEPS=r18 scripts/gpu-check.sh /tmp/gpu-dry
+#   DEVICES=wgpu:cpu SIZE=64 BACKBONE=tiny STEPS=r18 BATCH=2 REPS=1 BENCH_TIMEOUT=300 \
+#       TORCH_DEVICE=cpu scripts/gpu-check.sh /tmp/gpu-dry
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-gpu-check}"
@@ -29,6 +30,10 @@ SIZE="${SIZE:-224}"
 BACKBONE="${BACKBONE:-resnet18}"
 STEPS="${STEPS:-r18 chipnet_r18}"
 BATCH="${BATCH:-32}"
+REPS="${REPS:-5}"
+BENCH_TIMEOUT="${BENCH_TIMEOUT:-90}"
+TORCH_DEVICE="${TORCH_DEVICE:-cuda:0}"
+PYTHON="${PYTHON:-python3}"
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 SUMMARY="$OUT/summary.txt"
@@ -42,6 +47,15 @@ if command -v nvidia-smi >/dev/null; then
 else
     say "nvidia-smi: not found"
 fi
+
+# wgpu needs the Vulkan loader (libvulkan1): a machine without it can be handed Debian's .deb
+# files in .gl/ (docs/gpu.md); the NVIDIA driver's Vulkan ICD is used where it is installed.
+if ! ldconfig -p | grep -q libvulkan && ls .gl/*.deb > /dev/null 2>&1; then
+    for f in .gl/*.deb; do dpkg -x "$f" /; done
+    ldconfig
+fi
+nvidia_icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+[ -z "${VK_DRIVER_FILES:-}" ] && [ -f "$nvidia_icd" ] && export VK_DRIVER_FILES="$nvidia_icd"
 
 [ -f "$BUNDLE/bins.tar.xz" ] || scripts/gpu-bundle.sh "$BUNDLE" > "$OUT/bundle.log" 2>&1 ||
     { say "no bundle, and building one failed: see $OUT/bundle.log"; exit 1; }
@@ -93,20 +107,21 @@ for dev in $DEVICES; do
     fi
 
     for step in $STEPS; do
-        timeout 90 "$BIN/model_bench" --device "$dev" --batch "$BATCH" --reps 5 \
+        timeout "$BENCH_TIMEOUT" "$BIN/model_bench" --device "$dev" --batch "$BATCH" --reps "$REPS" \
             --only "${step}_train_step_b${BATCH}_224" >> "$OUT/bench-$tag.log" 2>&1 ||
             say "bench $step FAILED or timed out: see $OUT/bench-$tag.log"
     done
     grep -h '^RESULT' "$OUT/bench-$tag.log" | sed "s/^RESULT /agc $dev /" | tee -a "$SUMMARY"
 done
 
-if python3 -c "import torch, torchvision; assert torch.cuda.is_available()" 2>/dev/null; then
+if "$PYTHON" -c "import sys, torch, torchvision
+assert sys.argv[1] == 'cpu' or torch.cuda.is_available()" "$TORCH_DEVICE" 2>/dev/null; then
     for step in $STEPS; do
-        timeout 90 python3 scripts/torch_model_bench.py --device cuda:0 --batch "$BATCH" \
-            --reps 5 --only "${step}_train_step_b${BATCH}_224" >> "$OUT/bench-torch.log" 2>&1 ||
-            say "torch bench $step FAILED: see $OUT/bench-torch.log"
+        timeout "$BENCH_TIMEOUT" "$PYTHON" scripts/torch_model_bench.py --device "$TORCH_DEVICE" \
+            --batch "$BATCH" --reps "$REPS" --only "${step}_train_step_b${BATCH}_224" \
+            >> "$OUT/bench-torch.log" 2>&1 || say "torch bench $step FAILED: see $OUT/bench-torch.log"
     done
-    grep -h '^RESULT' "$OUT/bench-torch.log" | sed 's/^RESULT /torch cuda:0 /' | tee -a "$SUMMARY"
+    grep -h '^RESULT' "$OUT/bench-torch.log" | sed "s/^RESULT /torch $TORCH_DEVICE /" | tee -a "$SUMMARY"
 else
     say "PyTorch with CUDA not available: no reference timings"
 fi
