@@ -298,11 +298,14 @@ impl PipelineConfig {
         if kinds.contains(&ModelKind::Chipnet) {
             let (size, chip) = (self.image_size as usize, self.model.chip);
             if chip < 8 || chip > size || !size.is_multiple_of(chip) {
+                // A valid pair either way: this chip (at least 8) with a fitting size, or this
+                // size with a fitting chip.
+                let valid_chip = chip.max(8);
                 bad(format!(
                     "chip {chip} with image_size {size}: ChipNet cuts each image into whole \
                      chips of at least 8 pixels, so the image size must be a multiple of the \
-                     chip (e.g. --image-size {} with --chip {chip}, or --chip {})",
-                    (size / chip.max(1)).max(1) * chip.max(8),
+                     chip (e.g. --image-size {} with --chip {valid_chip}, or --chip {})",
+                    (size / valid_chip).max(1) * valid_chip,
                     largest_chip_dividing(size)
                 ));
             }
@@ -535,6 +538,17 @@ mod tests {
         ] {
             assert!(err.contains(part), "{part:?} not in {err}");
         }
+        // A chip below 8 pixels is refused, and the suggestion is a valid pair.
+        let mut c = config();
+        c.image_size = 112;
+        c.model.chip = 4;
+        let err = c.validate().expect_err("4-px chips").to_string();
+        assert!(
+            err.contains("chip 4 with image_size 112")
+                && err.contains("--image-size 112 with --chip 8")
+                && !err.contains("--chip 4"),
+            "{err}"
+        );
         let mut c = config();
         c.image_size = 0;
         assert!(
