@@ -204,17 +204,25 @@ pub fn probe(device: &Device) -> Result<()> {
     }
 }
 
-/// Runs `f`, turning a panic into its message. Burn's GPU backends panic when the driver
-/// cannot be loaded, the GPU is missing or memory runs out; the message is kept, and the default
-/// hook's report is not printed.
+/// Runs `f`, turning a panic on this thread into its message. Burn's GPU backends panic when
+/// the driver cannot be loaded, the GPU is missing or memory runs out; the message is kept, and
+/// the default hook's report is not printed. Panics on other threads (data-parallel training's
+/// device threads, which report a failed device as an error) still go to the previous hook.
 ///
 /// # Errors
 /// The panic's message.
 pub fn catching_panics<T>(f: impl FnOnce() -> T + std::panic::UnwindSafe) -> Result<T, String> {
-    let message = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
-    let seen = std::sync::Arc::clone(&message);
-    let hook = std::panic::take_hook();
+    use std::sync::{Arc, Mutex, PoisonError};
+    let message = Arc::new(Mutex::new(None::<String>));
+    let seen = Arc::clone(&message);
+    let previous: Arc<dyn Fn(&std::panic::PanicHookInfo<'_>) + Send + Sync> =
+        Arc::from(std::panic::take_hook());
+    let others = Arc::clone(&previous);
+    let here = std::thread::current().id();
     std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().id() != here {
+            return others(info);
+        }
         let text = info
             .payload()
             .downcast_ref::<String>()
@@ -226,15 +234,15 @@ pub fn catching_panics<T>(f: impl FnOnce() -> T + std::panic::UnwindSafe) -> Res
             })
             .unwrap_or_else(|| info.to_string());
         seen.lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
             .get_or_insert(text);
     }));
     let outcome = std::panic::catch_unwind(f);
-    std::panic::set_hook(hook);
+    std::panic::set_hook(Box::new(move |info| previous(info)));
     outcome.map_err(|_| {
         message
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
             .take()
             .unwrap_or_else(|| "it panicked".into())
     })
@@ -313,5 +321,12 @@ mod tests {
             err,
             Err("out of device memory allocating 8 bytes".to_string())
         );
+        // A panic on another thread is not this call's failure (its thread reports it): the
+        // message is this thread's own.
+        let err = catching_panics(|| -> u8 {
+            let _ = std::thread::spawn(|| panic!("elsewhere")).join();
+            panic!("here")
+        });
+        assert_eq!(err, Err("here".to_string()));
     }
 }
