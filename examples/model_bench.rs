@@ -82,7 +82,12 @@ fn parse_args() -> anyhow::Result<Options> {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--reps" => options.reps = number(&mut args, "--reps")?,
-            "--batch" => options.batch = number(&mut args, "--batch")?.max(2),
+            "--batch" => {
+                options.batch = number(&mut args, "--batch")?;
+                if options.batch < 2 {
+                    bail!("--batch must be at least 2 (batch norm in the training steps)");
+                }
+            }
             "--only" => options.only = Some(args.next().context("--only needs a workload")?),
             "--device" => options.device = args.next().context("--device needs a name")?,
             "--parts" => options.parts = true,

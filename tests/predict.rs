@@ -61,9 +61,14 @@ fn predict_reproduces_the_runs_test_predictions_and_resumes() {
     assert!(err.contains("agc train --model chipnet"), "{err}");
 
     agc(&[&["pipeline"], &args[..]].concat());
-    // In chunks of 3 (TTA seeded by each image's place in the whole list), with overlays.
+    // In chunks of 3 and batches of 2 (TTA seeded by each image's place in the whole list),
+    // with overlays.
     let out = dir.path().join("p1");
-    let printed = agc(&strs(&p(&run, &out, &["--chunk", "3", "--overlays"])));
+    let printed = agc(&strs(&p(
+        &run,
+        &out,
+        &["--chunk", "3", "--batch-size", "2", "--overlays"],
+    )));
     assert!(printed.contains("10 images scored"), "{printed}");
     let predictions = out.join("predictions.csv");
     for (model, file) in [

@@ -92,11 +92,13 @@ fn compare(config_path: &Path, given: &PipelineConfig) -> Result<()> {
     if &saved == given {
         return Ok(());
     }
-    let mut batches_only = saved.clone();
-    batches_only.schedules = saved
-        .schedules
-        .clone()
-        .with_batch_sizes_of(&given.schedules);
+    let batches_only = PipelineConfig {
+        schedules: saved
+            .schedules
+            .clone()
+            .with_batch_sizes_of(&given.schedules),
+        ..saved.clone()
+    };
     if &batches_only == given {
         let dir = config_path.parent().unwrap_or(Path::new("."));
         let _claim = lock::claim(
