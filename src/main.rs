@@ -153,6 +153,11 @@ struct RunArgs {
     /// Side of the images the models see [default: 224].
     #[arg(long)]
     image_size: Option<u32>,
+    /// Side of the images ChipNet sees, when not --image-size: a finer attention grid at the
+    /// same chip size, while the classifiers keep --image-size [default: --image-size;
+    /// --preset cpu: 224].
+    #[arg(long)]
+    chipnet_image_size: Option<u32>,
     /// ChipNet's chip side [default: 32].
     #[arg(long)]
     chip: Option<usize>,
@@ -346,7 +351,9 @@ fn main() -> Result<()> {
         Command::Preprocess(a) => {
             let config = resolve(&a)?;
             preprocess(&config, progress)?;
-            println!("caches in {}", config.cache_dir().display());
+            for size in config.cache_sizes() {
+                println!("caches in {}", config.cache_dir_of(size).display());
+            }
             Ok(())
         }
         Command::Train(a) => {
@@ -471,6 +478,9 @@ fn resolve(a: &RunArgs) -> Result<PipelineConfig> {
     }
     if let Some(s) = a.image_size {
         config.image_size = s;
+    }
+    if a.chipnet_image_size.is_some() {
+        config.chipnet_image_size = a.chipnet_image_size;
     }
     if let Some(c) = a.chip {
         config.model.chip = c;

@@ -130,3 +130,50 @@ fn predict_reproduces_the_runs_test_predictions_and_resumes() {
     let (_, rows) = csv_rows(&out.join("predictions.csv"));
     assert_eq!(rows.len(), 10);
 }
+
+#[test]
+fn chipnet_sees_its_own_image_size_in_the_run_and_in_predict() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("data");
+    synth(&data, 24, 6);
+    let run = dir.path().join("run");
+    // The classifiers at 32 px, ChipNet at 64: a 4×4 grid of 16-px chips (2×2 at 32 px).
+    let mut args = tiny_run_args(&data, &run);
+    let at = args
+        .iter()
+        .position(|a| *a == "--image-size")
+        .expect("flag");
+    args[at + 1] = "32";
+    args.extend(["--chipnet-image-size", "64"]);
+    agc(&[&["pipeline"], &args[..]].concat());
+    for size in [32, 64] {
+        assert!(
+            data.join(format!("agc-cache-{size}/train.npy")).is_file(),
+            "the {size}-px cache"
+        );
+    }
+    let (header, rows) = csv_rows(&run.join("attention/fold0.csv"));
+    let cells = header.iter().filter(|h| h.starts_with('a')).count();
+    assert_eq!(cells, 16, "a 4×4 map: {header:?}");
+    assert_eq!(rows.len(), 30);
+
+    let out = dir.path().join("p");
+    agc(&[
+        "predict",
+        "--run",
+        run.to_str().expect("utf-8"),
+        "--images",
+        data.join("test.csv").to_str().expect("utf-8"),
+        "--out",
+        out.to_str().expect("utf-8"),
+        "--quiet",
+    ]);
+    let predictions = out.join("predictions.csv");
+    for model in ["resnet", "chipnet", "cropnet"] {
+        assert_close(
+            &column(&predictions, model),
+            &column(&run.join(format!("models/{model}/test.csv")), "prediction"),
+            model,
+        );
+    }
+}

@@ -149,11 +149,13 @@ pub fn export_run(run: &Path, out: &Path, device: &Device) -> Result<ExportSumma
         "ensemble": ensemble,
         "preprocessing": {
             "image_size": config.image_size,
+            "image_size_of_each_model": "models.<name>.image_size (ChipNet may see a larger \
+                                         image than the others)",
             "crop": "the centre square of the photograph (side = the shorter side; offset = \
                      (long - short) / 2 rounded half to even, as torchvision's center_crop), \
                      after EXIF orientation",
             "resize": "bilinear with antialiasing (PIL / torchvision antialias=True) to \
-                       image_size x image_size",
+                       the model's image_size x image_size",
             "channels": "RGB, values / 255, then (x - mean) / std per channel, NCHW",
             "mean": [0.485, 0.456, 0.406],
             "std": [0.229, 0.224, 0.225],
@@ -235,6 +237,7 @@ fn describe(
         }),
     };
     Ok(json!({
+        "image_size": config.image_size_of(kind),
         "network": network,
         "backbone": {
             "preset": spec.backbone,

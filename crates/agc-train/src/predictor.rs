@@ -198,15 +198,13 @@ impl Predictor {
         &self.ensemble
     }
 
-    fn cache_options(&self) -> CacheOptions {
-        CacheOptions {
-            size: self.config.image_size,
-            ..CacheOptions::default()
-        }
-    }
-
-    /// The `square` of an input (its centre square when `None`), resized to the models' input.
-    fn prepare(&self, input: &Input, square: Option<[u32; 3]>) -> Result<(Vec<u8>, IndexEntry)> {
+    /// The `square` of an input (its centre square when `None`), resized to `size` pixels, as
+    /// the run's caches resize it.
+    fn prepare(
+        input: &Input,
+        square: Option<[u32; 3]>,
+        size: u32,
+    ) -> Result<(Vec<u8>, IndexEntry)> {
         match &input.source {
             Source::File(path) => {
                 let job = CacheJob {
@@ -214,20 +212,27 @@ impl Predictor {
                     path: path.clone(),
                     square,
                 };
-                Ok(prepare_image(&job, &self.cache_options())?)
+                let options = CacheOptions {
+                    size,
+                    ..CacheOptions::default()
+                };
+                Ok(prepare_image(&job, &options)?)
             }
             Source::Pixels(decoded) => {
                 let crop = agc_data::square_in(decoded, square);
-                let pixels =
-                    crop_resize(decoded, agc_data::square_of(&crop), self.config.image_size)?;
+                let pixels = crop_resize(decoded, agc_data::square_of(&crop), size)?;
                 Ok((pixels, IndexEntry::new(&input.name, &crop)))
             }
         }
     }
 
-    /// Images of `pixels` (one `S·S·3` buffer per image) with their metadata vectors.
-    fn images(&self, prepared: Vec<(Vec<u8>, IndexEntry)>, meta: &[Vec<f32>]) -> Result<Images> {
-        let size = self.config.image_size as usize;
+    /// Images of `pixels` (one `size·size·3` buffer per image) with their metadata vectors.
+    fn images(
+        prepared: Vec<(Vec<u8>, IndexEntry)>,
+        size: u32,
+        meta: &[Vec<f32>],
+    ) -> Result<Images> {
+        let size = size as usize;
         let (pixels, index): (Vec<Vec<u8>>, Vec<IndexEntry>) = prepared.into_iter().unzip();
         let n = index.len();
         let cache = ImageCache::from_pixels(pixels.concat(), size, index)?;
@@ -315,9 +320,10 @@ impl Predictor {
 
     fn score_timed(&self, inputs: &[Input], first: usize) -> Result<Vec<Scored>> {
         let started = std::time::Instant::now();
+        let size = self.config.image_size;
         let prepared: Vec<Result<(Vec<u8>, IndexEntry)>> = inputs
             .par_iter()
-            .map(|input| self.prepare(input, None))
+            .map(|input| Self::prepare(input, None, size))
             .collect();
         self.time(|t| t.decoding += started.elapsed().as_secs_f64());
         let mut out: Vec<Scored> = inputs
@@ -340,20 +346,38 @@ impl Predictor {
         let readable: Vec<&Input> = ok.iter().map(|&i| &inputs[i]).collect();
         let meta = self.metadata(&readable);
         let centres: Vec<CentreCrop> = good.iter().map(|(_, e)| e.geometry()).collect();
-        let images = self.images(good, &meta)?;
+        let images = Self::images(good, size, &meta)?;
+        // ChipNet's own size, when it sees another one: decoded again, as its cache was.
+        let chip_size = self.config.image_size_of(ModelKind::Chipnet);
+        let chip_images =
+            if chip_size != size && self.nets.iter().any(|n| n.0 == ModelKind::Chipnet) {
+                let started = std::time::Instant::now();
+                let prepared = readable
+                    .par_iter()
+                    .map(|input| Self::prepare(input, None, chip_size))
+                    .collect::<Result<Vec<_>>>()?;
+                self.time(|t| t.decoding += started.elapsed().as_secs_f64());
+                Some(Self::images(prepared, chip_size, &meta)?)
+            } else {
+                None
+            };
         let mut scores: HashMap<ModelKind, Vec<f32>> = HashMap::new();
         let mut attention = FoldMaps::default();
         for (kind, nets) in &self.nets {
             if *kind == ModelKind::Cropnet {
                 continue;
             }
-            let (mean, maps, grid) = self.fold_means(*kind, nets, &images, first);
+            let seen = match (&chip_images, kind) {
+                (Some(chip_images), ModelKind::Chipnet) => chip_images,
+                _ => &images,
+            };
+            let (mean, maps, grid) = self.fold_means(*kind, nets, seen, first);
             if *kind == ModelKind::Chipnet {
                 attention = FoldMaps { maps, grid };
             }
             scores.insert(*kind, mean);
         }
-        drop(images);
+        drop((images, chip_images));
         if let Some((_, nets)) = self.nets.iter().find(|n| n.0 == ModelKind::Cropnet) {
             let mut mean = vec![0f32; ok.len()];
             for (f, net) in nets.iter().enumerate() {
@@ -365,11 +389,11 @@ impl Predictor {
                         let (_, orig) =
                             self.square(attention.map(f, j), &centres[j], attention.grid);
                         let square = [orig.x0 as u32, orig.y0 as u32, orig.width() as u32];
-                        self.prepare(input, Some(square))
+                        Self::prepare(input, Some(square), size)
                     })
                     .collect::<Result<_>>()?;
                 self.time(|t| t.decoding += started.elapsed().as_secs_f64());
-                let crop_images = self.images(crops, &meta)?;
+                let crop_images = Self::images(crops, size, &meta)?;
                 let p = self.fold_prediction(ModelKind::Cropnet, f, net, &crop_images, first);
                 for (m, v) in mean.iter_mut().zip(&p.probabilities) {
                     *m += v / nets.len() as f32;
@@ -432,9 +456,9 @@ impl Predictor {
             .collect()
     }
 
-    /// The box of `map` in the model's input and in the original.
+    /// The box of `map` in ChipNet's input and in the original.
     fn square(&self, map: &[f32], centre: &CentreCrop, grid: usize) -> (AttentionBox, Rect) {
-        let size = self.config.image_size as usize;
+        let size = self.config.image_size_of(ModelKind::Chipnet) as usize;
         let found = attention_box(map, [grid, grid], [size, size], &self.config.boxes);
         let orig = centre.map_box(found.square, size);
         (found, orig)
@@ -442,7 +466,12 @@ impl Predictor {
 
     /// Fills `s`'s scores (`get` gives each model's), size and notes.
     fn fill(&self, s: &mut Scored, centre: CentreCrop, get: impl Fn(ModelKind) -> Option<f32>) {
-        let size = self.config.image_size as usize;
+        let size = self
+            .config
+            .cache_sizes()
+            .into_iter()
+            .max()
+            .unwrap_or_default() as usize;
         s.row.width = Some(centre.width as u32);
         s.row.height = Some(centre.height as u32);
         s.row.resnet = get(ModelKind::Resnet);

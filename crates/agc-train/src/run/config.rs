@@ -90,8 +90,14 @@ pub struct PipelineConfig {
     pub test_images: Option<PathBuf>,
     /// Where the preprocessed caches go (default `DATA/agc-cache-<size>`).
     pub cache_dir: Option<PathBuf>,
-    /// Side S of the images the models see.
+    /// Side S of the images the models see (ChipNet's unless `chipnet_image_size` is set).
     pub image_size: u32,
+    /// Side of the images ChipNet sees, when not `image_size`. A larger one gives ChipNet a
+    /// finer attention grid at the same chip size, so that the boxes of small lesions can
+    /// shrink to their size, while the whole-image and crop classifiers keep the cheaper
+    /// `image_size` (CropNet's crops are cut from the originals either way).
+    #[serde(default)]
+    pub chipnet_image_size: Option<u32>,
     /// Folds of the cross-validation.
     pub folds: usize,
     /// Keep each patient's images in one fold (needs `patient_id`).
@@ -129,6 +135,7 @@ impl PipelineConfig {
             test_images: None,
             cache_dir: None,
             image_size: 224,
+            chipnet_image_size: None,
             folds: 5,
             group_by_patient: false,
             seed: 42,
@@ -214,11 +221,39 @@ impl PipelineConfig {
     /// The names [`Self::preset`] knows.
     pub const PRESETS: [&'static str; 3] = ["seed", "demo", "cpu"];
 
-    /// The preprocessed caches' folder.
+    /// Side of the images `kind` sees: `chipnet_image_size` for ChipNet when set, else
+    /// `image_size`.
+    pub fn image_size_of(&self, kind: ModelKind) -> u32 {
+        match (kind, self.chipnet_image_size) {
+            (ModelKind::Chipnet, Some(size)) => size,
+            _ => self.image_size,
+        }
+    }
+
+    /// The image sizes the run caches: `image_size`, then ChipNet's when it differs.
+    pub fn cache_sizes(&self) -> Vec<u32> {
+        let chipnet = self.image_size_of(ModelKind::Chipnet);
+        if chipnet == self.image_size {
+            vec![self.image_size]
+        } else {
+            vec![self.image_size, chipnet]
+        }
+    }
+
+    /// The preprocessed caches' folder (of `image_size`).
     pub fn cache_dir(&self) -> PathBuf {
-        self.cache_dir
-            .clone()
-            .unwrap_or_else(|| self.data.join(format!("agc-cache-{}", self.image_size)))
+        self.cache_dir_of(self.image_size)
+    }
+
+    /// The folder of the caches of `size`-pixel images: `DATA/agc-cache-<size>`; with a
+    /// `cache_dir` given, that folder for `image_size` and `agc-cache-<size>` inside it for
+    /// ChipNet's other size.
+    pub fn cache_dir_of(&self, size: u32) -> PathBuf {
+        match &self.cache_dir {
+            Some(dir) if size == self.image_size => dir.clone(),
+            Some(dir) => dir.join(format!("agc-cache-{size}")),
+            None => self.data.join(format!("agc-cache-{size}")),
+        }
     }
 
     /// Reads a configuration file (a run's `config.json` or a hand-written one). Every key
@@ -279,6 +314,11 @@ impl PipelineConfig {
                 self.image_size
             ));
         }
+        if let Some(size) = self.chipnet_image_size.filter(|&s| s < 16) {
+            bad(format!(
+                "chipnet_image_size {size}: ChipNet needs images of at least 16 pixels"
+            ));
+        }
         if self.folds < 2 {
             bad(format!(
                 "folds {}: cross-validation needs at least 2 folds",
@@ -296,15 +336,21 @@ impl PipelineConfig {
         }
         let kinds = self.pipeline_models(false);
         if kinds.contains(&ModelKind::Chipnet) {
-            let (size, chip) = (self.image_size as usize, self.model.chip);
+            let size = self.image_size_of(ModelKind::Chipnet) as usize;
+            let chip = self.model.chip;
             if chip < 8 || chip > size || !size.is_multiple_of(chip) {
                 // A valid pair either way: this chip (at least 8) with a fitting size, or this
                 // size with a fitting chip.
                 let valid_chip = chip.max(8);
+                let (setting, flag) = if self.chipnet_image_size.is_some() {
+                    ("chipnet_image_size", "--chipnet-image-size")
+                } else {
+                    ("image_size", "--image-size")
+                };
                 bad(format!(
-                    "chip {chip} with image_size {size}: ChipNet cuts each image into whole \
+                    "chip {chip} with {setting} {size}: ChipNet cuts each image into whole \
                      chips of at least 8 pixels, so the image size must be a multiple of the \
-                     chip (e.g. --image-size {} with --chip {valid_chip}, or --chip {})",
+                     chip (e.g. {flag} {} with --chip {valid_chip}, or --chip {})",
                     (size / valid_chip).max(1) * valid_chip,
                     largest_chip_dividing(size)
                 ));
@@ -564,6 +610,45 @@ mod tests {
             err.contains("schedules.cropnet") && err.contains("batch_size"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn chipnet_may_see_its_own_image_size() {
+        let mut c = config();
+        c.image_size = 112;
+        c.model.chip = 8;
+        assert_eq!(c.cache_sizes(), [112]);
+        c.chipnet_image_size = Some(224);
+        assert_eq!(c.image_size_of(ModelKind::Chipnet), 224);
+        assert_eq!(c.image_size_of(ModelKind::Resnet), 112);
+        assert_eq!(c.image_size_of(ModelKind::Cropnet), 112);
+        assert_eq!(c.cache_sizes(), [112, 224]);
+        assert_eq!(c.cache_dir_of(224), Path::new("data/agc-cache-224"));
+        c.cache_dir = Some("caches".into());
+        assert_eq!(c.cache_dir(), Path::new("caches"));
+        assert_eq!(c.cache_dir_of(224), Path::new("caches/agc-cache-224"));
+        c.validate().expect("224 px in 8-px chips");
+        // The chip must divide ChipNet's size, and the error names that setting.
+        c.chipnet_image_size = Some(220);
+        let err = c.validate().expect_err("220 / 8").to_string();
+        assert!(
+            err.contains("chip 8 with chipnet_image_size 220")
+                && err.contains("--chipnet-image-size 216 with --chip 8"),
+            "{err}"
+        );
+        c.chipnet_image_size = Some(8);
+        let err = c.validate().expect_err("8 px").to_string();
+        assert!(err.contains("chipnet_image_size 8"), "{err}");
+        // A configuration written before the setting existed reads as "the same size".
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("c.json");
+        let mut value = serde_json::to_value(config()).expect("json");
+        value
+            .as_object_mut()
+            .expect("object")
+            .remove("chipnet_image_size");
+        std::fs::write(&path, value.to_string()).expect("write");
+        assert_eq!(PipelineConfig::read(&path).expect("read"), config());
     }
 
     #[test]

@@ -49,7 +49,7 @@ impl Run {
     /// Fold `f` of the crop step: its attention maps, its rows of `boxes.csv`, its crop cache.
     fn crop_fold(&self, f: usize, device: &Device) -> Result<Vec<BoxRow>> {
         let chip_dir = self.model_dir(ModelKind::Chipnet);
-        let size = self.config.image_size as usize;
+        let size = self.config.image_size_of(ModelKind::Chipnet) as usize;
         let best = chip_dir.join(format!("fold{f}/best.{}", checkpoint::EXTENSION));
         if !checkpoint::exists(&best) {
             return Err(TrainError::MissingStep {
@@ -65,19 +65,10 @@ impl Run {
         let mut attention = Vec::new();
         let mut boxes = Vec::new();
         let crop_dir = self.dir.join("crops").join(format!("fold{f}"));
+        let (train_images, test_images) = self.images_of(ModelKind::Chipnet);
         let splits: [Split<'_>; 2] = [
-            (
-                "train",
-                Some(&self.train_images),
-                &self.train,
-                &self.train_rows,
-            ),
-            (
-                "test",
-                self.test_images.as_ref(),
-                &self.test,
-                &self.test_rows,
-            ),
+            ("train", Some(train_images), &self.train, &self.train_rows),
+            ("test", test_images, &self.test, &self.test_rows),
         ];
         for (split, images, records, rows) in splits {
             let Some(images) = images else { continue };

@@ -78,6 +78,8 @@ pub struct Run {
     data: DataDir,
     train_images: Images,
     test_images: Option<Images>,
+    /// ChipNet's training and test images, when it sees another size than the others.
+    chipnet_images: Option<(Images, Option<Images>)>,
     /// Cache row of each record of `train` (and `test`): the caches keep a row for a skipped
     /// image, the records do not.
     train_rows: Vec<usize>,
@@ -172,36 +174,35 @@ impl Run {
         }
         let config = PipelineConfig::read(&config_path)?;
         let data = open_data(&config)?;
-        let cache_dir = config.cache_dir();
-        let train_cache = Arc::new(ImageCache::open(&cache_dir.join("train.npy"))?);
-        let train_rows = kept_rows(&train_cache, &data.train, &cache_dir.join("train.npy"))?;
+        let encoder = MetadataEncoder::load(&dir.join("metadata_encoder.json"))?;
+        let sized = |size| SizedImages::open(&config, &encoder, &data, size);
+        let main = sized(config.image_size)?;
+        let chipnet_images = match config.cache_sizes().get(1) {
+            Some(&size) => {
+                let chipnet = sized(size)?;
+                if chipnet.train_rows != main.train_rows || chipnet.test_rows != main.test_rows {
+                    return Err(TrainError::Parse {
+                        path: config.cache_dir_of(size),
+                        message: format!(
+                            "these caches leave out other images than those in {}: delete \
+                             both folders and run the same command again to rebuild them",
+                            config.cache_dir().display()
+                        ),
+                    });
+                }
+                Some((chipnet.train, chipnet.test))
+            }
+            None => None,
+        };
+        let SizedImages {
+            train: train_images,
+            train_rows,
+            test: test_images,
+            test_rows,
+        } = main;
         let train: Vec<Record> = train_rows.iter().map(|&i| data.train[i].clone()).collect();
         let labels: Vec<u8> = train.iter().map(|r| r.target.unwrap_or(0)).collect();
         let folds = read_folds(&dir.join("folds.csv"), &train, config.folds)?;
-        let encoder = MetadataEncoder::load(&dir.join("metadata_encoder.json"))?;
-        let all_labels = data
-            .train
-            .iter()
-            .map(|r| f32::from(r.target.unwrap_or(0)))
-            .collect();
-        let train_images = Images::new(
-            train_cache,
-            encode(&config, &encoder, &data.train),
-            all_labels,
-        )?;
-        let (test_images, test_rows) = if data.test.is_empty() {
-            (None, Vec::new())
-        } else {
-            let path = cache_dir.join("test.npy");
-            let cache = Arc::new(ImageCache::open(&path)?);
-            let rows = kept_rows(&cache, &data.test, &path)?;
-            let images = Images::new(
-                cache,
-                encode(&config, &encoder, &data.test),
-                vec![0.0; data.test.len()],
-            )?;
-            (Some(images), rows)
-        };
         let test: Vec<Record> = test_rows.iter().map(|&i| data.test[i].clone()).collect();
         let labels_path = config.data.join("test_labels.csv");
         let test_labels = if labels_path.is_file() && !test.is_empty() {
@@ -225,11 +226,20 @@ impl Run {
             data,
             train_images,
             test_images,
+            chipnet_images,
             train_rows,
             test_rows,
             config,
             progress: std::sync::Arc::clone(progress),
         })
+    }
+
+    /// The training and test images `kind` sees (of [`PipelineConfig::image_size_of`]).
+    pub(crate) fn images_of(&self, kind: ModelKind) -> (&Images, Option<&Images>) {
+        match (&self.chipnet_images, kind) {
+            (Some((train, test)), ModelKind::Chipnet) => (train, test.as_ref()),
+            _ => (&self.train_images, self.test_images.as_ref()),
+        }
     }
 
     pub(crate) fn meta_dim(&self) -> usize {
@@ -308,6 +318,58 @@ impl Run {
 }
 
 /// The rows of `cache` that hold an image, checked against the records it was built from.
+/// A split pair of images of one size, with the cache rows of the readable ones.
+struct SizedImages {
+    train: Images,
+    train_rows: Vec<usize>,
+    test: Option<Images>,
+    test_rows: Vec<usize>,
+}
+
+impl SizedImages {
+    /// The caches of `size`-pixel images of `data`, with their metadata and training labels.
+    fn open(
+        config: &PipelineConfig,
+        encoder: &MetadataEncoder,
+        data: &DataDir,
+        size: u32,
+    ) -> Result<Self> {
+        let cache_dir = config.cache_dir_of(size);
+        let path = cache_dir.join("train.npy");
+        let train_cache = Arc::new(ImageCache::open(&path)?);
+        let train_rows = kept_rows(&train_cache, &data.train, &path)?;
+        let all_labels = data
+            .train
+            .iter()
+            .map(|r| f32::from(r.target.unwrap_or(0)))
+            .collect();
+        let train = Images::new(
+            train_cache,
+            encode(config, encoder, &data.train),
+            all_labels,
+        )?;
+        let (test, test_rows) = if data.test.is_empty() {
+            (None, Vec::new())
+        } else {
+            let path = cache_dir.join("test.npy");
+            let cache = Arc::new(ImageCache::open(&path)?);
+            let rows = kept_rows(&cache, &data.test, &path)?;
+            let images = Images::new(
+                cache,
+                encode(config, encoder, &data.test),
+                vec![0.0; data.test.len()],
+            )?;
+            (Some(images), rows)
+        };
+        Ok(Self {
+            train,
+            train_rows,
+            test,
+            test_rows,
+        })
+    }
+}
+
 fn kept_rows(cache: &ImageCache, records: &[Record], path: &Path) -> Result<Vec<usize>> {
     let index = cache.index();
     if index.len() != records.len()

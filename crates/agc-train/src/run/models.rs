@@ -98,7 +98,10 @@ impl Run {
         let (images, test_images) = match kind {
             ModelKind::Cropnet => self.crop_images(&format!("fold{f}"), "crop")?,
             ModelKind::OracleCropnet => self.crop_images("oracle", "crop --oracle")?,
-            _ => (self.train_images.clone(), self.test_images.clone()),
+            _ => {
+                let (train, test) = self.images_of(kind);
+                (train.clone(), test.cloned())
+            }
         };
         let cache_rows = |rows: Vec<usize>| rows.into_iter().map(|i| self.train_rows[i]).collect();
         let task = FoldTask {

@@ -208,43 +208,53 @@ fn check_labels(config: &PipelineConfig, labels: &[u8], skipped: usize) -> Resul
     Ok(())
 }
 
-/// Builds (or completes) the caches of both splits, each under a claim on the cache file so
-/// that two runs sharing a cache never write it at once; returns the images left out.
+/// Builds (or completes) the caches of both splits at every size the run needs (the models'
+/// and, when it differs, ChipNet's), each under a claim on the cache file so that two runs
+/// sharing a cache never write it at once; returns the images left out.
 fn build_caches(
     config: &PipelineConfig,
     data: &DataDir,
     progress: &Reporter,
 ) -> Result<Vec<SkippedRow>> {
-    let dir = config.cache_dir();
-    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     let mut skipped = Vec::new();
-    for (split, name, records) in [
-        (Split::Train, "train", &data.train),
-        (Split::Test, "test", &data.test),
-    ] {
-        if records.is_empty() {
-            continue;
-        }
-        let path = dir.join(format!("{name}.npy"));
-        let _claim = lock::claim(
-            &dir.join(format!("{name}.npy.lock")),
-            &format!("building {}", path.display()),
-        )?;
-        let report = build_cache(&data.jobs(split), &path, &cache_options(config, progress))?;
-        if !report.up_to_date {
-            tracing::info!(
-                "{}: {} images cached",
-                path.display(),
-                report.written + report.resumed
-            );
-        }
-        let cache = ImageCache::open(&path)?;
-        for entry in cache.index().iter().filter(|e| !e.is_ok()) {
-            skipped.push(SkippedRow {
-                split: name.into(),
-                image_name: entry.image_name.clone(),
-                reason: entry.skipped.clone(),
-            });
+    for (i, size) in config.cache_sizes().into_iter().enumerate() {
+        let dir = config.cache_dir_of(size);
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let options = CacheOptions {
+            size,
+            ..cache_options(config, progress)
+        };
+        for (split, name, records) in [
+            (Split::Train, "train", &data.train),
+            (Split::Test, "test", &data.test),
+        ] {
+            if records.is_empty() {
+                continue;
+            }
+            let path = dir.join(format!("{name}.npy"));
+            let _claim = lock::claim(
+                &dir.join(format!("{name}.npy.lock")),
+                &format!("building {}", path.display()),
+            )?;
+            let report = build_cache(&data.jobs(split), &path, &options)?;
+            if !report.up_to_date {
+                tracing::info!(
+                    "{}: {} images cached",
+                    path.display(),
+                    report.written + report.resumed
+                );
+            }
+            // Every size decodes the same originals, so the first lists the unreadable ones.
+            if i == 0 {
+                let cache = ImageCache::open(&path)?;
+                for entry in cache.index().iter().filter(|e| !e.is_ok()) {
+                    skipped.push(SkippedRow {
+                        split: name.into(),
+                        image_name: entry.image_name.clone(),
+                        reason: entry.skipped.clone(),
+                    });
+                }
+            }
         }
     }
     if !skipped.is_empty() {
