@@ -120,11 +120,12 @@ struct RunArgs {
     config: Option<PathBuf>,
     /// A built-in configuration to start from: seed (the SIIM-ISIC seed's: ResNet-18, 224 px,
     /// 5 folds), demo (tiny backbones, 112 px, 3 folds) or cpu (`agc demo`'s: the demo's
-    /// schedule, small backbones, ChipNet on 8-px chips with 1×1 attention kernels, the field
-    /// mask and the contrast prior) [default: seed].
+    /// schedule, small backbones, ChipNet on 224-px images in 8-px chips with 1×1 attention
+    /// kernels, the field mask and the contrast prior) [default: seed].
     #[arg(long, conflicts_with = "config")]
     preset: Option<String>,
-    /// Folder of the preprocessed caches [default: DATA/agc-cache-SIZE].
+    /// Folder of the preprocessed caches [default: DATA/agc-cache-SIZE; ChipNet's other size
+    /// in DATA/agc-cache-SIZE, or in CACHE/agc-cache-SIZE when this is given].
     #[arg(long)]
     cache: Option<PathBuf>,
     /// Backbone: tiny, small, resnet18, resnet34, resnet50, resnet101, resnet152 [default: resnet18].
