@@ -15,6 +15,7 @@
 pub mod attention;
 pub mod boxes;
 pub mod chips;
+pub mod conv;
 pub mod dropout2d;
 pub mod models;
 pub mod params;

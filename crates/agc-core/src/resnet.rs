@@ -11,6 +11,8 @@ use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig, Pa
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
+use crate::conv::conv2d;
+
 /// The residual block of a ResNet.
 #[derive(Config, Debug, PartialEq, Eq, Copy)]
 pub enum BlockKind {
@@ -207,7 +209,7 @@ impl Downsample {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.bn.forward(self.conv.forward(x))
+        self.bn.forward(conv2d(&self.conv, x))
     }
 }
 
@@ -240,8 +242,8 @@ impl BasicBlock {
     /// - output: `[batch, planes, h / stride, w / stride]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let identity = shortcut(self.downsample.as_ref(), x.clone());
-        let out = relu(self.bn1.forward(self.conv1.forward(x)));
-        let out = self.bn2.forward(self.conv2.forward(out));
+        let out = relu(self.bn1.forward(conv2d(&self.conv1, x)));
+        let out = self.bn2.forward(conv2d(&self.conv2, out));
         relu(out + identity)
     }
 }
@@ -272,9 +274,9 @@ impl Bottleneck {
     /// - output: `[batch, 4 · planes, h / stride, w / stride]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let identity = shortcut(self.downsample.as_ref(), x.clone());
-        let out = relu(self.bn1.forward(self.conv1.forward(x)));
-        let out = relu(self.bn2.forward(self.conv2.forward(out)));
-        let out = self.bn3.forward(self.conv3.forward(out));
+        let out = relu(self.bn1.forward(conv2d(&self.conv1, x)));
+        let out = relu(self.bn2.forward(conv2d(&self.conv2, out)));
+        let out = self.bn3.forward(conv2d(&self.conv3, out));
         relu(out + identity)
     }
 }
@@ -368,7 +370,7 @@ impl ResNet {
     /// - output: `[batch, embed_dim, ⌈height / 32⌉, ⌈width / 32⌉]`
     pub fn features(&self, images: Tensor<4>) -> Tensor<4> {
         // Stem: conv → BN → ReLU → max pool (stride 4 in all).
-        let x = relu(self.bn1.forward(self.conv1.forward(images)));
+        let x = relu(self.bn1.forward(conv2d(&self.conv1, images)));
         let x = self.maxpool.forward(x);
         // Four residual stages.
         [&self.layer1, &self.layer2, &self.layer3, &self.layer4]

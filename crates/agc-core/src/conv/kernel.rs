@@ -1,0 +1,720 @@
+//! The convolution's arithmetic on plain `f32` slices, NCHW in and out: im2col over a block of
+//! output pixels, one matrix product per block.
+//!
+//! A block is either a tile of one large image's output pixels or a group of whole small images
+//! (ChipNet's chips), so that every product has a few hundred rows or more however small the
+//! images are. The block's columns are stored transposed, `[K, rows]` with `K` = input channels
+//! × kernel height × kernel width in the weight's own order, so the weight `[O, K]` is used where
+//! it lies, and an image's output pixels are written straight into its NCHW planes. The
+//! backward pass reuses the same columns: the weight's gradient is `dY × columnsᵀ` summed over
+//! the blocks, the input's gradient is `Wᵀ × dY` added back through the columns (col2im). Each
+//! thread works on its own contiguous range of images, so the col2im never races and every
+//! thread owns its partial weight gradient.
+
+use gemm::{Parallelism, gemm};
+use rayon::prelude::*;
+
+/// Most column entries one block may hold (512 Ki floats, 2 MiB, about what a core's L2 cache
+/// holds): a tile of one image has `BLOCK_COLUMNS / K` output pixels, a group of small images as
+/// many whole images as fit, at least one.
+const BLOCK_COLUMNS: usize = 1 << 19;
+
+/// The geometry of one 2-D convolution (no groups, no dilation, no bias).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvGeometry {
+    /// Images in the batch.
+    pub batch: usize,
+    /// Input channels.
+    pub in_channels: usize,
+    /// Input height and width.
+    pub input: [usize; 2],
+    /// Output channels.
+    pub out_channels: usize,
+    /// Kernel height and width.
+    pub kernel: [usize; 2],
+    /// Stride along height and width.
+    pub stride: [usize; 2],
+    /// Zero padding on each side, along height and width.
+    pub padding: [usize; 2],
+}
+
+impl ConvGeometry {
+    /// Output height and width.
+    pub fn output(&self) -> [usize; 2] {
+        [0, 1].map(|d| (self.input[d] + 2 * self.padding[d] - self.kernel[d]) / self.stride[d] + 1)
+    }
+
+    fn in_pixels(&self) -> usize {
+        self.input[0] * self.input[1]
+    }
+
+    fn out_pixels(&self) -> usize {
+        let [h, w] = self.output();
+        h * w
+    }
+
+    /// Length of one column (one output pixel's receptive field).
+    fn k(&self) -> usize {
+        self.kernel[0] * self.kernel[1] * self.in_channels
+    }
+
+    fn weight_len(&self) -> usize {
+        self.out_channels * self.k()
+    }
+
+    /// The blocks of images `images`, in order, each of at most `block_columns` column entries
+    /// (or one output pixel).
+    fn blocks(&self, images: std::ops::Range<usize>, block_columns: usize) -> Vec<Block> {
+        let p = self.out_pixels();
+        let rows = (block_columns / self.k().max(1)).max(1);
+        if p >= rows {
+            images
+                .flat_map(|n| {
+                    (0..p).step_by(rows).map(move |pix0| Block {
+                        segments: vec![Segment {
+                            image: n,
+                            pix0,
+                            len: rows.min(p - pix0),
+                        }],
+                    })
+                })
+                .collect()
+        } else {
+            let group = (rows / p.max(1)).max(1);
+            images
+                .clone()
+                .step_by(group)
+                .map(|n0| Block {
+                    segments: (n0..(n0 + group).min(images.end))
+                        .map(|image| Segment {
+                            image,
+                            pix0: 0,
+                            len: p,
+                        })
+                        .collect(),
+                })
+                .collect()
+        }
+    }
+}
+
+/// Output pixels `pix0..pix0 + len` of one image.
+#[derive(Clone, Copy, Debug)]
+struct Segment {
+    image: usize,
+    pix0: usize,
+    len: usize,
+}
+
+/// The output pixels one matrix product covers: their columns lie side by side, segment after
+/// segment.
+#[derive(Debug)]
+struct Block {
+    segments: Vec<Segment>,
+}
+
+impl Block {
+    fn rows(&self) -> usize {
+        self.segments.iter().map(|s| s.len).sum()
+    }
+
+    /// The block's one segment when it is a tile of a single image.
+    fn single(&self) -> Option<Segment> {
+        match self.segments.as_slice() {
+            [one] => Some(*one),
+            _ => None,
+        }
+    }
+}
+
+/// The ranges of images each thread works on, and whether the matrix products should use the
+/// threads themselves (fewer images than threads).
+fn split(batch: usize) -> (Vec<std::ops::Range<usize>>, Parallelism) {
+    let threads = rayon::current_num_threads().max(1);
+    let tasks = threads.min(batch).max(1);
+    let ranges = (0..tasks)
+        .map(|t| (t * batch / tasks)..((t + 1) * batch / tasks))
+        .collect();
+    let parallelism = if tasks < threads {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    };
+    (ranges, parallelism)
+}
+
+/// Splits `data` (one `image_len` run per image) into the runs of each range of images.
+fn split_images<'a>(
+    mut data: &'a mut [f32],
+    ranges: &[std::ops::Range<usize>],
+    image_len: usize,
+) -> Vec<&'a mut [f32]> {
+    ranges
+        .iter()
+        .map(|r| {
+            let (head, tail) = std::mem::take(&mut data).split_at_mut(r.len() * image_len);
+            data = tail;
+            head
+        })
+        .collect()
+}
+
+/// The input pixel an output pixel's kernel tap reads, or `None` in the padding.
+#[inline]
+fn tap(out: usize, k: usize, stride: usize, pad: usize, size: usize) -> Option<usize> {
+    (out * stride + k).checked_sub(pad).filter(|&i| i < size)
+}
+
+/// Calls `run(column, oy, ox0, ox1)` for each stretch of one output row in `segment`, where
+/// `column` is the stretch's first column within the segment.
+fn row_runs(segment: Segment, out_w: usize, mut run: impl FnMut(usize, usize, usize, usize)) {
+    let mut pix = segment.pix0;
+    let end = segment.pix0 + segment.len;
+    while pix < end {
+        let (oy, ox0) = (pix / out_w, pix % out_w);
+        let ox1 = out_w.min(ox0 + end - pix);
+        run(pix - segment.pix0, oy, ox0, ox1);
+        pix += ox1 - ox0;
+    }
+}
+
+/// The output columns `ox0..ox1` whose tap `kx` lands inside a row of `size` input pixels.
+#[inline]
+fn inside(
+    ox0: usize,
+    ox1: usize,
+    kx: usize,
+    stride: usize,
+    pad: usize,
+    size: usize,
+) -> (usize, usize) {
+    // ox·stride + kx − pad ∈ [0, size)  ⇔  ox ∈ [⌈(pad − kx) / stride⌉, ⌈(size + pad − kx) / stride⌉)
+    let lo = pad.saturating_sub(kx).div_ceil(stride);
+    let hi = (size + pad).saturating_sub(kx).div_ceil(stride);
+    (ox0.max(lo).min(ox1), ox1.min(hi).max(ox0.max(lo).min(ox1)))
+}
+
+/// Fills the block's transposed columns `cols` (`[K, rows]`) from the NCHW input `x`.
+fn im2col(x: &[f32], g: &ConvGeometry, block: &Block, cols: &mut [f32]) {
+    let (c_n, [h, w], [kh, kw], [sy, sx], [py, px]) =
+        (g.in_channels, g.input, g.kernel, g.stride, g.padding);
+    let out_w = g.output()[1];
+    let rows = block.rows();
+    for c in 0..c_n {
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let line = &mut cols[((c * kh + ky) * kw + kx) * rows..][..rows];
+                let mut offset = 0;
+                for seg in &block.segments {
+                    let plane = &x[(seg.image * c_n + c) * h * w..][..h * w];
+                    row_runs(*seg, out_w, |col, oy, ox0, ox1| {
+                        let dst = &mut line[offset + col..offset + col + ox1 - ox0];
+                        let Some(iy) = tap(oy, ky, sy, py, h) else {
+                            dst.fill(0.0);
+                            return;
+                        };
+                        let (lo, hi) = inside(ox0, ox1, kx, sx, px, w);
+                        dst[..lo - ox0].fill(0.0);
+                        dst[hi - ox0..].fill(0.0);
+                        let src = &plane[iy * w..][..w];
+                        let inner = &mut dst[lo - ox0..hi - ox0];
+                        if sx == 1 {
+                            let at = lo + kx - px;
+                            inner.copy_from_slice(&src[at..at + inner.len()]);
+                        } else {
+                            for (d, ox) in inner.iter_mut().zip(lo..hi) {
+                                *d = src[ox * sx + kx - px];
+                            }
+                        }
+                    });
+                    offset += seg.len;
+                }
+            }
+        }
+    }
+}
+
+/// Adds the block's transposed column gradients `dcols` (`[K, rows]`) onto the NCHW input
+/// gradient `dx`, which starts at image `first`.
+fn col2im(dcols: &[f32], g: &ConvGeometry, block: &Block, dx: &mut [f32], first: usize) {
+    let (c_n, [h, w], [kh, kw], [sy, sx], [py, px]) =
+        (g.in_channels, g.input, g.kernel, g.stride, g.padding);
+    let out_w = g.output()[1];
+    let rows = block.rows();
+    for c in 0..c_n {
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let line = &dcols[((c * kh + ky) * kw + kx) * rows..][..rows];
+                let mut offset = 0;
+                for seg in &block.segments {
+                    let plane = &mut dx[((seg.image - first) * c_n + c) * h * w..][..h * w];
+                    row_runs(*seg, out_w, |col, oy, ox0, ox1| {
+                        let Some(iy) = tap(oy, ky, sy, py, h) else {
+                            return;
+                        };
+                        let (lo, hi) = inside(ox0, ox1, kx, sx, px, w);
+                        let src = &line[offset + col + lo - ox0..offset + col + hi - ox0];
+                        let dst = &mut plane[iy * w..][..w];
+                        if sx == 1 {
+                            let at = lo + kx - px;
+                            for (d, s) in dst[at..at + src.len()].iter_mut().zip(src) {
+                                *d += s;
+                            }
+                        } else {
+                            for (s, ox) in src.iter().zip(lo..hi) {
+                                dst[ox * sx + kx - px] += s;
+                            }
+                        }
+                    });
+                    offset += seg.len;
+                }
+            }
+        }
+    }
+}
+
+/// A matrix operand of [`product`]: its data and its (row, column) strides.
+#[derive(Clone, Copy)]
+struct Matrix<'a> {
+    data: &'a [f32],
+    strides: (usize, usize),
+}
+
+impl<'a> Matrix<'a> {
+    /// Row-major, `cols` entries per row.
+    fn rows(data: &'a [f32], cols: usize) -> Self {
+        Self {
+            data,
+            strides: (cols, 1),
+        }
+    }
+
+    /// The transpose of a row-major matrix with `cols` entries per row.
+    fn transposed(data: &'a [f32], cols: usize) -> Self {
+        Self {
+            data,
+            strides: (1, cols),
+        }
+    }
+
+    fn covers(&self, rows: usize, cols: usize) -> bool {
+        rows == 0
+            || cols == 0
+            || (rows - 1) * self.strides.0 + (cols - 1) * self.strides.1 < self.data.len()
+    }
+}
+
+/// `dst (+)= lhs[m, k] × rhs[k, n]`, `dst` with (row, column) strides `dst_strides`;
+/// `accumulate` adds onto `dst`. The one call into `gemm`, which takes raw pointers.
+#[allow(unsafe_code)]
+#[allow(clippy::too_many_arguments)]
+fn product(
+    dst: &mut [f32],
+    dst_strides: (usize, usize),
+    [m, n, k]: [usize; 3],
+    lhs: Matrix<'_>,
+    rhs: Matrix<'_>,
+    accumulate: bool,
+    parallelism: Parallelism,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let dst_view = Matrix {
+        data: dst,
+        strides: dst_strides,
+    };
+    assert!(dst_view.covers(m, n), "gemm: destination too short");
+    assert!(
+        lhs.covers(m, k) && rhs.covers(k, n),
+        "gemm: operand too short"
+    );
+    let s = |v: usize| v as isize;
+    // SAFETY: every pointer covers its strided extent (checked above: m × n for dst, m × k and
+    // k × n for the operands), dst is a unique borrow and so aliases neither operand, and gemm
+    // computes dst := alpha·dst + beta·lhs·rhs for f32 with alpha read only when read_dst.
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            s(dst_strides.1),
+            s(dst_strides.0),
+            accumulate,
+            lhs.data.as_ptr(),
+            s(lhs.strides.1),
+            s(lhs.strides.0),
+            rhs.data.as_ptr(),
+            s(rhs.strides.1),
+            s(rhs.strides.0),
+            if accumulate { 1.0 } else { 0.0 },
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// Copies `src` (`[channels, rows]`, the block's pixels side by side) into the block's pixels
+/// of an NCHW tensor with `channels` channels of `pixels` pixels, whose first image is `first`.
+fn scatter(
+    nchw: &mut [f32],
+    first: usize,
+    channels: usize,
+    pixels: usize,
+    block: &Block,
+    src: &[f32],
+) {
+    let rows = block.rows();
+    for (ch, line) in src.chunks(rows).take(channels).enumerate() {
+        let mut offset = 0;
+        for seg in &block.segments {
+            let plane = (seg.image - first) * channels + ch;
+            nchw[plane * pixels + seg.pix0..][..seg.len]
+                .copy_from_slice(&line[offset..offset + seg.len]);
+            offset += seg.len;
+        }
+    }
+}
+
+/// Copies the block's pixels of an NCHW tensor with `channels` channels of `pixels` pixels into
+/// `dst` (`[channels, rows]`), side by side.
+fn gather(nchw: &[f32], channels: usize, pixels: usize, block: &Block, dst: &mut [f32]) {
+    let rows = block.rows();
+    for (ch, line) in dst.chunks_mut(rows).take(channels).enumerate() {
+        let mut offset = 0;
+        for seg in &block.segments {
+            let plane = seg.image * channels + ch;
+            line[offset..offset + seg.len]
+                .copy_from_slice(&nchw[plane * pixels + seg.pix0..][..seg.len]);
+            offset += seg.len;
+        }
+    }
+}
+
+/// Forward pass: `x` `[N, C, H, W]`, `w` `[O, C, kh, kw]` → `[N, O, Ho, Wo]`.
+pub fn conv2d_forward(x: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    forward_in_blocks(x, w, g, BLOCK_COLUMNS)
+}
+
+fn forward_in_blocks(x: &[f32], w: &[f32], g: &ConvGeometry, block_columns: usize) -> Vec<f32> {
+    let (o_n, p_out, k) = (g.out_channels, g.out_pixels(), g.k());
+    debug_assert_eq!(x.len(), g.batch * g.in_channels * g.in_pixels());
+    debug_assert_eq!(w.len(), g.weight_len());
+    let mut out = vec![0.0f32; g.batch * o_n * p_out];
+    let (ranges, parallelism) = split(g.batch);
+    let parts = split_images(&mut out, &ranges, o_n * p_out);
+    ranges.into_par_iter().zip(parts).for_each(|(range, out)| {
+        let (mut cols, mut tmp) = (Vec::new(), Vec::new());
+        let first = range.start;
+        for block in g.blocks(range, block_columns) {
+            let rows = block.rows();
+            cols.resize(k * rows, 0.0);
+            im2col(x, g, &block, &mut cols);
+            let cols = Matrix::rows(&cols, rows);
+            // out[o, pixel] = W[o, :] · columns[:, pixel]
+            if let Some(seg) = block.single() {
+                let dst = &mut out[(seg.image - first) * o_n * p_out + seg.pix0..];
+                product(
+                    dst,
+                    (p_out, 1),
+                    [o_n, rows, k],
+                    Matrix::rows(w, k),
+                    cols,
+                    false,
+                    parallelism,
+                );
+            } else {
+                tmp.resize(o_n * rows, 0.0);
+                product(
+                    &mut tmp,
+                    (rows, 1),
+                    [o_n, rows, k],
+                    Matrix::rows(w, k),
+                    cols,
+                    false,
+                    parallelism,
+                );
+                scatter(out, first, o_n, p_out, &block, &tmp);
+            }
+        }
+    });
+    out
+}
+
+/// Backward pass: from `x`, `w` and the output's gradient `dy` (`[N, O, Ho, Wo]`), the gradients
+/// of the input (`[N, C, H, W]`) and of the weight (`[O, C, kh, kw]`), each only when asked for.
+pub fn conv2d_backward(
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    g: &ConvGeometry,
+    want_x: bool,
+    want_w: bool,
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    backward_in_blocks(x, w, dy, g, [want_x, want_w], BLOCK_COLUMNS)
+}
+
+fn backward_in_blocks(
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    g: &ConvGeometry,
+    [want_x, want_w]: [bool; 2],
+    block_columns: usize,
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    let (c_n, o_n) = (g.in_channels, g.out_channels);
+    let (p_in, p_out, k) = (g.in_pixels(), g.out_pixels(), g.k());
+    debug_assert_eq!(dy.len(), g.batch * o_n * p_out);
+    let mut dx = if want_x {
+        vec![0.0f32; g.batch * c_n * p_in]
+    } else {
+        Vec::new()
+    };
+    let (ranges, parallelism) = split(g.batch);
+    let parts: Vec<Option<&mut [f32]>> = if want_x {
+        split_images(&mut dx, &ranges, c_n * p_in)
+            .into_iter()
+            .map(Some)
+            .collect()
+    } else {
+        ranges.iter().map(|_| None).collect()
+    };
+    let partials: Vec<Option<Vec<f32>>> = ranges
+        .into_par_iter()
+        .zip(parts)
+        .map(|(range, mut dx)| {
+            let mut dw = want_w.then(|| vec![0.0f32; o_n * k]);
+            let (mut cols, mut dys, mut dcols) = (Vec::new(), Vec::new(), Vec::new());
+            let first = range.start;
+            for block in g.blocks(range, block_columns) {
+                let rows = block.rows();
+                // dY of the block as an [O, rows] matrix: in place for a tile of one image.
+                let dy_block = if let Some(seg) = block.single() {
+                    Matrix {
+                        data: &dy[seg.image * o_n * p_out + seg.pix0..],
+                        strides: (p_out, 1),
+                    }
+                } else {
+                    dys.resize(o_n * rows, 0.0);
+                    gather(dy, o_n, p_out, &block, &mut dys);
+                    Matrix::rows(&dys, rows)
+                };
+                if let Some(dw) = dw.as_mut() {
+                    // dW[o, kk] += dY[o, :] · columns[kk, :]
+                    cols.resize(k * rows, 0.0);
+                    im2col(x, g, &block, &mut cols);
+                    product(
+                        dw,
+                        (k, 1),
+                        [o_n, k, rows],
+                        dy_block,
+                        Matrix::transposed(&cols, rows),
+                        true,
+                        parallelism,
+                    );
+                }
+                if let Some(dx) = dx.as_deref_mut() {
+                    // dcolumns[kk, pixel] = W[:, kk] · dY[:, pixel]
+                    dcols.resize(k * rows, 0.0);
+                    product(
+                        &mut dcols,
+                        (rows, 1),
+                        [k, rows, o_n],
+                        Matrix::transposed(w, k),
+                        dy_block,
+                        false,
+                        parallelism,
+                    );
+                    col2im(&dcols, g, &block, dx, first);
+                }
+            }
+            dw
+        })
+        .collect();
+    let dw = want_w.then(|| {
+        let mut parts = partials.into_iter().flatten();
+        let mut sum = parts.next().unwrap_or_else(|| vec![0.0f32; o_n * k]);
+        for part in parts {
+            for (s, p) in sum.iter_mut().zip(&part) {
+                *s += p;
+            }
+        }
+        sum
+    });
+    (want_x.then_some(dx), dw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Direct convolution, for reference.
+    fn naive(x: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
+        let [oh, ow] = g.output();
+        let [h, wd] = g.input;
+        let [kh, kw] = g.kernel;
+        let mut y = vec![0.0f32; g.batch * g.out_channels * oh * ow];
+        for n in 0..g.batch {
+            for o in 0..g.out_channels {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut s = 0.0f64;
+                        for c in 0..g.in_channels {
+                            for ky in 0..kh {
+                                for kx in 0..kw {
+                                    let (Some(iy), Some(ix)) = (
+                                        tap(oy, ky, g.stride[0], g.padding[0], h),
+                                        tap(ox, kx, g.stride[1], g.padding[1], wd),
+                                    ) else {
+                                        continue;
+                                    };
+                                    s += f64::from(x[((n * g.in_channels + c) * h + iy) * wd + ix])
+                                        * f64::from(
+                                            w[((o * g.in_channels + c) * kh + ky) * kw + kx],
+                                        );
+                                }
+                            }
+                        }
+                        y[((n * g.out_channels + o) * oh + oy) * ow + ox] = s as f32;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn close(a: &[f32], b: &[f32], tol: f32) {
+        assert_eq!(a.len(), b.len());
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!(
+                (x - y).abs() <= tol * (1.0 + y.abs()),
+                "element {i}: {x} against {y}"
+            );
+        }
+    }
+
+    fn geometries() -> Vec<ConvGeometry> {
+        let g = |batch, in_channels, input, out_channels, k, stride, padding| ConvGeometry {
+            batch,
+            in_channels,
+            input,
+            out_channels,
+            kernel: [k, k],
+            stride: [stride, stride],
+            padding: [padding, padding],
+        };
+        vec![
+            g(3, 4, [7, 5], 6, 3, 1, 1),
+            g(5, 3, [9, 8], 4, 3, 2, 1),
+            g(2, 3, [11, 11], 5, 7, 2, 3),
+            g(4, 6, [5, 5], 3, 1, 1, 0),
+            g(3, 6, [6, 5], 7, 1, 2, 0),
+            g(7, 5, [1, 1], 4, 3, 1, 1),
+            g(1, 2, [4, 6], 3, 3, 1, 0),
+        ]
+    }
+
+    /// Blocks of one output pixel, of tiles of an image and of groups of whole images.
+    const BLOCK_SIZES: [usize; 4] = [1, 60, 400, BLOCK_COLUMNS];
+
+    #[test]
+    fn forward_matches_a_direct_convolution() {
+        for (i, g) in geometries().into_iter().enumerate() {
+            let x = values(g.batch * g.in_channels * g.in_pixels(), 2 * i as u32);
+            let w = values(g.weight_len(), 2 * i as u32 + 1);
+            let expected = naive(&x, &w, &g);
+            for block_columns in BLOCK_SIZES {
+                close(
+                    &forward_in_blocks(&x, &w, &g, block_columns),
+                    &expected,
+                    1e-5,
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn blocks_are_tiles_of_large_images_and_groups_of_small_ones() {
+        let g = geometries()[0];
+        let (p, k) = (g.out_pixels(), g.k());
+        let kinds = |block_columns| {
+            let blocks = g.blocks(0..g.batch, block_columns);
+            let covered: usize = blocks.iter().map(Block::rows).sum();
+            assert_eq!(covered, g.batch * p, "every output pixel once");
+            (
+                blocks.iter().filter(|b| b.single().is_some()).count(),
+                blocks.len(),
+            )
+        };
+        assert_eq!(
+            kinds(k * p.div_ceil(2)),
+            (2 * g.batch, 2 * g.batch),
+            "two tiles per image"
+        );
+        assert_eq!(
+            kinds(k * p * 2),
+            (1, 2),
+            "groups of two images, then the last one alone"
+        );
+    }
+
+    /// The gradients against the direct convolution's: for a linear map, the input's gradient
+    /// of `sum(y · dy)` is found by convolving unit vectors, and the weight's likewise.
+    #[test]
+    fn backward_matches_the_direct_convolutions_gradients() {
+        for (i, g) in geometries().into_iter().enumerate() {
+            let x = values(g.batch * g.in_channels * g.in_pixels(), 3 * i as u32);
+            let w = values(g.weight_len(), 3 * i as u32 + 1);
+            let y_len = g.batch * g.out_channels * g.out_pixels();
+            let dy = values(y_len, 3 * i as u32 + 2);
+            let dot = |y: &[f32]| {
+                y.iter()
+                    .zip(&dy)
+                    .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                    .sum::<f64>()
+            };
+            let (dx, dw) = conv2d_backward(&x, &w, &dy, &g, true, true);
+            let (dx, dw) = (dx.unwrap(), dw.unwrap());
+            for block_columns in BLOCK_SIZES {
+                let (bx, bw) = backward_in_blocks(&x, &w, &dy, &g, [true, true], block_columns);
+                close(&bx.unwrap(), &dx, 1e-5);
+                close(&bw.unwrap(), &dw, 1e-5);
+            }
+            let expect_dx: Vec<f32> = (0..x.len())
+                .map(|j| {
+                    let mut e = vec![0.0f32; x.len()];
+                    e[j] = 1.0;
+                    dot(&naive(&e, &w, &g)) as f32
+                })
+                .collect();
+            let expect_dw: Vec<f32> = (0..w.len())
+                .map(|j| {
+                    let mut e = vec![0.0f32; w.len()];
+                    e[j] = 1.0;
+                    dot(&naive(&x, &e, &g)) as f32
+                })
+                .collect();
+            close(&dx, &expect_dx, 1e-5);
+            close(&dw, &expect_dw, 1e-5);
+            let (only_x, none_w) = conv2d_backward(&x, &w, &dy, &g, true, false);
+            assert!(none_w.is_none());
+            assert_eq!(only_x.unwrap(), dx);
+        }
+    }
+}
