@@ -22,7 +22,8 @@
 //!   inference mode.
 //!
 //! `--parts` also prints `PART <workload> <part> median_ms=<x>` for the parts of the training
-//! steps: `forward` (forward and loss, timed alone), `backward` (forward + backward, less the
+//! steps: `forward` (forward and loss, timed up to the loss's value; an untimed backward pass
+//! follows each, to consume the autodiff graph), `backward` (forward + backward, less the
 //! forward) and `optimizer` (the whole step, less forward + backward).
 //!
 //! Each timing is the median of `--reps` runs after two warm-up runs; every run ends by reading
@@ -108,15 +109,19 @@ fn parse_args() -> anyhow::Result<Options> {
 
 /// The median of `reps` timed runs of `run`, in milliseconds, after two warm-up runs.
 fn median_ms(reps: usize, mut run: impl FnMut()) -> f64 {
+    median_of(reps, || {
+        let start = Instant::now();
+        run();
+        start.elapsed().as_secs_f64() * 1e3
+    })
+}
+
+/// The median of `reps` runs of `run`, which returns the milliseconds it timed, after two
+/// warm-up runs.
+fn median_of(reps: usize, mut run: impl FnMut() -> f64) -> f64 {
     run();
     run();
-    let mut times: Vec<f64> = (0..reps)
-        .map(|_| {
-            let start = Instant::now();
-            run();
-            start.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
+    let mut times: Vec<f64> = (0..reps).map(|_| run()).collect();
     times.sort_by(f64::total_cmp);
     times[times.len() / 2]
 }
@@ -182,9 +187,17 @@ fn time_training<M: Classifier>(name: &str, model: M, options: &Options, device:
         return;
     }
     let model = model.expect("a model");
-    let forward = median_ms(options.reps, || {
+    // The forward pass is timed up to the loss's value; the backward pass then runs untimed, as
+    // in training, so that the autodiff graph is consumed rather than left to be cleaned up in a
+    // later timed run.
+    let forward = median_of(options.reps, || {
+        let start = Instant::now();
         let loss = Loss::Bce.forward(model.logit(x.clone()), y.clone());
-        let _ = loss.into_scalar::<f32>();
+        let _ = loss.clone().into_scalar::<f32>();
+        let ms = start.elapsed().as_secs_f64() * 1e3;
+        let _ = GradientsParams::from_grads(loss.backward(), &model);
+        device.sync().expect("the device ran the backward pass");
+        ms
     });
     let forward_backward = median_ms(options.reps, || {
         let loss = Loss::Bce.forward(model.logit(x.clone()), y.clone());

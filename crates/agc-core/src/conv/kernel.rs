@@ -194,8 +194,84 @@ fn inside(
     (ox0.max(lo).min(ox1), ox1.min(hi).max(ox0.max(lo).min(ox1)))
 }
 
-/// Fills the block's transposed columns `cols` (`[K, rows]`) from the NCHW input `x`.
-fn im2col(x: &[f32], g: &ConvGeometry, block: &Block, cols: &mut [f32]) {
+/// Marks a kernel tap that falls in the padding in a [`tap_table`].
+const PADDING: usize = usize::MAX;
+
+/// For each kernel tap `ky · kw + kx` and each output pixel of an image, the input pixel the tap
+/// reads, or [`PADDING`]: the gather of a group of whole small images, where the row-by-row
+/// runs of a large image would be a few pixels long.
+fn tap_table(g: &ConvGeometry) -> Vec<usize> {
+    let ([h, w], [kh, kw], [sy, sx], [py, px]) = (g.input, g.kernel, g.stride, g.padding);
+    let [oh, ow] = g.output();
+    let mut table = Vec::with_capacity(kh * kw * oh * ow);
+    for ky in 0..kh {
+        for kx in 0..kw {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    table.push(match (tap(oy, ky, sy, py, h), tap(ox, kx, sx, px, w)) {
+                        (Some(iy), Some(ix)) => iy * w + ix,
+                        _ => PADDING,
+                    });
+                }
+            }
+        }
+    }
+    table
+}
+
+/// [`im2col`] of a group of whole images (`first`, `first + 1`, …), through [`tap_table`].
+fn im2col_images(x: &[f32], g: &ConvGeometry, first: usize, table: &[usize], cols: &mut [f32]) {
+    let (c_n, p_in, p_out) = (g.in_channels, g.in_pixels(), g.out_pixels());
+    let taps = g.kernel[0] * g.kernel[1];
+    let rows = cols.len() / g.k();
+    for c in 0..c_n {
+        for t in 0..taps {
+            let line = &mut cols[(c * taps + t) * rows..][..rows];
+            let table = &table[t * p_out..][..p_out];
+            for (i, dst) in line.chunks_exact_mut(p_out).enumerate() {
+                let plane = &x[((first + i) * c_n + c) * p_in..][..p_in];
+                for (d, &at) in dst.iter_mut().zip(table) {
+                    *d = if at == PADDING { 0.0 } else { plane[at] };
+                }
+            }
+        }
+    }
+}
+
+/// [`col2im`] of a group of whole images, through [`tap_table`]; `dx` starts at image `start`.
+fn col2im_images(
+    dcols: &[f32],
+    g: &ConvGeometry,
+    first: usize,
+    table: &[usize],
+    dx: &mut [f32],
+    start: usize,
+) {
+    let (c_n, p_in, p_out) = (g.in_channels, g.in_pixels(), g.out_pixels());
+    let taps = g.kernel[0] * g.kernel[1];
+    let rows = dcols.len() / g.k();
+    for c in 0..c_n {
+        for t in 0..taps {
+            let line = &dcols[(c * taps + t) * rows..][..rows];
+            let table = &table[t * p_out..][..p_out];
+            for (i, src) in line.chunks_exact(p_out).enumerate() {
+                let plane = &mut dx[((first + i - start) * c_n + c) * p_in..][..p_in];
+                for (s, &at) in src.iter().zip(table) {
+                    if at != PADDING {
+                        plane[at] += s;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Fills the block's transposed columns `cols` (`[K, rows]`) from the NCHW input `x`; `table` is
+/// the geometry's [`tap_table`].
+fn im2col(x: &[f32], g: &ConvGeometry, block: &Block, table: &[usize], cols: &mut [f32]) {
+    if block.single().is_none() {
+        return im2col_images(x, g, block.segments[0].image, table, cols);
+    }
     let (c_n, [h, w], [kh, kw], [sy, sx], [py, px]) =
         (g.in_channels, g.input, g.kernel, g.stride, g.padding);
     let out_w = g.output()[1];
@@ -235,8 +311,18 @@ fn im2col(x: &[f32], g: &ConvGeometry, block: &Block, cols: &mut [f32]) {
 }
 
 /// Adds the block's transposed column gradients `dcols` (`[K, rows]`) onto the NCHW input
-/// gradient `dx`, which starts at image `first`.
-fn col2im(dcols: &[f32], g: &ConvGeometry, block: &Block, dx: &mut [f32], first: usize) {
+/// gradient `dx`, which starts at image `first`; `table` is the geometry's [`tap_table`].
+fn col2im(
+    dcols: &[f32],
+    g: &ConvGeometry,
+    block: &Block,
+    table: &[usize],
+    dx: &mut [f32],
+    first: usize,
+) {
+    if block.single().is_none() {
+        return col2im_images(dcols, g, block.segments[0].image, table, dx, first);
+    }
     let (c_n, [h, w], [kh, kw], [sy, sx], [py, px]) =
         (g.in_channels, g.input, g.kernel, g.stride, g.padding);
     let out_w = g.output()[1];
@@ -407,13 +493,14 @@ fn forward_in_blocks(x: &[f32], w: &[f32], g: &ConvGeometry, block_columns: usiz
     let mut out = vec![0.0f32; g.batch * o_n * p_out];
     let (ranges, parallelism) = split(g.batch);
     let parts = split_images(&mut out, &ranges, o_n * p_out);
+    let table = tap_table(g);
     ranges.into_par_iter().zip(parts).for_each(|(range, out)| {
         let (mut cols, mut tmp) = (Vec::new(), Vec::new());
         let first = range.start;
         for block in g.blocks(range, block_columns) {
             let rows = block.rows();
             cols.resize(k * rows, 0.0);
-            im2col(x, g, &block, &mut cols);
+            im2col(x, g, &block, &table, &mut cols);
             let cols = Matrix::rows(&cols, rows);
             // out[o, pixel] = W[o, :] · columns[:, pixel]
             if let Some(seg) = block.single() {
@@ -475,6 +562,7 @@ fn backward_in_blocks(
         Vec::new()
     };
     let (ranges, parallelism) = split(g.batch);
+    let table = tap_table(g);
     let parts: Vec<Option<&mut [f32]>> = if want_x {
         split_images(&mut dx, &ranges, c_n * p_in)
             .into_iter()
@@ -506,7 +594,7 @@ fn backward_in_blocks(
                 if let Some(dw) = dw.as_mut() {
                     // dW[o, kk] += dY[o, :] · columns[kk, :]
                     cols.resize(k * rows, 0.0);
-                    im2col(x, g, &block, &mut cols);
+                    im2col(x, g, &block, &table, &mut cols);
                     product(
                         dw,
                         (k, 1),
@@ -529,7 +617,7 @@ fn backward_in_blocks(
                         false,
                         parallelism,
                     );
-                    col2im(&dcols, g, &block, dx, first);
+                    col2im(&dcols, g, &block, &table, dx, first);
                 }
             }
             dw
@@ -550,6 +638,9 @@ fn backward_in_blocks(
 
 #[cfg(test)]
 mod tests {
+    // x, w, y, dx, dw: the names of the convolution's formulas.
+    #![allow(clippy::many_single_char_names, clippy::similar_names)]
+
     use super::*;
 
     /// Direct convolution, for reference.

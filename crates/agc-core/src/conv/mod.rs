@@ -193,6 +193,9 @@ mod flex {
 
 #[cfg(all(test, feature = "flex"))]
 mod tests {
+    // x, w, y, dx, dw: the names of the convolution's formulas.
+    #![allow(clippy::many_single_char_names, clippy::similar_names)]
+
     use super::*;
     use crate::test_util::autodiff_device;
     use burn::nn::conv::Conv2dConfig;
