@@ -72,10 +72,8 @@ mod flex {
     /// The stride and padding when `conv` on `x` can take the batched kernel.
     pub(super) fn applies(conv: &Conv2d, x: &Tensor<4>) -> Option<[usize; 4]> {
         let on_flex = match x.device().as_dispatch() {
-            DispatchDevice::Flex(_) => true,
             DispatchDevice::Autodiff(inner) => matches!(**inner, DispatchDevice::Flex(_)),
-            #[allow(unreachable_patterns)]
-            _ => false,
+            plain => matches!(plain, DispatchDevice::Flex(_)),
         };
         let f32s = x.dtype() == DType::F32 && conv.weight.val().dtype() == DType::F32;
         if !(on_flex && f32s) {
