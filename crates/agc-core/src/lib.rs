@@ -2,6 +2,8 @@
 //!
 //! - [`ResNet`]: torchvision-compatible ResNets (18 to 152, and a tiny preset), with
 //!   [`ResNet::load_torchvision`] for `.pth` and `.safetensors` weights;
+//! - [`conv::conv2d`]: the ResNets' convolutions, batched over images on Flex (a Burn backend
+//!   extension with its own backward pass);
 //! - [`ChipGrid`]: cuts images into chips and lays chip embeddings back out as a map;
 //! - [`AttentionPool`]: softmax attention pooling over a grid of embeddings;
 //! - [`MetaResNet`] (CropNet is a `MetaResNet` trained on crops), [`ChipNet`], [`AttnResNet`];

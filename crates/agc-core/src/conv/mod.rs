@@ -71,10 +71,8 @@ mod flex {
 
     /// The stride and padding when `conv` on `x` can take the batched kernel.
     pub(super) fn applies(conv: &Conv2d, x: &Tensor<4>) -> Option<[usize; 4]> {
-        let on_flex = match x.device().as_dispatch() {
-            DispatchDevice::Autodiff(inner) => matches!(**inner, DispatchDevice::Flex(_)),
-            plain => matches!(plain, DispatchDevice::Flex(_)),
-        };
+        let device = x.device().without_autodiff();
+        let on_flex = matches!(device.as_dispatch(), DispatchDevice::Flex(_));
         let f32s = x.dtype() == DType::F32 && conv.weight.val().dtype() == DType::F32;
         if !(on_flex && f32s) {
             return None;
