@@ -11,10 +11,10 @@ which spends nearly all its time in training steps (two warm-ups, then `--reps` 
 model initialisation is a few per cent).
 
 Classes are matched on the sampled function's name, first match wins:
-- gemm: gemm's matrix-product kernels, which Flex's convolutions (forward, and backward as
-  transposed convolutions) and linear layers call;
-- conv packing: Flex's convolution code around the products (im2col, col2im, layout copies) and
-  the rayon closures that run it;
+- gemm: gemm's matrix-product kernels, which the convolutions (agc's batched kernel on Flex,
+  `agc_core::conv`, and Flex's own for the attention head's) and linear layers call;
+- conv packing: the convolution code around the products (agc's and Flex's im2col, col2im,
+  layout copies) and the rayon closures that run it;
 - element-wise and reductions: batch norm, ReLU, residual adds, the loss and the optimizer's
   tensor arithmetic (Flex's zip/binary/unary kernels and macerator's SIMD loops);
 - pooling; random numbers (dropout masks); allocation (malloc, memset, page faults);
@@ -32,7 +32,7 @@ from collections import OrderedDict
 CLASSES = OrderedDict([
     ("gemm (matrix products)", [r"^gemm_"]),
     ("conv packing (im2col, col2im, copies)", [
-        r"burn_flex::ops::conv", r"copy_2d_tiled", r"FnMut<A> for &F>::call_mut",
+        r"burn_flex::ops::conv", r"agc_core::conv", r"copy_2d_tiled", r"FnMut<A> for &F>::call_mut",
         r"ForEachConsumer", r"StridedIter", r"SpecFromIter"]),
     ("element-wise and reductions (BN, ReLU, adds, optimizer)", [
         r"burn_flex::zip", r"burn_flex::ops::(binary|unary|reduce|comparison|activation)",

@@ -5,6 +5,7 @@ use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::{relu, softmax};
 
+use crate::conv::conv2d;
 use crate::dropout2d::{Dropout2d, Dropout2dConfig};
 
 /// How the attention-weighted embeddings are reduced to one vector.
@@ -115,8 +116,8 @@ impl AttentionPool {
         let positions = grid_h * grid_w;
         // Score every position from a channel-dropped copy of the map.
         let scores = self.dropout.forward(maps.clone());
-        let scores = self.bn.forward(relu(self.conv1.forward(scores)));
-        let scores = self.conv2.forward(scores).reshape([batch, positions]);
+        let scores = self.bn.forward(relu(conv2d(&self.conv1, scores)));
+        let scores = conv2d(&self.conv2, scores).reshape([batch, positions]);
         let scores = match bias {
             Some(bias) => scores + bias,
             None => scores,

@@ -14,10 +14,23 @@
 use gemm::{Parallelism, gemm};
 use rayon::prelude::*;
 
-/// Most column entries one block may hold (512 Ki floats, 2 MiB, about what a core's L2 cache
-/// holds): a tile of one image has `BLOCK_COLUMNS / K` output pixels, a group of small images as
-/// many whole images as fit, at least one.
-const BLOCK_COLUMNS: usize = 1 << 19;
+/// How large the blocks of output pixels are.
+#[derive(Clone, Copy, Debug)]
+struct Blocking {
+    /// Most column entries a block holds, unless `min_rows` needs more.
+    columns: usize,
+    /// Fewest output pixels per block (where the image has them).
+    min_rows: usize,
+}
+
+/// 512 Ki column entries (2 MiB, about what a core's L2 cache holds), but at least 256 output
+/// pixels, so that a 3×3 convolution of 512 channels still multiplies a few hundred rows per
+/// pass over its 9 MiB of weights. A tile of a large image has that many output pixels, a group
+/// of small images as many whole images as fit, at least one.
+const BLOCKING: Blocking = Blocking {
+    columns: 1 << 19,
+    min_rows: 256,
+};
 
 /// The geometry of one 2-D convolution (no groups, no dilation, no bias).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,11 +75,12 @@ impl ConvGeometry {
         self.out_channels * self.k()
     }
 
-    /// The blocks of images `images`, in order, each of at most `block_columns` column entries
-    /// (or one output pixel).
-    fn blocks(&self, images: std::ops::Range<usize>, block_columns: usize) -> Vec<Block> {
+    /// The blocks of images `images`, in order, sized by `blocking`.
+    fn blocks(&self, images: std::ops::Range<usize>, blocking: Blocking) -> Vec<Block> {
         let p = self.out_pixels();
-        let rows = (block_columns / self.k().max(1)).max(1);
+        let rows = (blocking.columns / self.k().max(1))
+            .max(blocking.min_rows)
+            .max(1);
         if p >= rows {
             images
                 .flat_map(|n| {
@@ -483,10 +497,10 @@ fn gather(nchw: &[f32], channels: usize, pixels: usize, block: &Block, dst: &mut
 
 /// Forward pass: `x` `[N, C, H, W]`, `w` `[O, C, kh, kw]` → `[N, O, Ho, Wo]`.
 pub fn conv2d_forward(x: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
-    forward_in_blocks(x, w, g, BLOCK_COLUMNS)
+    forward_in_blocks(x, w, g, BLOCKING)
 }
 
-fn forward_in_blocks(x: &[f32], w: &[f32], g: &ConvGeometry, block_columns: usize) -> Vec<f32> {
+fn forward_in_blocks(x: &[f32], w: &[f32], g: &ConvGeometry, blocking: Blocking) -> Vec<f32> {
     let (o_n, p_out, k) = (g.out_channels, g.out_pixels(), g.k());
     debug_assert_eq!(x.len(), g.batch * g.in_channels * g.in_pixels());
     debug_assert_eq!(w.len(), g.weight_len());
@@ -497,7 +511,7 @@ fn forward_in_blocks(x: &[f32], w: &[f32], g: &ConvGeometry, block_columns: usiz
     ranges.into_par_iter().zip(parts).for_each(|(range, out)| {
         let (mut cols, mut tmp) = (Vec::new(), Vec::new());
         let first = range.start;
-        for block in g.blocks(range, block_columns) {
+        for block in g.blocks(range, blocking) {
             let rows = block.rows();
             cols.resize(k * rows, 0.0);
             im2col(x, g, &block, &table, &mut cols);
@@ -542,7 +556,7 @@ pub fn conv2d_backward(
     want_x: bool,
     want_w: bool,
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
-    backward_in_blocks(x, w, dy, g, [want_x, want_w], BLOCK_COLUMNS)
+    backward_in_blocks(x, w, dy, g, [want_x, want_w], BLOCKING)
 }
 
 fn backward_in_blocks(
@@ -551,7 +565,7 @@ fn backward_in_blocks(
     dy: &[f32],
     g: &ConvGeometry,
     [want_x, want_w]: [bool; 2],
-    block_columns: usize,
+    blocking: Blocking,
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
     let (c_n, o_n) = (g.in_channels, g.out_channels);
     let (p_in, p_out, k) = (g.in_pixels(), g.out_pixels(), g.k());
@@ -578,7 +592,7 @@ fn backward_in_blocks(
             let mut dw = want_w.then(|| vec![0.0f32; o_n * k]);
             let (mut cols, mut dys, mut dcols) = (Vec::new(), Vec::new(), Vec::new());
             let first = range.start;
-            for block in g.blocks(range, block_columns) {
+            for block in g.blocks(range, blocking) {
                 let rows = block.rows();
                 // dY of the block as an [O, rows] matrix: in place for a tile of one image.
                 let dy_block = if let Some(seg) = block.single() {
@@ -722,7 +736,25 @@ mod tests {
     }
 
     /// Blocks of one output pixel, of tiles of an image and of groups of whole images.
-    const BLOCK_SIZES: [usize; 4] = [1, 60, 400, BLOCK_COLUMNS];
+    const BLOCK_SIZES: [Blocking; 5] = [
+        Blocking {
+            columns: 1,
+            min_rows: 1,
+        },
+        Blocking {
+            columns: 60,
+            min_rows: 1,
+        },
+        Blocking {
+            columns: 400,
+            min_rows: 1,
+        },
+        Blocking {
+            columns: 1,
+            min_rows: 40,
+        },
+        BLOCKING,
+    ];
 
     #[test]
     fn forward_matches_a_direct_convolution() {
@@ -730,12 +762,8 @@ mod tests {
             let x = values(g.batch * g.in_channels * g.in_pixels(), 2 * i as u32);
             let w = values(g.weight_len(), 2 * i as u32 + 1);
             let expected = naive(&x, &w, &g);
-            for block_columns in BLOCK_SIZES {
-                close(
-                    &forward_in_blocks(&x, &w, &g, block_columns),
-                    &expected,
-                    1e-5,
-                );
+            for blocking in BLOCK_SIZES {
+                close(&forward_in_blocks(&x, &w, &g, blocking), &expected, 1e-5);
             }
         }
     }
@@ -744,8 +772,14 @@ mod tests {
     fn blocks_are_tiles_of_large_images_and_groups_of_small_ones() {
         let g = geometries()[0];
         let (p, k) = (g.out_pixels(), g.k());
-        let kinds = |block_columns| {
-            let blocks = g.blocks(0..g.batch, block_columns);
+        let kinds = |columns| {
+            let blocks = g.blocks(
+                0..g.batch,
+                Blocking {
+                    columns,
+                    min_rows: 1,
+                },
+            );
             let covered: usize = blocks.iter().map(Block::rows).sum();
             assert_eq!(covered, g.batch * p, "every output pixel once");
             (
@@ -763,6 +797,14 @@ mod tests {
             (1, 2),
             "groups of two images, then the last one alone"
         );
+        let grouped = g.blocks(
+            0..g.batch,
+            Blocking {
+                columns: 1,
+                min_rows: 2 * p,
+            },
+        );
+        assert_eq!(grouped.len(), 2, "min_rows outweighs a tiny column budget");
     }
 
     /// The gradients against the direct convolution's: for a linear map, the input's gradient
@@ -782,8 +824,8 @@ mod tests {
             };
             let (dx, dw) = conv2d_backward(&x, &w, &dy, &g, true, true);
             let (dx, dw) = (dx.unwrap(), dw.unwrap());
-            for block_columns in BLOCK_SIZES {
-                let (bx, bw) = backward_in_blocks(&x, &w, &dy, &g, [true, true], block_columns);
+            for blocking in BLOCK_SIZES {
+                let (bx, bw) = backward_in_blocks(&x, &w, &dy, &g, [true, true], blocking);
                 close(&bx.unwrap(), &dx, 1e-5);
                 close(&bw.unwrap(), &dw, 1e-5);
             }

@@ -9,9 +9,11 @@
 //! backend extension with its own backward pass. The products go through the same `gemm` crate
 //! that Flex uses.
 //!
-//! It applies on Flex devices (with or without autodiff) to `f32` convolutions without bias,
-//! groups or dilation and with symmetric padding, which is every convolution of a torchvision
-//! ResNet; anything else, and every other device, takes Burn's own `Conv2d::forward`.
+//! It applies on Flex devices (with or without autodiff) to `f32` convolutions without groups or
+//! dilation and with symmetric padding: every convolution of a torchvision ResNet and of agc's
+//! attention heads (whose bias is added to the product's output as a broadcast tensor, so
+//! autodiff sums its gradient). Anything else, and every other device, takes Burn's own
+//! `Conv2d::forward`.
 
 pub mod kernel;
 
@@ -23,7 +25,14 @@ use burn::prelude::*;
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     #[cfg(feature = "flex")]
     if let Some(params) = flex::applies(conv, &x) {
-        return flex::forward(x, conv.weight.val(), params);
+        let y = flex::forward(x, conv.weight.val(), params);
+        return match &conv.bias {
+            Some(bias) => {
+                let channels = bias.dims()[0];
+                y + bias.val().reshape([1, channels, 1, 1])
+            }
+            None => y,
+        };
     }
     conv.forward(x)
 }
@@ -34,7 +43,7 @@ fn batched_params(conv: &Conv2d) -> Option<[usize; 4]> {
     let PaddingConfig2d::Explicit(top, left, bottom, right) = conv.padding else {
         return None;
     };
-    let plain = conv.bias.is_none() && conv.groups == 1 && conv.dilation == [1, 1];
+    let plain = conv.groups == 1 && conv.dilation == [1, 1];
     (plain && top == bottom && left == right).then_some([conv.stride[0], conv.stride[1], top, left])
 }
 
@@ -210,15 +219,17 @@ mod tests {
     #[test]
     fn batched_convolution_matches_burns_forward_and_gradients() {
         let device = autodiff_device();
-        for (n, c, hw, o, k, stride, pad) in [
-            (3, 3, 16, 8, 7, 2, 3),
-            (4, 8, 8, 8, 3, 1, 1),
-            (5, 8, 8, 16, 3, 2, 1),
-            (5, 8, 7, 16, 1, 2, 0),
-            (6, 16, 1, 16, 3, 1, 1),
-            (2, 4, 5, 6, 1, 1, 0),
+        for (n, c, hw, o, k, stride, pad, bias) in [
+            (3, 3, 16, 8, 7, 2, 3, false),
+            (4, 8, 8, 8, 3, 1, 1, false),
+            (5, 8, 8, 16, 3, 2, 1, false),
+            (5, 8, 7, 16, 1, 2, 0, false),
+            (6, 16, 1, 16, 3, 1, 1, false),
+            (2, 4, 5, 6, 1, 1, 0, false),
+            (3, 16, 7, 8, 3, 1, 1, true),
+            (3, 8, 7, 1, 1, 1, 0, true),
         ] {
-            let conv = layer(c, o, k, stride, pad, false);
+            let conv = layer(c, o, k, stride, pad, bias);
             let x = Tensor::<4>::random([n, c, hw, hw], Distribution::Normal(0.0, 1.0), &device);
             assert!(
                 flex::applies(&conv, &x).is_some(),
@@ -240,23 +251,38 @@ mod tests {
                 let grads = (y.clone() * probe.clone()).sum().backward();
                 let dx = x.grad(&grads).unwrap();
                 let dw = conv.weight.val().grad(&grads).unwrap();
-                (y.into_data(), dx.into_data(), dw.into_data())
+                let db = conv
+                    .bias
+                    .as_ref()
+                    .map(|b| b.val().grad(&grads).unwrap().into_data());
+                (y.into_data(), dx.into_data(), dw.into_data(), db)
             };
-            let (y, dx, dw) = run(true);
-            let (y_ref, dx_ref, dw_ref) = run(false);
+            let (y, dx, dw, db) = run(true);
+            let (y_ref, dx_ref, dw_ref, db_ref) = run(false);
             let tol = Tolerance::<f32>::absolute(1e-4).set_relative(1e-4);
             y.assert_approx_eq::<f32>(&y_ref, tol);
             dx.assert_approx_eq::<f32>(&dx_ref, tol);
             dw.assert_approx_eq::<f32>(&dw_ref, tol);
+            assert_eq!(db.is_some(), bias);
+            if let (Some(db), Some(db_ref)) = (db, db_ref) {
+                db.assert_approx_eq::<f32>(&db_ref, tol);
+            }
         }
     }
 
     #[test]
     fn convolutions_outside_the_kernel_take_burns_path() {
-        assert!(batched_params(&layer(2, 2, 3, 1, 1, true)).is_none());
         let asymmetric = Conv2dConfig::new([2, 2], [3, 3])
             .with_padding(PaddingConfig2d::Explicit(1, 1, 0, 0))
             .init(&autodiff_device());
         assert!(batched_params(&asymmetric).is_none());
+        let grouped = Conv2dConfig::new([2, 2], [3, 3])
+            .with_groups(2)
+            .init(&autodiff_device());
+        assert!(batched_params(&grouped).is_none());
+        let dilated = Conv2dConfig::new([2, 2], [3, 3])
+            .with_dilation([2, 2])
+            .init(&autodiff_device());
+        assert!(batched_params(&dilated).is_none());
     }
 }
