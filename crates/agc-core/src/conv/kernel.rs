@@ -179,33 +179,46 @@ fn tap(out: usize, k: usize, stride: usize, pad: usize, size: usize) -> Option<u
     (out * stride + k).checked_sub(pad).filter(|&i| i < size)
 }
 
-/// Calls `run(column, oy, ox0, ox1)` for each stretch of one output row in `segment`, where
-/// `column` is the stretch's first column within the segment.
-fn row_runs(segment: Segment, out_w: usize, mut run: impl FnMut(usize, usize, usize, usize)) {
-    let mut pix = segment.pix0;
-    let end = segment.pix0 + segment.len;
-    while pix < end {
-        let (oy, ox0) = (pix / out_w, pix % out_w);
-        let ox1 = out_w.min(ox0 + end - pix);
-        run(pix - segment.pix0, oy, ox0, ox1);
-        pix += ox1 - ox0;
-    }
+/// The columns of one kernel tap along one output row of a tile: `run` is the range of block
+/// columns, `inside` the part of it whose tap lands in the image (`None` when none does), with
+/// the input index (within the image) of its first column; consecutive columns are `stride`
+/// input pixels apart.
+struct TapRun {
+    k: usize,
+    run: std::ops::Range<usize>,
+    inside: Option<(std::ops::Range<usize>, usize)>,
 }
 
-/// The output columns `ox0..ox1` whose tap `kx` lands inside a row of `size` input pixels.
-#[inline]
-fn inside(
-    ox0: usize,
-    ox1: usize,
-    kx: usize,
-    stride: usize,
-    pad: usize,
-    size: usize,
-) -> (usize, usize) {
-    // ox·stride + kx − pad ∈ [0, size)  ⇔  ox ∈ [⌈(pad − kx) / stride⌉, ⌈(size + pad − kx) / stride⌉)
-    let lo = pad.saturating_sub(kx).div_ceil(stride);
-    let hi = (size + pad).saturating_sub(kx).div_ceil(stride);
-    (ox0.max(lo).min(ox1), ox1.min(hi).max(ox0.max(lo).min(ox1)))
+/// Calls `visit` for every [`TapRun`] of a tile of one image, in the column matrix's row order.
+fn tap_runs(g: &ConvGeometry, segment: Segment, mut visit: impl FnMut(TapRun)) {
+    let (c_n, [h, w], [kh, kw], [sy, sx], [py, px]) =
+        (g.in_channels, g.input, g.kernel, g.stride, g.padding);
+    let out_w = g.output()[1];
+    let end = segment.pix0 + segment.len;
+    for c in 0..c_n {
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let k = (c * kh + ky) * kw + kx;
+                let mut pix = segment.pix0;
+                while pix < end {
+                    let (oy, ox0) = (pix / out_w, pix % out_w);
+                    let ox1 = out_w.min(ox0 + end - pix);
+                    let col = pix - segment.pix0;
+                    let run = col..col + ox1 - ox0;
+                    // ox·sx + kx − px ∈ [0, w)  ⇔  ox ∈ [⌈(px − kx) / sx⌉, ⌈(w + px − kx) / sx⌉)
+                    let lo = px.saturating_sub(kx).div_ceil(sx).clamp(ox0, ox1);
+                    let hi = (w + px).saturating_sub(kx).div_ceil(sx).clamp(lo, ox1);
+                    let row = tap(oy, ky, sy, py, h).filter(|_| lo < hi);
+                    let inside = row.map(|iy| {
+                        let cols = col + lo - ox0..col + hi - ox0;
+                        (cols, (c * h + iy) * w + lo * sx + kx - px)
+                    });
+                    visit(TapRun { k, run, inside });
+                    pix += ox1 - ox0;
+                }
+            }
+        }
+    }
 }
 
 /// Marks a kernel tap that falls in the padding in a [`tap_table`].
@@ -283,45 +296,29 @@ fn col2im_images(
 /// Fills the block's transposed columns `cols` (`[K, rows]`) from the NCHW input `x`; `table` is
 /// the geometry's [`tap_table`].
 fn im2col(x: &[f32], g: &ConvGeometry, block: &Block, table: &[usize], cols: &mut [f32]) {
-    if block.single().is_none() {
+    let Some(seg) = block.single() else {
         return im2col_images(x, g, block.segments[0].image, table, cols);
-    }
-    let (c_n, [h, w], [kh, kw], [sy, sx], [py, px]) =
-        (g.in_channels, g.input, g.kernel, g.stride, g.padding);
-    let out_w = g.output()[1];
-    let rows = block.rows();
-    for c in 0..c_n {
-        for ky in 0..kh {
-            for kx in 0..kw {
-                let line = &mut cols[((c * kh + ky) * kw + kx) * rows..][..rows];
-                let mut offset = 0;
-                for seg in &block.segments {
-                    let plane = &x[(seg.image * c_n + c) * h * w..][..h * w];
-                    row_runs(*seg, out_w, |col, oy, ox0, ox1| {
-                        let dst = &mut line[offset + col..offset + col + ox1 - ox0];
-                        let Some(iy) = tap(oy, ky, sy, py, h) else {
-                            dst.fill(0.0);
-                            return;
-                        };
-                        let (lo, hi) = inside(ox0, ox1, kx, sx, px, w);
-                        dst[..lo - ox0].fill(0.0);
-                        dst[hi - ox0..].fill(0.0);
-                        let src = &plane[iy * w..][..w];
-                        let inner = &mut dst[lo - ox0..hi - ox0];
-                        if sx == 1 {
-                            let at = lo + kx - px;
-                            inner.copy_from_slice(&src[at..at + inner.len()]);
-                        } else {
-                            for (d, ox) in inner.iter_mut().zip(lo..hi) {
-                                *d = src[ox * sx + kx - px];
-                            }
-                        }
-                    });
-                    offset += seg.len;
-                }
+    };
+    let image_len = g.in_channels * g.in_pixels();
+    let image = &x[seg.image * image_len..][..image_len];
+    let (rows, step) = (seg.len, g.stride[1]);
+    tap_runs(g, seg, |TapRun { k, run, inside }| {
+        let line = &mut cols[k * rows..][..rows];
+        let Some((inner, at)) = inside else {
+            line[run].fill(0.0);
+            return;
+        };
+        line[run.start..inner.start].fill(0.0);
+        line[inner.end..run.end].fill(0.0);
+        let dst = &mut line[inner];
+        if step == 1 {
+            dst.copy_from_slice(&image[at..at + dst.len()]);
+        } else {
+            for (j, d) in dst.iter_mut().enumerate() {
+                *d = image[at + j * step];
             }
         }
-    }
+    });
 }
 
 /// Adds the block's transposed column gradients `dcols` (`[K, rows]`) onto the NCHW input
@@ -334,43 +331,27 @@ fn col2im(
     dx: &mut [f32],
     first: usize,
 ) {
-    if block.single().is_none() {
+    let Some(seg) = block.single() else {
         return col2im_images(dcols, g, block.segments[0].image, table, dx, first);
-    }
-    let (c_n, [h, w], [kh, kw], [sy, sx], [py, px]) =
-        (g.in_channels, g.input, g.kernel, g.stride, g.padding);
-    let out_w = g.output()[1];
-    let rows = block.rows();
-    for c in 0..c_n {
-        for ky in 0..kh {
-            for kx in 0..kw {
-                let line = &dcols[((c * kh + ky) * kw + kx) * rows..][..rows];
-                let mut offset = 0;
-                for seg in &block.segments {
-                    let plane = &mut dx[((seg.image - first) * c_n + c) * h * w..][..h * w];
-                    row_runs(*seg, out_w, |col, oy, ox0, ox1| {
-                        let Some(iy) = tap(oy, ky, sy, py, h) else {
-                            return;
-                        };
-                        let (lo, hi) = inside(ox0, ox1, kx, sx, px, w);
-                        let src = &line[offset + col + lo - ox0..offset + col + hi - ox0];
-                        let dst = &mut plane[iy * w..][..w];
-                        if sx == 1 {
-                            let at = lo + kx - px;
-                            for (d, s) in dst[at..at + src.len()].iter_mut().zip(src) {
-                                *d += s;
-                            }
-                        } else {
-                            for (s, ox) in src.iter().zip(lo..hi) {
-                                dst[ox * sx + kx - px] += s;
-                            }
-                        }
-                    });
-                    offset += seg.len;
-                }
+    };
+    let image_len = g.in_channels * g.in_pixels();
+    let image = &mut dx[(seg.image - first) * image_len..][..image_len];
+    let (rows, step) = (seg.len, g.stride[1]);
+    tap_runs(g, seg, |TapRun { k, inside, .. }| {
+        let Some((inner, at)) = inside else {
+            return;
+        };
+        let src = &dcols[k * rows..][inner];
+        if step == 1 {
+            for (d, s) in image[at..at + src.len()].iter_mut().zip(src) {
+                *d += s;
+            }
+        } else {
+            for (j, s) in src.iter().enumerate() {
+                image[at + j * step] += s;
             }
         }
-    }
+    });
 }
 
 /// A matrix operand of [`product`]: its data and its (row, column) strides.
@@ -517,28 +498,21 @@ fn forward_in_blocks(x: &[f32], w: &[f32], g: &ConvGeometry, blocking: Blocking)
             im2col(x, g, &block, &table, &mut cols);
             let cols = Matrix::rows(&cols, rows);
             // out[o, pixel] = W[o, :] · columns[:, pixel]
-            if let Some(seg) = block.single() {
-                let dst = &mut out[(seg.image - first) * o_n * p_out + seg.pix0..];
-                product(
-                    dst,
+            // A tile of one image is written in place, a group of images side by side first.
+            let single = block.single();
+            let (dst, strides) = match single {
+                Some(seg) => (
+                    &mut out[(seg.image - first) * o_n * p_out + seg.pix0..],
                     (p_out, 1),
-                    [o_n, rows, k],
-                    Matrix::rows(w, k),
-                    cols,
-                    false,
-                    parallelism,
-                );
-            } else {
-                tmp.resize(o_n * rows, 0.0);
-                product(
-                    &mut tmp,
-                    (rows, 1),
-                    [o_n, rows, k],
-                    Matrix::rows(w, k),
-                    cols,
-                    false,
-                    parallelism,
-                );
+                ),
+                None => {
+                    tmp.resize(o_n * rows, 0.0);
+                    (tmp.as_mut_slice(), (rows, 1))
+                }
+            };
+            let w = Matrix::rows(w, k);
+            product(dst, strides, [o_n, rows, k], w, cols, false, parallelism);
+            if single.is_none() {
                 scatter(out, first, o_n, p_out, &block, &tmp);
             }
         }
