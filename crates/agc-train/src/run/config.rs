@@ -190,7 +190,7 @@ impl PipelineConfig {
     /// kernels, the field mask and a contrast prior of weight 2, for 3 epochs (its maps gain
     /// little from more, and each epoch at 224 px costs four at 112); boxes thresholded at
     /// mean + 1.25·std. The classifiers train up to 12 epochs with patience 4 (at 6 their
-    /// validation AUC was still rising). About 11 minutes for 1 000 images on two cores
+    /// validation AUC was still rising). About 10 minutes for 1 000 images on two cores
     /// (docs/results.md).
     pub fn cpu(data: PathBuf) -> Self {
         let mut config = Self::demo(data);
