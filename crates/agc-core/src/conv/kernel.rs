@@ -500,15 +500,12 @@ fn forward_in_blocks(x: &[f32], w: &[f32], g: &ConvGeometry, blocking: Blocking)
             // out[o, pixel] = W[o, :] · columns[:, pixel]
             // A tile of one image is written in place, a group of images side by side first.
             let single = block.single();
-            let (dst, strides) = match single {
-                Some(seg) => (
-                    &mut out[(seg.image - first) * o_n * p_out + seg.pix0..],
-                    (p_out, 1),
-                ),
-                None => {
-                    tmp.resize(o_n * rows, 0.0);
-                    (tmp.as_mut_slice(), (rows, 1))
-                }
+            let (dst, strides) = if let Some(seg) = single {
+                let at = (seg.image - first) * o_n * p_out + seg.pix0;
+                (&mut out[at..], (p_out, 1))
+            } else {
+                tmp.resize(o_n * rows, 0.0);
+                (tmp.as_mut_slice(), (rows, 1))
             };
             let w = Matrix::rows(w, k);
             product(dst, strides, [o_n, rows, k], w, cols, false, parallelism);
