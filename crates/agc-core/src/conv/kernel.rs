@@ -75,12 +75,26 @@ impl ConvGeometry {
         self.out_channels * self.k()
     }
 
+    /// Output pixels per block under `blocking`.
+    fn block_rows(&self, blocking: Blocking) -> usize {
+        (blocking.columns / self.k().max(1))
+            .max(blocking.min_rows)
+            .max(1)
+    }
+
+    /// The tap table the group blocks need, empty when every block is a tile of one image.
+    fn table_for(&self, blocking: Blocking) -> Vec<usize> {
+        if self.out_pixels() >= self.block_rows(blocking) {
+            Vec::new()
+        } else {
+            tap_table(self)
+        }
+    }
+
     /// The blocks of images `images`, in order, sized by `blocking`.
     fn blocks(&self, images: std::ops::Range<usize>, blocking: Blocking) -> Vec<Block> {
         let p = self.out_pixels();
-        let rows = (blocking.columns / self.k().max(1))
-            .max(blocking.min_rows)
-            .max(1);
+        let rows = self.block_rows(blocking);
         if p >= rows {
             images
                 .flat_map(|n| {
@@ -488,7 +502,7 @@ fn forward_in_blocks(x: &[f32], w: &[f32], g: &ConvGeometry, blocking: Blocking)
     let mut out = vec![0.0f32; g.batch * o_n * p_out];
     let (ranges, parallelism) = split(g.batch);
     let parts = split_images(&mut out, &ranges, o_n * p_out);
-    let table = tap_table(g);
+    let table = g.table_for(blocking);
     ranges.into_par_iter().zip(parts).for_each(|(range, out)| {
         let (mut cols, mut tmp) = (Vec::new(), Vec::new());
         let first = range.start;
@@ -547,7 +561,7 @@ fn backward_in_blocks(
         Vec::new()
     };
     let (ranges, parallelism) = split(g.batch);
-    let table = tap_table(g);
+    let table = g.table_for(blocking);
     let parts: Vec<Option<&mut [f32]>> = if want_x {
         split_images(&mut dx, &ranges, c_n * p_in)
             .into_iter()
