@@ -97,60 +97,47 @@ impl ConvGeometry {
         let rows = self.block_rows(blocking);
         if p >= rows {
             images
-                .flat_map(|n| {
-                    (0..p).step_by(rows).map(move |pix0| Block {
-                        segments: vec![Segment {
-                            image: n,
-                            pix0,
-                            len: rows.min(p - pix0),
-                        }],
+                .flat_map(|image| {
+                    (0..p).step_by(rows).map(move |pix0| Block::Tile {
+                        image,
+                        pix0,
+                        len: rows.min(p - pix0),
                     })
                 })
                 .collect()
         } else {
             let group = (rows / p.max(1)).max(1);
+            let end = images.end;
             images
-                .clone()
                 .step_by(group)
-                .map(|n0| Block {
-                    segments: (n0..(n0 + group).min(images.end))
-                        .map(|image| Segment {
-                            image,
-                            pix0: 0,
-                            len: p,
-                        })
-                        .collect(),
+                .map(|first| Block::Images {
+                    first,
+                    count: group.min(end - first),
                 })
                 .collect()
         }
     }
 }
 
-/// Output pixels `pix0..pix0 + len` of one image.
-#[derive(Clone, Copy, Debug)]
-struct Segment {
-    image: usize,
-    pix0: usize,
-    len: usize,
-}
-
-/// The output pixels one matrix product covers: their columns lie side by side, segment after
-/// segment.
-#[derive(Debug)]
-struct Block {
-    segments: Vec<Segment>,
+/// The output pixels one matrix product covers; their columns lie side by side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Block {
+    /// Output pixels `pix0..pix0 + len` of one large image.
+    Tile {
+        image: usize,
+        pix0: usize,
+        len: usize,
+    },
+    /// Every output pixel of the small images `first..first + count`.
+    Images { first: usize, count: usize },
 }
 
 impl Block {
-    fn rows(&self) -> usize {
-        self.segments.iter().map(|s| s.len).sum()
-    }
-
-    /// The block's one segment when it is a tile of a single image.
-    fn single(&self) -> Option<Segment> {
-        match self.segments.as_slice() {
-            [one] => Some(*one),
-            _ => None,
+    /// Output pixels in the block, for images of `g`'s geometry.
+    fn rows(self, g: &ConvGeometry) -> usize {
+        match self {
+            Block::Tile { len, .. } => len,
+            Block::Images { count, .. } => count * g.out_pixels(),
         }
     }
 }
@@ -203,21 +190,21 @@ struct TapRun {
     inside: Option<(std::ops::Range<usize>, usize)>,
 }
 
-/// Calls `visit` for every [`TapRun`] of a tile of one image, in the column matrix's row order.
-fn tap_runs(g: &ConvGeometry, segment: Segment, mut visit: impl FnMut(TapRun)) {
+/// Calls `visit` for every [`TapRun`] of the tile `pix0..end` of one image's output pixels, in
+/// the column matrix's row order.
+fn tap_runs(g: &ConvGeometry, pix0: usize, end: usize, mut visit: impl FnMut(TapRun)) {
     let (c_n, [h, w], [kh, kw], [sy, sx], [py, px]) =
         (g.in_channels, g.input, g.kernel, g.stride, g.padding);
     let out_w = g.output()[1];
-    let end = segment.pix0 + segment.len;
     for c in 0..c_n {
         for ky in 0..kh {
             for kx in 0..kw {
                 let k = (c * kh + ky) * kw + kx;
-                let mut pix = segment.pix0;
+                let mut pix = pix0;
                 while pix < end {
                     let (oy, ox0) = (pix / out_w, pix % out_w);
                     let ox1 = out_w.min(ox0 + end - pix);
-                    let col = pix - segment.pix0;
+                    let col = pix - pix0;
                     let run = col..col + ox1 - ox0;
                     // ox·sx + kx − px ∈ [0, w)  ⇔  ox ∈ [⌈(px − kx) / sx⌉, ⌈(w + px − kx) / sx⌉)
                     let lo = px.saturating_sub(kx).div_ceil(sx).clamp(ox0, ox1);
@@ -309,14 +296,15 @@ fn col2im_images(
 
 /// Fills the block's transposed columns `cols` (`[K, rows]`) from the NCHW input `x`; `table` is
 /// the geometry's [`tap_table`].
-fn im2col(x: &[f32], g: &ConvGeometry, block: &Block, table: &[usize], cols: &mut [f32]) {
-    let Some(seg) = block.single() else {
-        return im2col_images(x, g, block.segments[0].image, table, cols);
+fn im2col(x: &[f32], g: &ConvGeometry, block: Block, table: &[usize], cols: &mut [f32]) {
+    let (image, pix0, rows) = match block {
+        Block::Tile { image, pix0, len } => (image, pix0, len),
+        Block::Images { first, .. } => return im2col_images(x, g, first, table, cols),
     };
     let image_len = g.in_channels * g.in_pixels();
-    let image = &x[seg.image * image_len..][..image_len];
-    let (rows, step) = (seg.len, g.stride[1]);
-    tap_runs(g, seg, |TapRun { k, run, inside }| {
+    let image = &x[image * image_len..][..image_len];
+    let step = g.stride[1];
+    tap_runs(g, pix0, pix0 + rows, |TapRun { k, run, inside }| {
         let line = &mut cols[k * rows..][..rows];
         let Some((inner, at)) = inside else {
             line[run].fill(0.0);
@@ -336,22 +324,25 @@ fn im2col(x: &[f32], g: &ConvGeometry, block: &Block, table: &[usize], cols: &mu
 }
 
 /// Adds the block's transposed column gradients `dcols` (`[K, rows]`) onto the NCHW input
-/// gradient `dx`, which starts at image `first`; `table` is the geometry's [`tap_table`].
+/// gradient `dx`, which starts at image `start`; `table` is the geometry's [`tap_table`].
 fn col2im(
     dcols: &[f32],
     g: &ConvGeometry,
-    block: &Block,
+    block: Block,
     table: &[usize],
     dx: &mut [f32],
-    first: usize,
+    start: usize,
 ) {
-    let Some(seg) = block.single() else {
-        return col2im_images(dcols, g, block.segments[0].image, table, dx, first);
+    let (image, pix0, rows) = match block {
+        Block::Tile { image, pix0, len } => (image, pix0, len),
+        Block::Images { first, .. } => {
+            return col2im_images(dcols, g, first, table, dx, start);
+        }
     };
     let image_len = g.in_channels * g.in_pixels();
-    let image = &mut dx[(seg.image - first) * image_len..][..image_len];
-    let (rows, step) = (seg.len, g.stride[1]);
-    tap_runs(g, seg, |TapRun { k, inside, .. }| {
+    let image = &mut dx[(image - start) * image_len..][..image_len];
+    let step = g.stride[1];
+    tap_runs(g, pix0, pix0 + rows, |TapRun { k, inside, .. }| {
         let Some((inner, at)) = inside else {
             return;
         };
@@ -453,39 +444,36 @@ fn product(
     }
 }
 
-/// Copies `src` (`[channels, rows]`, the block's pixels side by side) into the block's pixels
-/// of an NCHW tensor with `channels` channels of `pixels` pixels, whose first image is `first`.
-fn scatter(
+/// Copies `src` (`[channels, count · pixels]`, the images side by side) into images
+/// `first..first + count` of an NCHW tensor of `channels` planes of `pixels` pixels that starts
+/// at image `start`.
+fn scatter_images(
     nchw: &mut [f32],
-    first: usize,
-    channels: usize,
-    pixels: usize,
-    block: &Block,
+    start: usize,
+    [channels, pixels]: [usize; 2],
+    [first, count]: [usize; 2],
     src: &[f32],
 ) {
-    let rows = block.rows();
-    for (ch, line) in src.chunks(rows).take(channels).enumerate() {
-        let mut offset = 0;
-        for seg in &block.segments {
-            let plane = (seg.image - first) * channels + ch;
-            nchw[plane * pixels + seg.pix0..][..seg.len]
-                .copy_from_slice(&line[offset..offset + seg.len]);
-            offset += seg.len;
+    for (ch, line) in src.chunks(count * pixels).take(channels).enumerate() {
+        for (i, image) in line.chunks(pixels).enumerate() {
+            let plane = (first + i - start) * channels + ch;
+            nchw[plane * pixels..][..pixels].copy_from_slice(image);
         }
     }
 }
 
-/// Copies the block's pixels of an NCHW tensor with `channels` channels of `pixels` pixels into
-/// `dst` (`[channels, rows]`), side by side.
-fn gather(nchw: &[f32], channels: usize, pixels: usize, block: &Block, dst: &mut [f32]) {
-    let rows = block.rows();
-    for (ch, line) in dst.chunks_mut(rows).take(channels).enumerate() {
-        let mut offset = 0;
-        for seg in &block.segments {
-            let plane = seg.image * channels + ch;
-            line[offset..offset + seg.len]
-                .copy_from_slice(&nchw[plane * pixels + seg.pix0..][..seg.len]);
-            offset += seg.len;
+/// Copies images `first..first + count` of an NCHW tensor of `channels` planes of `pixels`
+/// pixels into `dst` (`[channels, count · pixels]`), side by side.
+fn gather_images(
+    nchw: &[f32],
+    [channels, pixels]: [usize; 2],
+    [first, count]: [usize; 2],
+    dst: &mut [f32],
+) {
+    for (ch, line) in dst.chunks_mut(count * pixels).take(channels).enumerate() {
+        for (i, image) in line.chunks_mut(pixels).enumerate() {
+            let plane = (first + i) * channels + ch;
+            image.copy_from_slice(&nchw[plane * pixels..][..pixels]);
         }
     }
 }
@@ -505,26 +493,34 @@ fn forward_in_blocks(x: &[f32], w: &[f32], g: &ConvGeometry, blocking: Blocking)
     let table = g.table_for(blocking);
     ranges.into_par_iter().zip(parts).for_each(|(range, out)| {
         let (mut cols, mut tmp) = (Vec::new(), Vec::new());
-        let first = range.start;
+        let start = range.start;
+        let w = Matrix::rows(w, k);
         for block in g.blocks(range, blocking) {
-            let rows = block.rows();
+            let rows = block.rows(g);
             cols.resize(k * rows, 0.0);
-            im2col(x, g, &block, &table, &mut cols);
+            im2col(x, g, block, &table, &mut cols);
             let cols = Matrix::rows(&cols, rows);
             // out[o, pixel] = W[o, :] · columns[:, pixel]
             // A tile of one image is written in place, a group of images side by side first.
-            let single = block.single();
-            let (dst, strides) = if let Some(seg) = single {
-                let at = (seg.image - first) * o_n * p_out + seg.pix0;
-                (&mut out[at..], (p_out, 1))
-            } else {
-                tmp.resize(o_n * rows, 0.0);
-                (tmp.as_mut_slice(), (rows, 1))
-            };
-            let w = Matrix::rows(w, k);
-            product(dst, strides, [o_n, rows, k], w, cols, false, parallelism);
-            if single.is_none() {
-                scatter(out, first, o_n, p_out, &block, &tmp);
+            match block {
+                Block::Tile { image, pix0, .. } => {
+                    let at = (image - start) * o_n * p_out + pix0;
+                    let dst = &mut out[at..];
+                    product(dst, (p_out, 1), [o_n, rows, k], w, cols, false, parallelism);
+                }
+                Block::Images { first, count } => {
+                    tmp.resize(o_n * rows, 0.0);
+                    product(
+                        &mut tmp,
+                        (rows, 1),
+                        [o_n, rows, k],
+                        w,
+                        cols,
+                        false,
+                        parallelism,
+                    );
+                    scatter_images(out, start, [o_n, p_out], [first, count], &tmp);
+                }
             }
         }
     });
@@ -576,24 +572,25 @@ fn backward_in_blocks(
         .map(|(range, mut dx)| {
             let mut dw = want_w.then(|| vec![0.0f32; o_n * k]);
             let (mut cols, mut dys, mut dcols) = (Vec::new(), Vec::new(), Vec::new());
-            let first = range.start;
+            let start = range.start;
             for block in g.blocks(range, blocking) {
-                let rows = block.rows();
+                let rows = block.rows(g);
                 // dY of the block as an [O, rows] matrix: in place for a tile of one image.
-                let dy_block = if let Some(seg) = block.single() {
-                    Matrix {
-                        data: &dy[seg.image * o_n * p_out + seg.pix0..],
+                let dy_block = match block {
+                    Block::Tile { image, pix0, .. } => Matrix {
+                        data: &dy[image * o_n * p_out + pix0..],
                         strides: (p_out, 1),
+                    },
+                    Block::Images { first, count } => {
+                        dys.resize(o_n * rows, 0.0);
+                        gather_images(dy, [o_n, p_out], [first, count], &mut dys);
+                        Matrix::rows(&dys, rows)
                     }
-                } else {
-                    dys.resize(o_n * rows, 0.0);
-                    gather(dy, o_n, p_out, &block, &mut dys);
-                    Matrix::rows(&dys, rows)
                 };
                 if let Some(dw) = dw.as_mut() {
                     // dW[o, kk] += dY[o, :] · columns[kk, :]
                     cols.resize(k * rows, 0.0);
-                    im2col(x, g, &block, &table, &mut cols);
+                    im2col(x, g, block, &table, &mut cols);
                     product(
                         dw,
                         (k, 1),
@@ -616,7 +613,7 @@ fn backward_in_blocks(
                         false,
                         parallelism,
                     );
-                    col2im(&dcols, g, &block, &table, dx, first);
+                    col2im(&dcols, g, block, &table, dx, start);
                 }
             }
             dw
@@ -756,40 +753,46 @@ mod tests {
     #[test]
     fn blocks_are_tiles_of_large_images_and_groups_of_small_ones() {
         let g = geometries()[0];
+        assert_eq!(g.batch, 3);
         let (p, k) = (g.out_pixels(), g.k());
-        let kinds = |columns| {
-            let blocks = g.blocks(
-                0..g.batch,
-                Blocking {
-                    columns,
-                    min_rows: 1,
-                },
-            );
-            let covered: usize = blocks.iter().map(Block::rows).sum();
+        let blocks = |columns, min_rows| {
+            let blocks = g.blocks(0..g.batch, Blocking { columns, min_rows });
+            let covered: usize = blocks.iter().map(|b| b.rows(&g)).sum();
             assert_eq!(covered, g.batch * p, "every output pixel once");
-            (
-                blocks.iter().filter(|b| b.single().is_some()).count(),
-                blocks.len(),
-            )
+            blocks
         };
+        let half = p.div_ceil(2);
+        let tiles: Vec<Block> = (0..g.batch)
+            .flat_map(|image| {
+                [(0, half), (half, p - half)].map(|(pix0, len)| Block::Tile { image, pix0, len })
+            })
+            .collect();
+        assert_eq!(blocks(k * half, 1), tiles, "two tiles per image");
+        let pairs = vec![
+            Block::Images { first: 0, count: 2 },
+            Block::Images { first: 2, count: 1 },
+        ];
         assert_eq!(
-            kinds(k * p.div_ceil(2)),
-            (2 * g.batch, 2 * g.batch),
-            "two tiles per image"
-        );
-        assert_eq!(
-            kinds(k * p * 2),
-            (1, 2),
+            blocks(k * p * 2, 1),
+            pairs,
             "groups of two images, then the last one alone"
         );
-        let grouped = g.blocks(
-            0..g.batch,
-            Blocking {
-                columns: 1,
-                min_rows: 2 * p,
-            },
+        assert_eq!(
+            blocks(1, 2 * p),
+            pairs,
+            "min_rows outweighs a tiny column budget"
         );
-        assert_eq!(grouped.len(), 2, "min_rows outweighs a tiny column budget");
+        assert_eq!(
+            blocks(k * p, 1),
+            (0..g.batch)
+                .map(|image| Block::Tile {
+                    image,
+                    pix0: 0,
+                    len: p
+                })
+                .collect::<Vec<_>>(),
+            "a block of exactly one image is a tile of it"
+        );
     }
 
     /// The gradients against the direct convolution's: for a linear map, the input's gradient
