@@ -7,6 +7,7 @@ use burn::tensor::activation::{relu, softmax};
 
 use crate::conv::conv2d;
 use crate::dropout2d::{Dropout2d, Dropout2dConfig};
+use crate::norm::batch_norm;
 
 /// How the attention-weighted embeddings are reduced to one vector.
 #[derive(Config, Debug, PartialEq, Eq, Copy)]
@@ -116,7 +117,7 @@ impl AttentionPool {
         let positions = grid_h * grid_w;
         // Score every position from a channel-dropped copy of the map.
         let scores = self.dropout.forward(maps.clone());
-        let scores = self.bn.forward(relu(conv2d(&self.conv1, scores)));
+        let scores = batch_norm(&self.bn, relu(conv2d(&self.conv1, scores)));
         let scores = conv2d(&self.conv2, scores).reshape([batch, positions]);
         let scores = match bias {
             Some(bias) => scores + bias,

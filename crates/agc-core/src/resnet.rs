@@ -12,6 +12,7 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 
 use crate::conv::conv2d;
+use crate::norm::batch_norm;
 
 /// The residual block of a ResNet.
 #[derive(Config, Debug, PartialEq, Eq, Copy)]
@@ -209,7 +210,7 @@ impl Downsample {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.bn.forward(conv2d(&self.conv, x))
+        batch_norm(&self.bn, conv2d(&self.conv, x))
     }
 }
 
@@ -242,8 +243,8 @@ impl BasicBlock {
     /// - output: `[batch, planes, h / stride, w / stride]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let identity = shortcut(self.downsample.as_ref(), x.clone());
-        let out = relu(self.bn1.forward(conv2d(&self.conv1, x)));
-        let out = self.bn2.forward(conv2d(&self.conv2, out));
+        let out = relu(batch_norm(&self.bn1, conv2d(&self.conv1, x)));
+        let out = batch_norm(&self.bn2, conv2d(&self.conv2, out));
         relu(out + identity)
     }
 }
@@ -274,9 +275,9 @@ impl Bottleneck {
     /// - output: `[batch, 4 · planes, h / stride, w / stride]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let identity = shortcut(self.downsample.as_ref(), x.clone());
-        let out = relu(self.bn1.forward(conv2d(&self.conv1, x)));
-        let out = relu(self.bn2.forward(conv2d(&self.conv2, out)));
-        let out = self.bn3.forward(conv2d(&self.conv3, out));
+        let out = relu(batch_norm(&self.bn1, conv2d(&self.conv1, x)));
+        let out = relu(batch_norm(&self.bn2, conv2d(&self.conv2, out)));
+        let out = batch_norm(&self.bn3, conv2d(&self.conv3, out));
         relu(out + identity)
     }
 }
@@ -370,7 +371,7 @@ impl ResNet {
     /// - output: `[batch, embed_dim, ⌈height / 32⌉, ⌈width / 32⌉]`
     pub fn features(&self, images: Tensor<4>) -> Tensor<4> {
         // Stem: conv → BN → ReLU → max pool (stride 4 in all).
-        let x = relu(self.bn1.forward(conv2d(&self.conv1, images)));
+        let x = relu(batch_norm(&self.bn1, conv2d(&self.conv1, images)));
         let x = self.maxpool.forward(x);
         // Four residual stages.
         [&self.layer1, &self.layer2, &self.layer3, &self.layer4]
