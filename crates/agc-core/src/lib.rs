@@ -5,6 +5,7 @@
 //! - [`conv::conv2d`]: the ResNets' convolutions, batched over images on Flex (a Burn backend
 //!   extension with its own backward pass);
 //! - [`norm::batch_norm`]: the ResNets' batch norms, one pass per step on Flex (likewise);
+//! - [`pool::max_pool2d`]: the ResNets' max pooling on Flex (likewise);
 //! - [`ChipGrid`]: cuts images into chips and lays chip embeddings back out as a map;
 //! - [`AttentionPool`]: softmax attention pooling over a grid of embeddings;
 //! - [`MetaResNet`] (CropNet is a `MetaResNet` trained on crops), [`ChipNet`], [`AttnResNet`];
@@ -23,6 +24,7 @@ pub mod dropout2d;
 pub mod models;
 pub mod norm;
 pub mod params;
+pub mod pool;
 pub mod resnet;
 pub mod weights;
 

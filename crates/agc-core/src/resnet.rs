@@ -13,6 +13,7 @@ use burn::tensor::activation::relu;
 
 use crate::conv::conv2d;
 use crate::norm::batch_norm;
+use crate::pool::max_pool2d;
 
 /// The residual block of a ResNet.
 #[derive(Config, Debug, PartialEq, Eq, Copy)]
@@ -372,7 +373,7 @@ impl ResNet {
     pub fn features(&self, images: Tensor<4>) -> Tensor<4> {
         // Stem: conv → BN → ReLU → max pool (stride 4 in all).
         let x = relu(batch_norm(&self.bn1, conv2d(&self.conv1, images)));
-        let x = self.maxpool.forward(x);
+        let x = max_pool2d(&self.maxpool, x);
         // Four residual stages.
         [&self.layer1, &self.layer2, &self.layer3, &self.layer4]
             .into_iter()
