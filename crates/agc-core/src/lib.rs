@@ -23,6 +23,7 @@ pub mod conv;
 pub mod dropout2d;
 pub mod models;
 pub mod norm;
+mod parallel;
 pub mod params;
 pub mod pool;
 pub mod resnet;

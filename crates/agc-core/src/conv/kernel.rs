@@ -11,6 +11,7 @@
 //! thread works on its own contiguous range of images, so the col2im never races and every
 //! thread owns its partial weight gradient.
 
+use crate::parallel::{split_runs, thread_ranges};
 use gemm::{Parallelism, gemm};
 use rayon::prelude::*;
 
@@ -146,32 +147,13 @@ impl Block {
 /// threads themselves (fewer images than threads).
 fn split(batch: usize) -> (Vec<std::ops::Range<usize>>, Parallelism) {
     let threads = rayon::current_num_threads().max(1);
-    let tasks = threads.min(batch).max(1);
-    let ranges = (0..tasks)
-        .map(|t| (t * batch / tasks)..((t + 1) * batch / tasks))
-        .collect();
-    let parallelism = if tasks < threads {
+    let ranges = thread_ranges(batch);
+    let parallelism = if ranges.len() < threads {
         Parallelism::Rayon(threads)
     } else {
         Parallelism::None
     };
     (ranges, parallelism)
-}
-
-/// Splits `data` (one `image_len` run per image) into the runs of each range of images.
-fn split_images<'a>(
-    mut data: &'a mut [f32],
-    ranges: &[std::ops::Range<usize>],
-    image_len: usize,
-) -> Vec<&'a mut [f32]> {
-    ranges
-        .iter()
-        .map(|r| {
-            let (head, tail) = std::mem::take(&mut data).split_at_mut(r.len() * image_len);
-            data = tail;
-            head
-        })
-        .collect()
 }
 
 /// The input pixel an output pixel's kernel tap reads, or `None` in the padding.
@@ -489,7 +471,7 @@ fn forward_in_blocks(x: &[f32], w: &[f32], g: &ConvGeometry, blocking: Blocking)
     debug_assert_eq!(w.len(), g.weight_len());
     let mut out = vec![0.0f32; g.batch * o_n * p_out];
     let (ranges, parallelism) = split(g.batch);
-    let parts = split_images(&mut out, &ranges, o_n * p_out);
+    let parts = split_runs(&mut out, &ranges, o_n * p_out);
     let table = g.table_for(blocking);
     ranges.into_par_iter().zip(parts).for_each(|(range, out)| {
         let (mut cols, mut tmp) = (Vec::new(), Vec::new());
@@ -559,7 +541,7 @@ fn backward_in_blocks(
     let (ranges, parallelism) = split(g.batch);
     let table = g.table_for(blocking);
     let parts: Vec<Option<&mut [f32]>> = if want_x {
-        split_images(&mut dx, &ranges, c_n * p_in)
+        split_runs(&mut dx, &ranges, c_n * p_in)
             .into_iter()
             .map(Some)
             .collect()

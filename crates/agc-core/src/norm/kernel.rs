@@ -14,8 +14,8 @@
 //! every thread sums into its own per-channel partials, added in thread order, so a result
 //! depends on the number of threads only.
 
+use crate::parallel::{split_runs, thread_ranges};
 use rayon::prelude::*;
-use std::ops::Range;
 
 /// The shape of a batch-norm input, `[batch, channels, pixels]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,15 +37,6 @@ impl Layout {
     fn per_channel(self) -> usize {
         self.batch * self.pixels
     }
-
-    /// One contiguous range of planes per thread (planes `n · C + c`).
-    fn thread_ranges(self) -> Vec<Range<usize>> {
-        let planes = self.batch * self.channels;
-        let tasks = rayon::current_num_threads().clamp(1, planes.max(1));
-        (0..tasks)
-            .map(|t| (t * planes / tasks)..((t + 1) * planes / tasks))
-            .collect()
-    }
 }
 
 /// Per-channel sums of `plane_sums(channel, plane)` over every plane, each thread into its own
@@ -54,8 +45,7 @@ fn channel_sums<const K: usize>(
     l: Layout,
     plane_sums: impl Fn(usize, usize) -> [f64; K] + Sync,
 ) -> Vec<[f64; K]> {
-    let partials: Vec<Vec<[f64; K]>> = l
-        .thread_ranges()
+    let partials: Vec<Vec<[f64; K]>> = thread_ranges(l.batch * l.channels)
         .into_par_iter()
         .map(|planes| {
             let mut sums = vec![[0.0f64; K]; l.channels];
@@ -85,14 +75,8 @@ fn channel_sums<const K: usize>(
 /// its own range of planes.
 fn map_planes(l: Layout, f: impl Fn(usize, usize, &mut [f32]) + Sync) -> Vec<f32> {
     let mut out = vec![0.0f32; l.len()];
-    let ranges = l.thread_ranges();
-    let mut rest = out.as_mut_slice();
-    let mut parts = Vec::with_capacity(ranges.len());
-    for r in &ranges {
-        let (head, tail) = std::mem::take(&mut rest).split_at_mut(r.len() * l.pixels);
-        parts.push(head);
-        rest = tail;
-    }
+    let ranges = thread_ranges(l.batch * l.channels);
+    let parts = split_runs(&mut out, &ranges, l.pixels);
     ranges
         .into_par_iter()
         .zip(parts)

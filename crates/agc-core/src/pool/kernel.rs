@@ -9,6 +9,7 @@
 //! other sign. Padding is never a candidate. The backward pass adds each output's gradient onto
 //! the input pixel it came from.
 
+use crate::parallel::{split_runs, thread_ranges};
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -53,14 +54,6 @@ impl PoolGeometry {
         h * w
     }
 
-    /// One contiguous range of planes per thread.
-    fn thread_ranges(&self) -> Vec<Range<usize>> {
-        let tasks = rayon::current_num_threads().clamp(1, self.planes.max(1));
-        (0..tasks)
-            .map(|t| (t * self.planes / tasks)..((t + 1) * self.planes / tasks))
-            .collect()
-    }
-
     /// The input positions `[start, end)` of output position `o`'s window along dimension `d`.
     fn window(&self, d: usize, o: usize) -> Range<usize> {
         let start = o * self.stride[d];
@@ -80,22 +73,6 @@ fn wins(v: f32, m: f32) -> bool {
 #[inline]
 fn pick(m: f32, v: f32) -> f32 {
     if wins(v, m) { v } else { m }
-}
-
-/// Splits `data` (one `len` run per plane) into the runs of each range of planes.
-fn split_planes<'a, T>(
-    mut data: &'a mut [T],
-    ranges: &[Range<usize>],
-    len: usize,
-) -> Vec<&'a mut [T]> {
-    ranges
-        .iter()
-        .map(|r| {
-            let (head, tail) = std::mem::take(&mut data).split_at_mut(r.len() * len);
-            data = tail;
-            head
-        })
-        .collect()
 }
 
 /// Pools one plane into `out`, values only: down each output row's window of input rows
@@ -191,10 +168,10 @@ pub fn max_pool2d(x: &[f32], g: &PoolGeometry, indexed: bool) -> (Vec<f32>, Opti
     } else {
         Vec::new()
     };
-    let ranges = g.thread_ranges();
-    let outs = split_planes(&mut out, &ranges, out_len);
+    let ranges = thread_ranges(g.planes);
+    let outs = split_runs(&mut out, &ranges, out_len);
     let indices: Vec<Option<&mut [u32]>> = if indexed {
-        split_planes(&mut index, &ranges, out_len)
+        split_runs(&mut index, &ranges, out_len)
             .into_iter()
             .map(Some)
             .collect()
@@ -239,8 +216,8 @@ pub fn max_pool2d_backward(dy: &[f32], index: &[u32], g: &PoolGeometry) -> Vec<f
     assert_eq!(dy.len(), g.planes * out_len, "max pool: gradient length");
     assert_eq!(index.len(), dy.len(), "max pool: index length");
     let mut dx = vec![0.0f32; g.planes * in_len];
-    let ranges = g.thread_ranges();
-    let parts = split_planes(&mut dx, &ranges, in_len);
+    let ranges = thread_ranges(g.planes);
+    let parts = split_runs(&mut dx, &ranges, in_len);
     ranges.into_par_iter().zip(parts).for_each(|(planes, dx)| {
         for (i, plane) in planes.enumerate() {
             let dx = &mut dx[i * in_len..][..in_len];
