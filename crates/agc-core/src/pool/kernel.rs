@@ -38,7 +38,8 @@ impl PoolGeometry {
     /// Whether the kernel handles this geometry: every window holds an input pixel.
     pub fn supported(&self) -> bool {
         (0..2).all(|d| {
-            self.kernel[d] > 0
+            self.input[d] > 0
+                && self.kernel[d] > 0
                 && self.stride[d] > 0
                 && 2 * self.padding[d] <= self.kernel[d]
                 && self.input[d] + 2 * self.padding[d] >= self.kernel[d]
@@ -350,7 +351,7 @@ mod tests {
     }
 
     #[test]
-    fn windows_in_the_padding_alone_are_not_supported() {
+    fn windows_in_the_padding_alone_or_empty_images_are_not_supported() {
         let wide = PoolGeometry {
             planes: 1,
             input: [4, 4],
@@ -359,5 +360,11 @@ mod tests {
             padding: [2, 2],
         };
         assert!(!wide.supported());
+        let empty = PoolGeometry {
+            input: [0, 4],
+            padding: [1, 1],
+            ..wide
+        };
+        assert!(!empty.supported());
     }
 }
