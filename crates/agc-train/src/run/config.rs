@@ -190,8 +190,10 @@ impl PipelineConfig {
     /// kernels, the field mask and a contrast prior of weight 2, for 3 epochs (its maps gain
     /// little from more, and each epoch at 224 px costs four at 112); boxes thresholded at
     /// mean + 1.25·std. The classifiers train up to 12 epochs with patience 4 (at 6 their
-    /// validation AUC was still rising). About 10 minutes for 1 000 images on two cores
-    /// (docs/results.md).
+    /// validation AUC was still rising). Three rounds of test-time augmentation (the seed's),
+    /// which the speed of agc's CPU kernels paid for; more ChipNet epochs and 160-pixel
+    /// classifiers were tried for it too and lost out of fold on the dermoscopy family. About
+    /// 9 minutes for 1 000 images on two cores (docs/results.md).
     pub fn cpu(data: PathBuf) -> Self {
         let mut config = Self::demo(data);
         config.model.backbone = "small".into();
@@ -206,6 +208,7 @@ impl PipelineConfig {
         }
         config.schedules.chipnet.max_epochs = 3;
         config.schedules.chipnet.patience = 3;
+        config.schedules.for_each(|s| s.tta = 3);
         // The threshold that serves both families best on the 28×28 map: the largest median
         // IoU of the worse family, over the training images' boxes (docs/results.md).
         config.boxes.k = 1.25;
