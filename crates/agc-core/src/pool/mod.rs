@@ -2,10 +2,11 @@
 //!
 //! Burn 0.22's Flex backend pools through its 3-D kernel: for every output it recomputes the
 //! window's bounds, scans it with a branch per pixel and writes a 64-bit index even when no
-//! backward pass will read it (33 ms for the ResNet-18 stem's output at batch 8 here, against
-//! 2 ms for a ReLU over the same tensor). On Flex devices [`max_pool2d`] instead runs
-//! [`kernel`]: window maxima along the rows, then down them, 32-bit indices kept only for a
-//! backward pass, through a Burn backend extension with its own backward. It computes what
+//! backward pass will read it (32–33 ms for the ResNet-18 stem's output at batch 8 here, against
+//! 2–3 ms for a ReLU over the same tensor). On Flex devices [`max_pool2d`] instead runs
+//! [`kernel`]: window maxima down whole rows, then along them (along the rows first, with
+//! 32-bit indices, when a backward pass needs them), through a Burn backend extension with its
+//! own backward. It computes what
 //! `MaxPool2d::forward` computes, ties and NaNs included. Dilation, ceil mode, asymmetric
 //! padding, other devices and non-`f32` tensors take `MaxPool2d::forward`.
 
