@@ -615,6 +615,11 @@ pub struct AugmentConfig {
     pub vflip: bool,
     /// Random rotation by an angle uniform in [0°, 360°), bilinear, with a mirrored border.
     pub rotate: bool,
+    /// Random rotation by 0°, 90°, 180° or 270°, each with p = 0.25: lossless, and with both
+    /// flips every symmetry of the square (PyTorch recipes draw it as `torch.rot90`). Ignored
+    /// when `rotate` is set.
+    #[serde(default)]
+    pub rotate90: bool,
     /// Colour jitter strength: brightness, contrast and saturation factors are each uniform in
     /// `[1 − jitter, 1 + jitter]` (0 turns jitter off).
     pub jitter: f32,
@@ -628,6 +633,7 @@ impl AugmentConfig {
             hflip: true,
             vflip: true,
             rotate: true,
+            rotate90: false,
             jitter: 0.2,
         }
     }
@@ -640,6 +646,7 @@ impl AugmentConfig {
             hflip: true,
             vflip: true,
             rotate: false,
+            rotate90: false,
             jitter: 0.15,
         }
     }
@@ -651,7 +658,20 @@ impl AugmentConfig {
             hflip: false,
             vflip: false,
             rotate: false,
+            rotate90: false,
             jitter: 0.0,
+        }
+    }
+
+    /// Flips and quarter turns only (every symmetry of the square, no resampling): the
+    /// augmentation both agc and a PyTorch script can draw the same way, used by the
+    /// learning-parity benchmark (docs/learning-parity.md).
+    pub fn symmetries() -> Self {
+        Self {
+            hflip: true,
+            vflip: true,
+            rotate90: true,
+            ..Self::none()
         }
     }
 }
@@ -739,6 +759,7 @@ impl Augmenter {
         let vflip = rng.random_bool(0.5);
         let degrees = rng.random::<f32>() * 360.0;
         let jitter = ColorJitter::sample(self.config.jitter, &mut rng);
+        let quarter_turns = rng.random_range(0..4u8);
         let hair_layer = self
             .hair
             .as_ref()
@@ -748,7 +769,13 @@ impl Augmenter {
             hair_layer,
             hflip: self.config.hflip && hflip,
             vflip: self.config.vflip && vflip,
-            degrees: if self.config.rotate { degrees } else { 0.0 },
+            degrees: if self.config.rotate {
+                degrees
+            } else if self.config.rotate90 {
+                90.0 * f32::from(quarter_turns)
+            } else {
+                0.0
+            },
             jitter: if self.config.jitter > 0.0 {
                 jitter
             } else {
@@ -1161,6 +1188,34 @@ mod tests {
             ..augmenter.draw(0)
         };
         assert_eq!(augmenter.apply_draw(&original, &forced), mirrored);
+    }
+
+    #[test]
+    fn symmetries_draw_each_of_the_eight_symmetries_and_never_resample() {
+        let size = 10;
+        let augmenter = Augmenter::new(AugmentConfig::symmetries(), size as u32, 0);
+        assert!(augmenter.hair_bank().is_none());
+        let original = image(size, 11);
+        let mut seen = std::collections::BTreeMap::new();
+        for seed in 0..400 {
+            let draw = augmenter.draw(seed);
+            assert!(
+                [0.0, 90.0, 180.0, 270.0].contains(&draw.degrees),
+                "seed {seed}: {}°",
+                draw.degrees
+            );
+            assert!(draw.jitter.is_identity());
+            let out = augmenter.apply(&original, seed);
+            // Lossless: the same multiset of pixels.
+            let (mut a, mut b) = (out.clone(), original.clone());
+            a.sort_unstable();
+            b.sort_unstable();
+            assert_eq!(a, b, "seed {seed}");
+            *seen.entry(out).or_insert(0) += 1;
+        }
+        // Eight distinct images (the dihedral group of the square), each about 1/8 of the time.
+        assert_eq!(seen.len(), 8);
+        assert!(seen.values().all(|&n| (25..=75).contains(&n)), "{seen:?}");
     }
 
     #[test]
