@@ -93,8 +93,23 @@ impl ResNetConfig {
     }
 
     /// Looks a preset up by name: `resnet18`, `resnet34`, `resnet50`, `resnet101`, `resnet152`,
-    /// `small` or `tiny`.
+    /// `small` or `tiny`; `wN` is basic blocks `[1, 1, 1, 1]` of width N (`w8` is `tiny`, `w16`
+    /// `small`, `w64` torchvision's `ResNet(BasicBlock, [1, 1, 1, 1])`), and `NAME-wN` is preset
+    /// NAME at width N (`resnet18-w32`). A width of 0 or an unknown name gives `None`.
     pub fn preset(name: &str) -> Option<Self> {
+        let width = |digits: &str| {
+            digits
+                .parse::<usize>()
+                .ok()
+                .filter(|&w| w > 0 && digits.bytes().all(|b| b.is_ascii_digit()))
+        };
+        if let Some((base, digits)) = name.rsplit_once("-w") {
+            let w = width(digits)?;
+            return Self::preset(base).map(|c| c.with_width(w));
+        }
+        if let Some(digits) = name.strip_prefix('w') {
+            return width(digits).map(|w| Self::new([1, 1, 1, 1]).with_width(w));
+        }
         Some(match name {
             "resnet18" => Self::resnet18(),
             "resnet34" => Self::resnet34(),
@@ -525,5 +540,40 @@ mod tests {
             Some(128)
         );
         assert!(ResNetConfig::preset("vgg16").is_none());
+    }
+
+    #[test]
+    fn width_names_set_the_width_of_one_block_per_stage_or_of_a_preset() {
+        let w64 = ResNetConfig::preset("w64").expect("w64");
+        assert_eq!(
+            (w64.layers, w64.width, w64.embed_dim()),
+            ([1, 1, 1, 1], 64, 512)
+        );
+        let shape = |c: ResNetConfig| (c.layers, c.width);
+        assert_eq!(
+            ResNetConfig::preset("w8").map(shape),
+            Some(shape(ResNetConfig::tiny()))
+        );
+        assert_eq!(
+            ResNetConfig::preset("w16").map(shape),
+            Some(shape(ResNetConfig::small()))
+        );
+        let r50 = ResNetConfig::preset("resnet50-w32").expect("resnet50-w32");
+        assert_eq!(
+            (r50.layers, r50.width, r50.embed_dim()),
+            ([3, 4, 6, 3], 32, 1024)
+        );
+        for bad in [
+            "w0",
+            "w",
+            "w-3",
+            "w+8",
+            "w1.5",
+            "resnet18-w0",
+            "vgg-w8",
+            "small-w",
+        ] {
+            assert!(ResNetConfig::preset(bad).is_none(), "{bad}");
+        }
     }
 }

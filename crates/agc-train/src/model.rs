@@ -89,7 +89,8 @@ impl FromStr for ModelKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelSpec {
     /// ResNet preset of the backbone: `tiny`, `small`, `resnet18`, `resnet34`, `resnet50`,
-    /// `resnet101`, `resnet152`.
+    /// `resnet101`, `resnet152`; `wN` (one basic block per stage at width N, e.g. `w64`) or
+    /// `NAME-wN` (a preset at width N): [`agc_core::ResNetConfig::preset`].
     pub backbone: String,
     /// ImageNet weights for the backbone (a torchvision `.pth` or `.safetensors`), or none to
     /// start from random weights.
@@ -163,7 +164,8 @@ impl ModelSpec {
         ResNetConfig::preset(&self.backbone).ok_or_else(|| {
             TrainError::Config(format!(
                 "unknown backbone {:?} (expected tiny, small, resnet18, resnet34, resnet50, \
-                 resnet101 or resnet152)",
+                 resnet101 or resnet152; wN for one basic block per stage at width N ≥ 1, e.g. \
+                 w64; NAME-wN for a preset at width N, e.g. resnet18-w32)",
                 self.backbone
             ))
         })
