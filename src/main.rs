@@ -11,7 +11,7 @@ use agc::train::predictor::{Predictor, ScoreOptions, collect_inputs};
 use agc::train::report::results_table;
 use agc::train::run::orchestrate::write_overlays;
 use agc::train::run::prepare::preprocess;
-use agc::train::run::{PipelineConfig, Run, run_all};
+use agc::train::run::{PipelineConfig, Run, Schedules, run_all};
 use agc::train::scores::{Metrics, evaluate_file};
 use agc::train::{Loss, ModelKind, TestFrom};
 use anyhow::{Context, Result, bail};
@@ -128,7 +128,9 @@ struct RunArgs {
     /// in DATA/agc-cache-SIZE, or in CACHE/agc-cache-SIZE when this is given].
     #[arg(long)]
     cache: Option<PathBuf>,
-    /// Backbone: tiny, small, resnet18, resnet34, resnet50, resnet101, resnet152 [default: resnet18].
+    /// Backbone: tiny, small, resnet18, resnet34, resnet50, resnet101, resnet152; wN for one
+    /// basic block per stage at width N (w8 is tiny, w16 small, w64 torchvision's
+    /// ResNet(BasicBlock, [1,1,1,1])); NAME-wN for a preset at width N [default: resnet18].
     #[arg(long)]
     backbone: Option<String>,
     /// ImageNet weights for the backbone (torchvision .pth or .safetensors).
@@ -190,6 +192,14 @@ struct RunArgs {
     /// epochs: best | last-epochs [default: best].
     #[arg(long)]
     test_from: Option<String>,
+    /// Adam learning rate of every model's backbone and head alike [default: the preset's:
+    /// seed 1e-5 backbone and 5e-5 head (5e-5 and 1e-4 for ChipNet), demo and cpu 2e-3].
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Context around every square box, attention boxes and true boxes (oracle crops) alike,
+    /// as a fraction of its side on each side (0.1 adds 10 %) [default: 0].
+    #[arg(long)]
+    box_margin: Option<f64>,
     /// Loss: focal | bce [default: focal, alpha 1, gamma 2].
     #[arg(long)]
     loss: Option<String>,
@@ -517,6 +527,15 @@ fn resolve(a: &RunArgs) -> Result<PipelineConfig> {
     if a.allow_unused_weights {
         config.model.allow_unused_weights = true;
     }
+    if let Some(m) = a.box_margin {
+        config.boxes.margin = m;
+    }
+    apply_schedule_flags(a, &mut config.schedules)?;
+    Ok(config)
+}
+
+/// The flags that set every model's training schedule.
+fn apply_schedule_flags(a: &RunArgs, schedules: &mut Schedules) -> Result<()> {
     let test_from = match a.test_from.as_deref() {
         None => None,
         Some("best") => Some(TestFrom::Best),
@@ -529,7 +548,11 @@ fn resolve(a: &RunArgs) -> Result<PipelineConfig> {
         Some("bce") => Some(Loss::Bce),
         Some(other) => bail!("--loss {other:?}: expected focal or bce"),
     };
-    config.schedules.for_each(|s| {
+    schedules.for_each(|s| {
+        if let Some(lr) = a.lr {
+            s.lr_backbone = lr;
+            s.lr_head = lr;
+        }
         if let Some(b) = a.batch_size {
             s.batch_size = b;
         }
@@ -552,7 +575,7 @@ fn resolve(a: &RunArgs) -> Result<PipelineConfig> {
             s.loss = l;
         }
     });
-    Ok(config)
+    Ok(())
 }
 
 /// The ensemble keeps the members that will be trained: `--models resnet,chipnet` means no
@@ -704,9 +727,14 @@ fn ensemble(a: &EnsembleArgs, progress: &Reporter) -> Result<()> {
         None => run.config.ensemble.clone(),
     };
     run.set_ensemble(members, a.fit);
-    let (weights, combined) = run.ensemble()?;
-    let s = run.score(&combined);
-    let w: Vec<String> = weights.iter().map(|(k, w)| format!("{k} {w:.2}")).collect();
+    let ensemble = run.ensemble()?;
+    let s = run.score(&ensemble.predictions);
+    println!("{}", ensemble.note);
+    let w: Vec<String> = ensemble
+        .weights
+        .iter()
+        .map(|(k, w)| format!("{k} {w:.2}"))
+        .collect();
     println!(
         "ensemble ({}): OOF AUC {}, test AUC {}; {} ({:.0} s)",
         w.join(", "),

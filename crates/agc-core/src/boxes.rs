@@ -74,6 +74,8 @@ pub struct BoxConfig {
     #[config(default = 1.5)]
     pub k: f64,
     /// Extra context on each side, as a fraction of the square's side (0.1 adds 10 % each side).
+    /// A run squares the true lesion boxes with the same margin (oracle crops, IoU), so that the
+    /// oracle crop is cut as an attention crop is.
     #[config(default = 0.0)]
     pub margin: f64,
     /// The smallest side of the square box, in image pixels.
@@ -314,9 +316,12 @@ fn keep_largest_component(mask: &mut [bool], width: usize) {
     }
 }
 
-/// Squares `tight` around its centre (side = longer side, plus margin, at least `min_side`, at
-/// most the image's shorter side), then moves it, without shrinking, to lie inside the image.
-fn square_box(tight: Rect, [height, width]: [usize; 2], config: &BoxConfig) -> Rect {
+/// Squares `tight` around its centre (side = longer side, plus `config.margin` of it on each
+/// side, at least `config.min_side`, at most the image's shorter side), then moves it, without
+/// shrinking, to lie inside a `height`×`width` image. The one rule by which agc squares a box:
+/// attention boxes (in the S×S image) and true lesion boxes (in the original) alike, so that
+/// crops by either are cut the same way.
+pub fn square_box(tight: Rect, [height, width]: [usize; 2], config: &BoxConfig) -> Rect {
     let longer = tight.width().max(tight.height());
     let with_margin = (longer as f64 * (1.0 + 2.0 * config.margin.max(0.0))).ceil() as usize;
     let side = with_margin

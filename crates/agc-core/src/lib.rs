@@ -32,7 +32,7 @@ pub mod weights;
 pub use attention::{AttentionPool, AttentionPoolConfig, AttentionPoolOutput, AttentionReduce};
 pub use boxes::{
     AttentionBox, BoxConfig, CentreCrop, Fallback, Rect, attention_box, attention_boxes,
-    upsample_bilinear,
+    square_box, upsample_bilinear,
 };
 pub use chips::ChipGrid;
 pub use dropout2d::{Dropout2d, Dropout2dConfig};

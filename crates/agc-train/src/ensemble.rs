@@ -1,6 +1,8 @@
 //! Ensembles: weighted averages of model predictions, with weights given or fitted on the
 //! out-of-fold predictions (never on test labels).
 
+use serde::{Deserialize, Serialize};
+
 use crate::metrics::roc_auc;
 
 /// The weighted average of several models' predictions for the same images; weights are
@@ -65,6 +67,137 @@ pub fn fit_weights(oof: &[&[f32]], labels: &[u8], steps: usize) -> Option<(Vec<f
     best.map(|(w, auc, _)| (w, auc))
 }
 
+/// Which rule set an ensemble's weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightRule {
+    /// The configured weights: out of fold they beat (or tie) every member alone.
+    Given,
+    /// Fitted on the out-of-fold predictions, because the configured weights lost to a member
+    /// alone out of fold.
+    Fitted,
+    /// Fitted on the out-of-fold predictions, as the configuration asked (`fit_ensemble`).
+    FittedOnRequest,
+}
+
+/// How an ensemble's weights were chosen, with the out-of-fold AUCs that decided it
+/// (`metrics.json`'s `ensemble_choice`, and a sentence of the report).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnsembleChoice {
+    /// The rule that set the weights used.
+    pub rule: WeightRule,
+    /// The configured weights (normalised), where they do not all vanish, and their OOF AUC.
+    pub given: Option<(Vec<f64>, f64)>,
+    /// The weights fitted on the OOF predictions ([`fit_weights`]) and their OOF AUC.
+    pub fitted: (Vec<f64>, f64),
+    /// The member with the best OOF AUC alone (its index among the members) and that AUC.
+    pub best_member: (usize, f64),
+}
+
+impl EnsembleChoice {
+    /// The weights used.
+    pub fn weights(&self) -> &[f64] {
+        match (&self.rule, &self.given) {
+            (WeightRule::Given, Some((w, _))) => w,
+            _ => &self.fitted.0,
+        }
+    }
+
+    /// The OOF AUC of the weights used.
+    pub fn oof_auc(&self) -> f64 {
+        match (&self.rule, &self.given) {
+            (WeightRule::Given, Some((_, auc))) => *auc,
+            _ => self.fitted.1,
+        }
+    }
+
+    /// One sentence for a report: which weights were used and why, with both OOF AUCs;
+    /// `names` are the members' names in order.
+    pub fn describe(&self, names: &[&str]) -> String {
+        let weights = |w: &[f64]| -> String {
+            names
+                .iter()
+                .zip(w)
+                .map(|(n, w)| format!("{n} {w:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let (best, best_auc) = self.best_member;
+        let best = names.get(best).copied().unwrap_or("?");
+        let fitted = format!(
+            "fitted on the out-of-fold predictions ({}; OOF AUC {:.4})",
+            weights(&self.fitted.0),
+            self.fitted.1
+        );
+        let given = self
+            .given
+            .as_ref()
+            .map(|(w, auc)| format!("the given weights ({}; OOF AUC {auc:.4})", weights(w)));
+        match (self.rule, given) {
+            (WeightRule::Given, Some(given)) => format!(
+                "Ensemble: {given}, which are not below {best} alone out of fold (OOF AUC \
+                 {best_auc:.4}); weights {fitted} were not needed."
+            ),
+            (WeightRule::Fitted, Some(given)) => format!(
+                "Ensemble: weights {fitted}, because {given} lost to {best} alone out of fold \
+                 (OOF AUC {best_auc:.4})."
+            ),
+            (_, given) => format!(
+                "Ensemble: weights {fitted}, as configured (fit_ensemble){}; {best} alone: OOF \
+                 AUC {best_auc:.4}.",
+                given.map_or(String::new(), |g| format!(", instead of {g}"))
+            ),
+        }
+    }
+}
+
+/// Chooses an ensemble's weights so that, out of fold, it never loses to its best member: the
+/// `given` weights where their OOF AUC is at least every member's alone, else the weights
+/// fitted on the OOF predictions (whose grid holds every member alone, so they cannot lose to
+/// one); the fitted ones always when `fit` is set. `None` when an AUC is undefined (one class)
+/// or there is no member.
+///
+/// # Panics
+/// If `given` does not hold one weight per member, or a weight is negative.
+pub fn choose_weights(
+    oof: &[&[f32]],
+    labels: &[u8],
+    given: &[f64],
+    fit: bool,
+) -> Option<EnsembleChoice> {
+    assert_eq!(oof.len(), given.len(), "one given weight per member");
+    let fitted = fit_weights(oof, labels, 20)?;
+    let best_member = oof
+        .iter()
+        .enumerate()
+        .map(|(i, p)| roc_auc(p, labels).map(|auc| (i, auc)))
+        .collect::<Option<Vec<_>>>()?
+        .into_iter()
+        .fold(None, |best: Option<(usize, f64)>, (i, auc)| match best {
+            Some((_, b)) if b >= auc => best,
+            _ => Some((i, auc)),
+        })?;
+    let total: f64 = given.iter().sum();
+    let given = if total > 0.0 {
+        let weights: Vec<f64> = given.iter().map(|w| w / total).collect();
+        let auc = roc_auc(&weighted_average(oof, &weights), labels)?;
+        Some((weights, auc))
+    } else {
+        None
+    };
+    let rule = match &given {
+        _ if fit => WeightRule::FittedOnRequest,
+        Some((_, auc)) if *auc >= best_member.1 => WeightRule::Given,
+        _ => WeightRule::Fitted,
+    };
+    Some(EnsembleChoice {
+        rule,
+        given,
+        fitted,
+        best_member,
+    })
+}
+
 /// Every way of writing `total` as an ordered sum of `parts` non-negative integers.
 fn compositions(total: usize, parts: usize) -> Vec<Vec<usize>> {
     if parts == 1 {
@@ -109,6 +242,45 @@ mod tests {
         // Two equally good copies: the even split wins the tie.
         let (w, _) = fit_weights(&[&a, &a], &labels, 20).expect("both classes");
         assert_eq!(w, [0.5, 0.5]);
+    }
+
+    #[test]
+    fn given_weights_that_lose_to_a_member_out_of_fold_give_way_to_fitted_ones() {
+        // a ranks the positives perfectly; b is anti-informative, so 0.5/0.5 is below a.
+        let labels = [0u8, 0, 0, 1, 1, 0, 1, 0];
+        let a = [0.1f32, 0.2, 0.3, 0.9, 0.8, 0.25, 0.7, 0.15];
+        let b = [0.9f32, 0.8, 0.7, 0.1, 0.2, 0.6, 0.3, 0.95];
+        let half = roc_auc(&weighted_average(&[&a, &b], &[0.5, 0.5]), &labels).expect("auc");
+        assert!(half < 1.0, "{half}");
+        let c = choose_weights(&[&a, &b], &labels, &[0.5, 0.5], false).expect("defined");
+        assert_eq!(c.rule, WeightRule::Fitted);
+        assert_eq!(c.best_member, (0, 1.0));
+        assert!(c.oof_auc() >= c.best_member.1, "{c:?}");
+        assert!(c.weights()[0] > c.weights()[1], "{c:?}");
+        let text = c.describe(&["resnet", "cropnet"]);
+        assert!(text.contains("lost to resnet alone"), "{text}");
+    }
+
+    #[test]
+    fn given_weights_that_beat_every_member_out_of_fold_are_kept() {
+        // Each model ranks one half of the positives well and the two complement each other.
+        let labels = [0u8, 0, 0, 0, 1, 1, 1, 1];
+        let a = [0.2f32, 0.3, 0.6, 0.1, 0.9, 0.8, 0.4, 0.5];
+        let b = [0.6f32, 0.1, 0.2, 0.3, 0.5, 0.4, 0.9, 0.8];
+        let (auc_a, auc_b) = (
+            roc_auc(&a, &labels).expect("auc"),
+            roc_auc(&b, &labels).expect("auc"),
+        );
+        let c = choose_weights(&[&a, &b], &labels, &[1.0, 1.0], false).expect("defined");
+        assert_eq!(c.rule, WeightRule::Given, "{c:?} ({auc_a}, {auc_b})");
+        assert_eq!(c.weights(), [0.5, 0.5]);
+        assert!(c.oof_auc() >= auc_a.max(auc_b));
+        // Asked to fit, it fits, and says so.
+        let f = choose_weights(&[&a, &b], &labels, &[1.0, 1.0], true).expect("defined");
+        assert_eq!(f.rule, WeightRule::FittedOnRequest);
+        assert!(f.describe(&["resnet", "cropnet"]).contains("as configured"));
+        // One class: undefined.
+        assert!(choose_weights(&[&a, &b], &[1; 8], &[1.0, 1.0], false).is_none());
     }
 
     #[test]

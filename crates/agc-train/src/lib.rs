@@ -26,7 +26,7 @@ pub mod run;
 pub mod scores;
 pub mod train;
 
-pub use ensemble::{fit_weights, weighted_average};
+pub use ensemble::{EnsembleChoice, WeightRule, choose_weights, fit_weights, weighted_average};
 pub use error::{Result, TrainError};
 pub use loss::Loss;
 pub use metrics::{AucInterval, accuracy, bootstrap_auc, roc_auc};

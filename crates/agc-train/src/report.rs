@@ -136,6 +136,9 @@ pub fn write_report(input: &ReportInput<'_>) -> Result<PathBuf> {
             .map(|(k, w)| format!("{k} {w:.2}"))
             .collect();
         writeln!(md, "\nEnsemble weights: {}.", w.join(", ")).expect("writing to a String");
+        if !metrics.ensemble_note.is_empty() {
+            writeln!(md, "{}", metrics.ensemble_note).expect("writing to a String");
+        }
     }
     if let Some(a) = &metrics.attention {
         writeln!(
@@ -355,6 +358,9 @@ fn html_results(metrics: &Metrics) -> String {
             .map(|(k, w)| format!("{} {w:.2}", escape(k)))
             .collect();
         writeln!(h, "<p>Ensemble weights: {}.</p>", w.join(", ")).expect("writing to a String");
+        if !metrics.ensemble_note.is_empty() {
+            writeln!(h, "<p>{}</p>", escape(&metrics.ensemble_note)).expect("writing to a String");
+        }
     }
     if let Some(a) = &metrics.attention {
         writeln!(

@@ -124,6 +124,13 @@ pub struct Metrics {
     pub models: BTreeMap<String, ModelScore>,
     /// The ensemble's members and normalised weights.
     pub ensemble_weights: BTreeMap<String, f64>,
+    /// How the ensemble's weights were chosen, with the out-of-fold AUCs that decided it
+    /// (members in the order of the configuration's `ensemble`).
+    #[serde(default)]
+    pub ensemble_choice: Option<crate::ensemble::EnsembleChoice>,
+    /// The same as a sentence, for the report.
+    #[serde(default)]
+    pub ensemble_note: String,
     /// How well the attention boxes found the lesions.
     pub attention: Option<AttentionStats>,
     /// Seconds of work that made the run, summed over every command that worked on it (the

@@ -626,6 +626,31 @@ mod tests {
     }
 
     #[test]
+    fn a_zero_width_a_learning_rate_not_above_zero_and_a_negative_margin_are_named() {
+        for (lr, shown) in [
+            (0.0, "lr_backbone 0:"),
+            (-1e-3, "lr_backbone -0.001"),
+            (f64::NAN, "lr_backbone NaN"),
+        ] {
+            let mut c = config();
+            c.schedules.resnet.lr_backbone = lr;
+            let err = c.validate().expect_err("bad lr").to_string();
+            assert!(err.contains(&format!("schedules.resnet: {shown}")), "{err}");
+        }
+        let mut c = config();
+        c.schedules.cropnet.lr_head = f64::INFINITY;
+        c.model.backbone = "w0".into();
+        c.boxes.margin = -0.1;
+        let err = c.validate().expect_err("bad settings").to_string();
+        for part in ["lr_head inf", "backbone \"w0\"", "margin -0.1"] {
+            assert!(err.contains(part), "{part:?} not in {err}");
+        }
+        let mut c = config();
+        c.model.backbone = "w64".into();
+        c.validate().expect("any positive width");
+    }
+
+    #[test]
     fn chipnet_may_see_its_own_image_size() {
         let mut c = config();
         c.image_size = 112;

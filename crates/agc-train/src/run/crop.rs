@@ -103,7 +103,7 @@ impl Run {
                 let orig = centre.map_box(found.square, size);
                 let truth = record.lesion_box;
                 let iou = truth.map(|t| {
-                    let t = true_square(t, centre.width, centre.height);
+                    let t = true_square(t, centre.width, centre.height, self.config.boxes.margin);
                     (orig.iou(&t) * 1e4).round() / 1e4
                 });
                 boxes.push(BoxRow {
@@ -165,7 +165,12 @@ impl Run {
                 .zip(images.cache.index())
                 .map(|(r, e)| {
                     let square = r.lesion_box.filter(|_| e.is_ok()).map(|b| {
-                        let t = true_square(b, e.width as usize, e.height as usize);
+                        let t = true_square(
+                            b,
+                            e.width as usize,
+                            e.height as usize,
+                            self.config.boxes.margin,
+                        );
                         [t.x0 as u32, t.y0 as u32, t.width() as u32]
                     });
                     CacheJob {

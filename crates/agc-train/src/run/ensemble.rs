@@ -4,20 +4,22 @@
 use std::time::Instant;
 
 use super::{Run, lock};
-use crate::ensemble::{fit_weights, weighted_average};
+use crate::ensemble::{EnsembleChoice, choose_weights, weighted_average};
 use crate::error::{Result, TrainError};
 use crate::model::ModelKind;
 use crate::scores::ModelPredictions;
 
 impl Run {
-    /// The ensemble of the configured members: weights as given, or fitted on the out-of-fold
-    /// predictions. Writes `ensemble/{oof,test}.csv` and `submission.csv`; returns the
-    /// members with their normalised weights, and the combined predictions.
+    /// The ensemble of the configured members: the given weights where, out of fold, they are
+    /// not below any member alone, else weights fitted on the out-of-fold predictions
+    /// ([`choose_weights`]); fitted always when the configuration asks. Writes
+    /// `ensemble/{oof,test}.csv` and `submission.csv`; returns the weights, how they were
+    /// chosen, and the combined predictions.
     ///
     /// # Errors
     /// A member that has not been trained (with the command that trains it), or weights that
     /// cannot be used.
-    pub fn ensemble(&self) -> Result<(Vec<(ModelKind, f64)>, ModelPredictions)> {
+    pub fn ensemble(&self) -> Result<Ensemble> {
         let started = Instant::now();
         let mut members = Vec::new();
         let mut missing = Vec::new();
@@ -37,20 +39,22 @@ impl Run {
             return Err(TrainError::Config("the ensemble has no members".into()));
         }
         let oofs: Vec<&[f32]> = members.iter().map(|m| m.2.oof.as_slice()).collect();
-        let weights: Vec<f64> = if self.config.fit_ensemble {
-            fit_weights(&oofs, &self.labels, 20)
-                .ok_or_else(|| {
-                    TrainError::Undefined("ensemble weights: the OOF AUC is undefined".into())
-                })?
-                .0
-        } else {
-            members.iter().map(|m| m.1).collect()
-        };
-        if weights.iter().any(|&w| w.is_nan() || w < 0.0) || weights.iter().sum::<f64>() <= 0.0 {
+        let given: Vec<f64> = members.iter().map(|m| m.1).collect();
+        if given.iter().any(|&w| !(w.is_finite() && w >= 0.0)) {
             return Err(TrainError::Config(format!(
-                "ensemble weights must be non-negative and not all zero, got {weights:?}"
+                "ensemble weights must be non-negative, got {given:?}"
             )));
         }
+        if !self.config.fit_ensemble && given.iter().sum::<f64>() <= 0.0 {
+            return Err(TrainError::Config(format!(
+                "ensemble weights must not all be zero, got {given:?}"
+            )));
+        }
+        let choice = choose_weights(&oofs, &self.labels, &given, self.config.fit_ensemble)
+            .ok_or_else(|| {
+                TrainError::Undefined("ensemble weights: the OOF AUC is undefined".into())
+            })?;
+        let weights = choice.weights().to_vec();
         let tests: Vec<&[f32]> = members.iter().map(|m| m.2.test.as_slice()).collect();
         let combined = ModelPredictions {
             oof: weighted_average(&oofs, &weights),
@@ -65,14 +69,30 @@ impl Run {
             self.write_predictions(&self.dir.join("ensemble"), &combined, true)?;
         }
         self.record_step("ensemble", started.elapsed().as_secs_f64())?;
-        let total: f64 = weights.iter().sum();
-        Ok((
-            members
+        let names: Vec<&str> = members.iter().map(|m| m.0.name()).collect();
+        tracing::info!("{}", choice.describe(&names));
+        Ok(Ensemble {
+            weights: members
                 .iter()
                 .zip(&weights)
-                .map(|(m, w)| (m.0, w / total))
+                .map(|(m, &w)| (m.0, w))
                 .collect(),
-            combined,
-        ))
+            note: choice.describe(&names),
+            choice,
+            predictions: combined,
+        })
     }
+}
+
+/// What [`Run::ensemble`] gives.
+#[derive(Debug, Clone)]
+pub struct Ensemble {
+    /// The members and the weights used (summing to 1).
+    pub weights: Vec<(ModelKind, f64)>,
+    /// How the weights were chosen, with the out-of-fold AUCs that decided it.
+    pub choice: EnsembleChoice,
+    /// [`EnsembleChoice::describe`] with the members' names.
+    pub note: String,
+    /// The combined out-of-fold and test predictions.
+    pub predictions: ModelPredictions,
 }

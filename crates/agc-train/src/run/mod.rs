@@ -44,6 +44,7 @@ use agc_data::{
 use serde::{Deserialize, Serialize};
 
 pub use config::{PipelineConfig, Schedules};
+pub use ensemble::Ensemble;
 pub use orchestrate::run_all;
 pub use prepare::prepare;
 
@@ -423,13 +424,58 @@ fn read_folds(path: &Path, train: &[Record], k: usize) -> Result<Folds> {
     Ok(Folds { k, fold_of })
 }
 
-/// The true box `[x0, y0, x1, y1)` squared (side = the longer side, same centre) and moved,
-/// not shrunk, to lie inside a `width`×`height` image.
-pub fn true_square(bbox: [u32; 4], width: usize, height: usize) -> agc_core::Rect {
+/// The true box `[x0, y0, x1, y1)` squared as attention boxes are ([`agc_core::square_box`]:
+/// side = the longer side plus `margin` of it on each side, same centre) and moved, not shrunk,
+/// to lie inside a `width`×`height` image.
+pub fn true_square(bbox: [u32; 4], width: usize, height: usize, margin: f64) -> agc_core::Rect {
     let [x0, y0, x1, y1] = bbox.map(|v| v as usize);
-    let side = (x1 - x0).max(y1 - y0).clamp(1, width.min(height));
-    // (x0 + x1) is twice the centre: the arithmetic stays in integers.
-    let left = ((x0 + x1).saturating_sub(side) / 2).min(width - side);
-    let top = ((y0 + y1).saturating_sub(side) / 2).min(height - side);
-    agc_core::Rect::square(left, top, side)
+    let tight = agc_core::Rect {
+        x0,
+        y0,
+        x1: x1.max(x0),
+        y1: y1.max(y0),
+    };
+    agc_core::square_box(
+        tight,
+        [height, width],
+        &agc_core::BoxConfig::new().with_margin(margin),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agc_core::{BoxConfig, Rect, square_box};
+
+    #[test]
+    fn true_boxes_are_squared_by_the_attention_boxes_rule_margin_included() {
+        // A 40×20 box in a 1000×600 image: side 40, and 20 % on each side with margin 0.2.
+        assert_eq!(
+            true_square([100, 200, 140, 220], 1000, 600, 0.0),
+            Rect::square(100, 190, 40)
+        );
+        let wide = true_square([100, 200, 140, 220], 1000, 600, 0.2);
+        assert_eq!(wide.width(), 56);
+        assert_eq!(
+            wide,
+            square_box(
+                Rect {
+                    x0: 100,
+                    y0: 200,
+                    x1: 140,
+                    y1: 220
+                },
+                [600, 1000],
+                &BoxConfig::new().with_margin(0.2)
+            )
+        );
+        // Centred on the box, to half a pixel.
+        assert!((wide.x0 + wide.x1).abs_diff(240) <= 1 && (wide.y0 + wide.y1).abs_diff(420) <= 1);
+        // Near an edge it moves inside rather than shrinking; it never outgrows the image.
+        assert_eq!(
+            true_square([0, 0, 30, 30], 100, 80, 0.5),
+            Rect::square(0, 0, 60)
+        );
+        assert_eq!(true_square([0, 0, 90, 70], 100, 80, 0.5).width(), 80);
+    }
 }

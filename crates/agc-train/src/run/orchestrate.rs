@@ -35,15 +35,15 @@ pub fn run_all(run: &Run, devices: &[Device]) -> Result<Metrics> {
         tracing::info!("training {kind}");
         predictions.push((kind.name().to_string(), run.train(kind, devices)?));
     }
-    let weights = if run.config.ensemble.is_empty() {
-        Vec::new()
+    let ensemble = if run.config.ensemble.is_empty() {
+        None
     } else {
-        let (weights, ensemble) = run.ensemble()?;
-        predictions.push(("ensemble".to_string(), ensemble));
-        weights
+        let ensemble = run.ensemble()?;
+        predictions.push(("ensemble".to_string(), ensemble.predictions.clone()));
+        Some(ensemble)
     };
     let _claim = super::lock::claim(&run.lock_path("report"), "writing the metrics and report")?;
-    let metrics = run.write_metrics(&predictions, &weights)?;
+    let metrics = run.write_metrics(&predictions, ensemble.as_ref())?;
     run.write_report(&metrics, &predictions)?;
     Ok(metrics)
 }
@@ -76,17 +76,23 @@ impl Run {
     pub fn write_metrics(
         &self,
         predictions: &[(String, ModelPredictions)],
-        weights: &[(ModelKind, f64)],
+        ensemble: Option<&super::Ensemble>,
     ) -> Result<Metrics> {
         let metrics = Metrics {
             models: predictions
                 .iter()
                 .map(|(name, p)| (name.clone(), self.score(p)))
                 .collect(),
-            ensemble_weights: weights
-                .iter()
-                .map(|(k, w)| (k.name().to_string(), *w))
-                .collect(),
+            ensemble_weights: ensemble
+                .map(|e| {
+                    e.weights
+                        .iter()
+                        .map(|(k, w)| (k.name().to_string(), *w))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            ensemble_choice: ensemble.map(|e| e.choice.clone()),
+            ensemble_note: ensemble.map(|e| e.note.clone()).unwrap_or_default(),
             attention: self.attention_stats()?,
             wall_seconds: self.step_seconds()?,
             images: ImageCounts {
@@ -206,7 +212,7 @@ impl Run {
                 crop: agc_core::Rect::square(b.orig_x, b.orig_y, b.orig_side),
                 truth: b
                     .truth()
-                    .map(|t| true_square(t, centre.width, centre.height)),
+                    .map(|t| true_square(t, centre.width, centre.height, self.config.boxes.margin)),
                 name: row.image_name,
             });
         }

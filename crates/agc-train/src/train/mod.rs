@@ -117,8 +117,22 @@ impl TrainConfig {
                 "batch_size must be at least 2 (batch norm) and eval_batch_size at least 1",
             );
         }
-        if !(self.lr_backbone >= 0.0 && self.lr_head >= 0.0 && self.lr_decay > 0.0) {
-            return bad("learning rates must be non-negative and lr_decay positive");
+        for (name, value) in [
+            ("lr_backbone", self.lr_backbone),
+            ("lr_head", self.lr_head),
+            ("lr_decay", self.lr_decay),
+        ] {
+            if !(value.is_finite() && value > 0.0) {
+                return Err(TrainError::Config(format!(
+                    "{name} {value}: must be a finite number above 0"
+                )));
+            }
+        }
+        if !(self.adam_epsilon.is_finite() && self.adam_epsilon > 0.0) {
+            return Err(TrainError::Config(format!(
+                "adam_epsilon {}: must be a finite number above 0",
+                self.adam_epsilon
+            )));
         }
         if self.test_from == TestFrom::LastEpochs && self.patience == 0 {
             return bad(
