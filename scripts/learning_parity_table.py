@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""Summarises the curves of scripts/learning_parity.sh: per case and framework, the validation
+AUC over seeds (mean ± standard deviation of each seed's mean over the last 5 epochs, and of
+each seed's best epoch), whether agc is within the seeds' spread of PyTorch (|Δ mean| ≤ the
+larger standard deviation, or ≤ 0.01), and the mean loss curves side by side.
+
+    python3 scripts/learning_parity_table.py runs/learning-parity/curves [--curves]
+"""
+import json
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+LAST = 5
+
+
+def spread(values):
+    mean = statistics.fmean(values)
+    sd = statistics.stdev(values) if len(values) > 1 else float("nan")
+    return mean, sd
+
+
+def main():
+    folder = Path(sys.argv[1])
+    runs = defaultdict(lambda: defaultdict(list))
+    for path in sorted(folder.glob("*.json")):
+        d = json.loads(path.read_text())
+        family = path.name.split("-")[1]
+        case = (family, d["images"], d["width"], d["lr"], d["batch"])
+        runs[case][d["framework"]].append(d)
+    print(
+        "| family | images | width | lr | batch | seeds | agc AUC, last 5 epochs | PyTorch | Δ | "
+        "within spread | agc best epoch | PyTorch best epoch | s/epoch agc / PyTorch |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for case in sorted(runs):
+        by = runs[case]
+        if not by["agc"] or not by["pytorch"]:
+            continue
+        last = {f: [statistics.fmean(e["valid_auc"] for e in r["epochs"][-LAST:]) for r in by[f]] for f in by}
+        best = {f: [max(e["valid_auc"] for e in r["epochs"]) for r in by[f]] for f in by}
+        secs = {f: statistics.fmean(e["seconds"] for r in by[f] for e in r["epochs"]) for f in by}
+        (am, asd), (pm, psd) = spread(last["agc"]), spread(last["pytorch"])
+        delta = am - pm
+        ok = abs(delta) <= max(asd, psd, 0.01)
+        (bam, basd), (bpm, bpsd) = spread(best["agc"]), spread(best["pytorch"])
+        family, images, width, lr, batch = case
+        n = f"{len(by['agc'])}/{len(by['pytorch'])}"
+        print(
+            f"| {family} | {images} | {width} | {lr:g} | {batch} | {n} | {am:.3f} ± {asd:.3f} | "
+            f"{pm:.3f} ± {psd:.3f} | {delta:+.3f} | {'yes' if ok else 'no'} | "
+            f"{bam:.3f} ± {basd:.3f} | {bpm:.3f} ± {bpsd:.3f} | "
+            f"{secs['agc']:.1f} / {secs['pytorch']:.1f} |"
+        )
+    if "--curves" in sys.argv:
+        for case in sorted(runs):
+            by = runs[case]
+            if not by["agc"] or not by["pytorch"]:
+                continue
+            print(f"\nmean curves, {case[0]} {case[1]} w{case[2]} (train loss, valid loss, valid AUC)")
+            print("| epoch | agc train | PyTorch train | agc valid | PyTorch valid | agc AUC | PyTorch AUC |")
+            print("|---|---|---|---|---|---|---|")
+            epochs = min(len(r["epochs"]) for f in by for r in by[f])
+            for e in range(epochs):
+                m = {
+                    (f, k): statistics.fmean(r["epochs"][e][k] for r in by[f])
+                    for f in by
+                    for k in ("train_loss", "valid_loss", "valid_auc")
+                }
+                print(
+                    f"| {e + 1} | {m['agc', 'train_loss']:.4f} | {m['pytorch', 'train_loss']:.4f} | "
+                    f"{m['agc', 'valid_loss']:.4f} | {m['pytorch', 'valid_loss']:.4f} | "
+                    f"{m['agc', 'valid_auc']:.3f} | {m['pytorch', 'valid_auc']:.3f} |"
+                )
+
+
+if __name__ == "__main__":
+    main()
