@@ -6,6 +6,7 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 
 use super::check_dropout;
+use crate::norm::batch_norm;
 use crate::resnet::{ResNet, ResNetConfig};
 
 /// Configuration of a [`MetaResNet`].
@@ -73,8 +74,8 @@ impl MetaMlp {
     /// - `meta`: `[batch, meta_dim]`
     /// - output: `[batch, meta_hidden[1]]`
     pub fn forward(&self, meta: Tensor<2>) -> Tensor<2> {
-        let x = self.bn1.forward(relu(self.fc1.forward(meta)));
-        self.bn2.forward(relu(self.fc2.forward(x)))
+        let x = batch_norm(&self.bn1, relu(self.fc1.forward(meta)));
+        batch_norm(&self.bn2, relu(self.fc2.forward(x)))
     }
 }
 

@@ -53,7 +53,7 @@ impl PooledHead {
     /// - `pooled`: `[batch, dim]`
     /// - output: `[batch, 1]`
     pub fn forward(&self, pooled: Tensor<2>) -> Tensor<2> {
-        let x = self.bn.forward(relu(pooled));
+        let x = crate::norm::batch_norm(&self.bn, relu(pooled));
         self.fc.forward(self.dropout.forward(x))
     }
 }

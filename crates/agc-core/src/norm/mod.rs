@@ -7,9 +7,14 @@
 //! lies, writes the output in one (`x · scale + shift`), and differentiates in two ([`kernel`]),
 //! through a Burn backend extension with its own backward pass. It computes what
 //! [`BatchNorm::forward`] computes, with the same choice between the batch's statistics
-//! (autodiff device and the layer's `training` flag on) and the running ones, and the same
-//! update of the running statistics (momentum, biased variance). Other devices and non-`f32`
-//! tensors take `BatchNorm::forward`.
+//! (autodiff device and the layer's `training` flag on) and the running ones. The running
+//! variance is updated with the batch's *unbiased* variance (`n / (n − 1)` times the biased one
+//! that normalises the batch), as PyTorch's `BatchNorm` does and Burn's does not: with few values
+//! per channel (a ResNet's last 4×4 or 1×1 map, a metadata MLP over a batch of 16) Burn's
+//! eval-mode scale differs from PyTorch's by up to `√(n / (n − 1))`, and models trained in
+//! PyTorch and agc would predict differently from the same training. Other devices train
+//! through the same statistics written with Burn's tensor operations ([`generic`]), and infer
+//! through `BatchNorm::forward`; non-`f32` tensors too.
 
 pub mod kernel;
 
@@ -26,7 +31,79 @@ pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
     if flex::applies(bn, &x) {
         return flex::batch_norm(bn, x);
     }
+    if x.device().is_autodiff() && bn.training.is_enabled() {
+        return generic::batch_norm_train(bn, x);
+    }
     bn.forward(x)
+}
+
+/// `n / (n − 1)`: the factor from the biased variance of `n` values to the unbiased one (1 for a
+/// single value, whose variance is 0 either way).
+fn unbiased_factor(n: usize) -> f64 {
+    if n > 1 {
+        n as f64 / (n as f64 - 1.0)
+    } else {
+        1.0
+    }
+}
+
+/// Moves `state` towards `batch` by `momentum`, as Burn and PyTorch do.
+fn update_running(
+    state: &burn::module::RunningState<Tensor<1>>,
+    batch: Tensor<1>,
+    momentum: f64,
+    device: &Device,
+) {
+    let running = state.value_sync().to_device(device);
+    let running = running
+        .mul_scalar(1.0 - momentum)
+        .add(batch.detach().mul_scalar(momentum));
+    state.update(running.detach());
+}
+
+pub mod generic {
+    //! Batch norm in training on any device, with Burn's tensor operations: the batch's
+    //! statistics normalise it, and the running statistics move towards the batch's mean and
+    //! unbiased variance (see the module above).
+
+    use burn::nn::BatchNorm;
+    use burn::prelude::*;
+
+    /// Batch norm of `x` `[N, C, …]` over the batch's own statistics, updating `bn`'s running
+    /// statistics.
+    ///
+    /// # Panics
+    /// If `x` has rank below 2 or its second dimension is not the layer's number of features.
+    pub fn batch_norm_train<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
+        let [features] = bn.gamma.shape().dims();
+        let dims = x.dims();
+        assert!(D >= 2, "batch norm needs a channel dimension");
+        assert_eq!(
+            dims[1], features,
+            "batch norm of {features} features given {} channels",
+            dims[1]
+        );
+        let n = dims.iter().product::<usize>() / features;
+        let mut channel_shape = [1; D];
+        channel_shape[1] = features;
+        let by_channel = |t: Tensor<1>| t.reshape(channel_shape);
+        // [C, N·…]: each channel's values in one row.
+        let rows = x.clone().swap_dims(0, 1).reshape([features, n]);
+        let mean = rows.clone().mean_dim(1);
+        let var = (rows - mean.clone()).square().mean_dim(1);
+        let (mean, var): (Tensor<1>, Tensor<1>) =
+            (mean.reshape([features]), var.reshape([features]));
+        let device = x.device();
+        super::update_running(&bn.running_mean, mean.clone(), bn.momentum, &device);
+        super::update_running(
+            &bn.running_var,
+            var.clone().mul_scalar(super::unbiased_factor(n)),
+            bn.momentum,
+            &device,
+        );
+        let normalised = (x - by_channel(mean)) / by_channel(var.add_scalar(bn.epsilon).sqrt());
+        normalised * by_channel(bn.gamma.val()) + by_channel(bn.beta.val())
+    }
 }
 
 #[cfg(feature = "flex")]
@@ -86,6 +163,7 @@ mod flex {
         );
         let device = x.device();
         if device.is_autodiff() && bn.training.is_enabled() {
+            let n = x.shape().num_elements() / features;
             let (y, mean, var) = <Dispatch as FusedBatchNorm>::fused_batch_norm_train(
                 x.into_dispatch(),
                 bn.gamma.val().into_dispatch(),
@@ -96,16 +174,9 @@ mod flex {
                 Tensor::<1>::from_dispatch(mean),
                 Tensor::<1>::from_dispatch(var),
             );
-            let m = bn.momentum;
-            let update = |state: &burn::module::RunningState<Tensor<1>>, batch: Tensor<1>| {
-                let running = state.value_sync().to_device(&device);
-                let running = running
-                    .mul_scalar(1.0 - m)
-                    .add(batch.detach().mul_scalar(m));
-                state.update(running.detach());
-            };
-            update(&bn.running_mean, mean);
-            update(&bn.running_var, var);
+            super::update_running(&bn.running_mean, mean, bn.momentum, &device);
+            let unbiased = var.mul_scalar(super::unbiased_factor(n));
+            super::update_running(&bn.running_var, unbiased, bn.momentum, &device);
             Tensor::from_dispatch(y)
         } else {
             let mean = bn.running_mean.value().to_device(&device);
@@ -381,10 +452,11 @@ mod tests {
     }
 
     /// Training (batch statistics), a frozen layer on the autodiff device (running statistics,
-    /// still differentiated) and inference, against Burn's `BatchNorm::forward`, for images,
-    /// chips of 2×2 and 1×1 pixels and a batch of one.
+    /// still differentiated) and inference, against Burn's `BatchNorm::forward` (its running
+    /// variance corrected to PyTorch's unbiased update), for images, chips of 2×2 and 1×1 pixels
+    /// and a batch of one; in training also the generic path of other devices.
     #[test]
-    fn fused_batch_norm_matches_burns_outputs_gradients_and_running_statistics() {
+    fn fused_batch_norm_matches_burns_outputs_gradients_and_pytorchs_running_statistics() {
         for (n, c, hw) in [(4, 8, 9), (33, 16, 2), (40, 32, 1), (1, 3, 5)] {
             for (device, frozen) in [
                 (autodiff_device(), false),
@@ -406,12 +478,66 @@ mod tests {
                 let (bn, bn_ref) = (layer(&values, frozen), layer(&values, frozen));
                 assert!(flex::applies(&bn, &x), "the fused kernels must run here");
                 let fused = step(&bn, &x, &probe, true);
-                let reference = step(&bn_ref, &x, &probe, false);
+                let mut reference = step(&bn_ref, &x, &probe, false);
+                if device.is_autodiff() && !frozen {
+                    // Burn moves the running variance towards the biased variance v, agc
+                    // towards v · n / (n − 1) as PyTorch: add momentum · v / (n − 1).
+                    let burn = reference.pop().expect("running variance");
+                    let m = bn_ref.momentum;
+                    let v0 = Tensor::<1>::from_data(burn.clone(), &device);
+                    let biased = (v0.clone() - values[3].clone().mul_scalar(1.0 - m)).div_scalar(m);
+                    let per_channel = f64::from(n * hw * hw);
+                    let pytorch = v0 + biased.mul_scalar(m / (per_channel - 1.0));
+                    reference.push(pytorch.into_data());
+                }
                 assert_eq!(fused.len(), reference.len());
                 for (a, b) in fused.iter().zip(&reference) {
                     a.assert_approx_eq::<f32>(b, tolerance());
                 }
+                if device.is_autodiff() && !frozen {
+                    // Burn's tensor operations (other devices' path) give the same.
+                    let bn_generic = layer(&values, frozen);
+                    let x = x.clone().detach().require_grad();
+                    let y = generic::batch_norm_train(&bn_generic, x.clone());
+                    let grads = (y.clone() * probe.clone()).sum().backward();
+                    let generic = [
+                        y.into_data(),
+                        x.grad(&grads).unwrap().into_data(),
+                        bn_generic.gamma.val().grad(&grads).unwrap().into_data(),
+                        bn_generic.beta.val().grad(&grads).unwrap().into_data(),
+                        bn_generic.running_mean.value_sync().into_data(),
+                        bn_generic.running_var.value_sync().into_data(),
+                    ];
+                    for (a, b) in generic.iter().zip(&fused) {
+                        a.assert_approx_eq::<f32>(b, tolerance());
+                    }
+                }
             }
+        }
+    }
+
+    /// PyTorch's `BatchNorm2d(1, momentum=0.1)` on the values 1, 2, 3, 4 in training moves a
+    /// running variance of 1 to 0.9 + 0.1 · var_unbiased = 0.9 + 0.1 · 5/3 (Burn's update gives
+    /// 0.9 + 0.1 · 1.25).
+    #[test]
+    fn the_running_variance_moves_towards_the_unbiased_variance_as_in_pytorch() {
+        let dev = autodiff_device();
+        let x = Tensor::<4>::from_floats([[[[1.0]]], [[[2.0]]], [[[3.0]]], [[[4.0]]]], &dev);
+        let expected = 0.9 + 0.1 * 5.0 / 3.0;
+        for fused in [true, false] {
+            let bn = BatchNormConfig::new(1).init(&dev);
+            if fused {
+                batch_norm(&bn, x.clone());
+            } else {
+                generic::batch_norm_train(&bn, x.clone());
+            }
+            let var = bn.running_var.value_sync().into_scalar::<f32>();
+            let mean = bn.running_mean.value_sync().into_scalar::<f32>();
+            assert!(
+                (f64::from(var) - expected).abs() < 1e-6,
+                "fused {fused}: {var}"
+            );
+            assert!((mean - 0.25).abs() < 1e-6, "fused {fused}: {mean}");
         }
     }
 

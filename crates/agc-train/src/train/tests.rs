@@ -195,3 +195,126 @@ fn a_step_moves_the_backbone_and_the_head_at_their_own_rates() {
         }
     }
 }
+
+/// `crates/agc-train/tests/fixtures/train_step/expected.json`, written by
+/// `scripts/make_train_step_fixtures.py`.
+#[derive(serde::Deserialize)]
+struct StepFixture {
+    width: usize,
+    lr: f64,
+    images_shape: [usize; 4],
+    images: Vec<f32>,
+    targets: Vec<f32>,
+    fc_weight: Vec<f32>,
+    fc_bias: Vec<f32>,
+    losses: Vec<f64>,
+    eval_logits: Vec<f32>,
+    bn1_running_mean: Vec<f32>,
+    bn1_running_var: Vec<f32>,
+    layer4_bn2_running_var: Vec<f32>,
+}
+
+/// Learning parity at the level of single steps: the same `[1,1,1,1]` ResNet (width 4, one
+/// logit, no dropout), from PyTorch's initial weights, trained 6 Adam steps on the same batch
+/// with the focal loss by agc's optimizers, gives PyTorch's loss at every step, its eval-mode
+/// logits afterwards and its running statistics: Adam (epsilon, bias correction), the loss and
+/// its reduction, batch norm's statistics, backward passes and the running-variance update
+/// (PyTorch's unbiased one; Burn's biased update misses layer 4's here by 8/7).
+#[test]
+fn training_steps_follow_pytorch() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/train_step");
+    let fixture: StepFixture =
+        serde_json::from_slice(&std::fs::read(dir.join("expected.json")).expect("fixture"))
+            .expect("fixture JSON");
+    let dev = Device::flex().autodiff();
+    let spec = ModelSpec {
+        backbone: format!("w{}", fixture.width),
+        dropout: 0.0,
+        ..ModelSpec::default()
+    };
+    let Net::Meta(mut model) = spec.init(ModelKind::Cropnet, 0, &dev).expect("init") else {
+        panic!("a CropNet is a MetaResNet")
+    };
+    model
+        .backbone
+        .load_torchvision(dir.join("initial.pth"), &agc_core::LoadOptions::default())
+        .expect("PyTorch's initial weights");
+    // PyTorch keeps a Linear's weight as [out, in], Burn as [in, out]: one output here.
+    let embed = fixture.fc_weight.len();
+    model.fc.weight = burn::module::Param::from_tensor(Tensor::from_data(
+        TensorData::new(fixture.fc_weight.clone(), [embed, 1]),
+        &dev,
+    ));
+    model.fc.bias = Some(burn::module::Param::from_tensor(Tensor::from_data(
+        TensorData::new(fixture.fc_bias.clone(), [1]),
+        &dev,
+    )));
+    let mut net = Net::Meta(model);
+    let config = TrainConfig {
+        adam_epsilon: 1e-8,
+        ..TrainConfig::seed_defaults(ModelKind::Cropnet)
+    };
+    let mut optim = Optimizers::new(&config);
+    let n = fixture.targets.len();
+    let batch = || ImageBatch {
+        images: Tensor::from_data(
+            TensorData::new(fixture.images.clone(), fixture.images_shape),
+            &dev,
+        ),
+        meta: None,
+        targets: Tensor::from_data(TensorData::new(fixture.targets.clone(), [n]), &dev),
+        rows: (0..n).collect(),
+    };
+    for (step, &expected) in fixture.losses.iter().enumerate() {
+        let (stepped, loss) = optim.step(net, &config.loss, batch(), [fixture.lr; 2]);
+        net = stepped;
+        assert!(
+            (loss - expected).abs() <= 1e-4 * expected.abs().max(1e-2),
+            "step {step}: loss {loss}, PyTorch {expected}"
+        );
+    }
+    let eval = net.valid();
+    let logits = eval
+        .forward(batch().images.inner(), None)
+        .logit
+        .into_data()
+        .try_to_vec::<f32>()
+        .expect("f32");
+    let close = |name: &str, agc: &[f32], torch: &[f32], tolerance: f32| {
+        assert_eq!(agc.len(), torch.len(), "{name}");
+        for (i, (a, t)) in agc.iter().zip(torch).enumerate() {
+            assert!(
+                (a - t).abs() <= tolerance * t.abs().max(1.0),
+                "{name}[{i}]: agc {a}, PyTorch {t}"
+            );
+        }
+    };
+    close("eval logits", &logits, &fixture.eval_logits, 2e-3);
+    let Net::Meta(model) = &net else {
+        unreachable!()
+    };
+    let state = |s: &burn::module::RunningState<Tensor<1>>| {
+        s.value_sync().into_data().try_to_vec::<f32>().expect("f32")
+    };
+    close(
+        "bn1 running mean",
+        &state(&model.backbone.bn1.running_mean),
+        &fixture.bn1_running_mean,
+        1e-4,
+    );
+    close(
+        "bn1 running var",
+        &state(&model.backbone.bn1.running_var),
+        &fixture.bn1_running_var,
+        1e-4,
+    );
+    let agc_core::resnet::ResBlock::Basic(block) = &model.backbone.layer4[0] else {
+        panic!("basic blocks")
+    };
+    close(
+        "layer4 bn2 running var",
+        &state(&block.bn2.running_var),
+        &fixture.layer4_bn2_running_var,
+        1e-3,
+    );
+}
