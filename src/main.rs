@@ -34,6 +34,13 @@ struct Cli {
     /// Hide progress bars.
     #[arg(long, global = true)]
     quiet: bool,
+    /// Refuse images whose header claims more pixels than this (width × height), before
+    /// decoding them: a decompression bomb is then an unreadable image, listed and skippable
+    /// with --skip-bad-images. The default, as Pillow's refusal, is above any camera's
+    /// photograph.
+    #[arg(long, global = true, default_value_t = agc::data::imageio::DEFAULT_MAX_IMAGE_PIXELS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_image_pixels: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -351,6 +358,7 @@ fn main() -> Result<()> {
         .with_target(false)
         .with_writer(std::io::stderr)
         .init();
+    agc::data::imageio::set_max_image_pixels(cli.max_image_pixels);
     let progress: Reporter = if cli.quiet {
         agc::data::progress::silent()
     } else {

@@ -14,6 +14,7 @@
 
 use std::io::{BufReader, Read};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use fast_image_resize::images::{CroppedImage, Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
@@ -47,13 +48,54 @@ pub struct Decoded {
 /// every scale, dominates.
 pub const MIN_DCT_SCALE: u32 = 4;
 
+/// The default of [`max_image_pixels`]: 178 956 970 pixels, twice Pillow's warning threshold
+/// and where Pillow refuses (`Image.MAX_IMAGE_PIXELS · 2`). A 100-megapixel medium-format camera
+/// stays below it (11 648 × 8 736 = 101.8 MP); a decompression bomb that claims 20 000 × 20 000
+/// (400 MP, 1.2 GB of RGB) or 65 535 × 65 535 does not.
+pub const DEFAULT_MAX_IMAGE_PIXELS: u64 = 178_956_970;
+
+static MAX_IMAGE_PIXELS: AtomicU64 = AtomicU64::new(DEFAULT_MAX_IMAGE_PIXELS);
+
+/// The most pixels (width × height, as the file's header claims them) an image may have:
+/// larger ones are refused before any pixel is allocated, as an unreadable image is (listed,
+/// and skippable with `--skip-bad-images`). Process-wide, like Pillow's `MAX_IMAGE_PIXELS`.
+pub fn max_image_pixels() -> u64 {
+    MAX_IMAGE_PIXELS.load(Ordering::Relaxed)
+}
+
+/// Sets [`max_image_pixels`] for the whole process (`agc --max-image-pixels`); 0 restores the
+/// default.
+pub fn set_max_image_pixels(pixels: u64) {
+    let pixels = if pixels == 0 {
+        DEFAULT_MAX_IMAGE_PIXELS
+    } else {
+        pixels
+    };
+    MAX_IMAGE_PIXELS.store(pixels, Ordering::Relaxed);
+}
+
+/// An error unless a `width`×`height` image is within [`max_image_pixels`].
+fn check_pixels(width: u32, height: u32) -> std::result::Result<(), String> {
+    let pixels = u64::from(width) * u64::from(height);
+    let limit = max_image_pixels();
+    if pixels > limit {
+        return Err(format!(
+            "its header claims {width}×{height} = {pixels} pixels, above the limit of {limit} \
+             (a decompression bomb, or a larger photograph than any camera takes: raise \
+             --max-image-pixels if it is real)"
+        ));
+    }
+    Ok(())
+}
+
 /// Decodes an image to 8-bit RGB, upright by its EXIF orientation. With `min_short_side`, a
 /// JPEG is decoded at the smallest DCT scale (down to 1/[`MIN_DCT_SCALE`]) whose shorter side is
 /// still at least that.
 ///
 /// # Errors
-/// A missing, truncated or corrupt file, or a format the decoders do not know; the error names
-/// the file.
+/// A missing, truncated or corrupt file, a format the decoders do not know, or an image whose
+/// header claims more than [`max_image_pixels`] (refused before its pixels are allocated); the
+/// error names the file.
 pub fn decode(path: &Path, min_short_side: Option<u32>) -> Result<Decoded> {
     decode_with(path, |_, _| min_short_side)
 }
@@ -85,6 +127,8 @@ pub fn decode_with(
         .map_err(|e| bad(e.to_string()))?
         .into_decoder()
         .map_err(|e| bad(e.to_string()))?;
+    let (width, height) = decoder.dimensions();
+    check_pixels(width, height).map_err(bad)?;
     // The image crate reads PNG's eXIf chunk (and a CMYK JPEG's APP1) itself; it takes a
     // malformed one as no transform, as agc's JPEG path does.
     let orientation = decoder.orientation().unwrap_or_else(|e| {
@@ -123,6 +167,7 @@ fn decode_jpeg(
     if width == 0 || height == 0 {
         return Err(format!("empty image {width}×{height}"));
     }
+    check_pixels(width, height)?;
     // The original as a viewer shows it.
     let (shown_width, shown_height) = if swaps_sides(orientation) {
         (height, width)
@@ -329,6 +374,84 @@ pub fn preprocess_image(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// CRC-32 (IEEE) of a PNG chunk's type and data.
+    fn png_crc(bytes: &[u8]) -> u32 {
+        let mut crc = 0xFFFF_FFFFu32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+
+    /// A valid 8×8 image of `format` whose header then claims `width`×`height`.
+    fn claiming(format: image::ImageFormat, width: u32, height: u32) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        RgbImage::new(8, 8)
+            .write_to(&mut std::io::Cursor::new(&mut bytes), format)
+            .expect("encodes");
+        if format == image::ImageFormat::Png {
+            // IHDR follows the 8-byte signature: length, "IHDR", width, height, …, CRC.
+            bytes[16..20].copy_from_slice(&width.to_be_bytes());
+            bytes[20..24].copy_from_slice(&height.to_be_bytes());
+            let crc = png_crc(&bytes[12..29]);
+            bytes[29..33].copy_from_slice(&crc.to_be_bytes());
+        } else {
+            // Baseline SOF0: FF C0, length, precision, height, width (16 bits each).
+            let sof = bytes
+                .windows(2)
+                .position(|w| w == [0xFF, 0xC0])
+                .expect("SOF0");
+            let (w, h) = (
+                u16::try_from(width).expect("u16"),
+                u16::try_from(height).expect("u16"),
+            );
+            bytes[sof + 5..sof + 7].copy_from_slice(&h.to_be_bytes());
+            bytes[sof + 7..sof + 9].copy_from_slice(&w.to_be_bytes());
+        }
+        bytes
+    }
+
+    #[test]
+    fn an_image_claiming_more_pixels_than_the_limit_is_refused_from_its_header() {
+        let dir = tempfile::tempdir().expect("tmp");
+        for (format, name, [w, h]) in [
+            (image::ImageFormat::Png, "bomb.png", [20_000, 20_000]),
+            (image::ImageFormat::Jpeg, "bomb.jpg", [65_535, 65_535]),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, claiming(format, w, h)).expect("write");
+            for min_side in [None, Some(224)] {
+                let err = decode(&path, min_side)
+                    .expect_err("over the limit")
+                    .to_string();
+                assert!(
+                    err.contains(name)
+                        && err.contains(&format!("{w}×{h}"))
+                        && err.contains("--max-image-pixels"),
+                    "{err}"
+                );
+            }
+            // Under the limit the same header is an ordinary (here truncated) image.
+            std::fs::write(&path, claiming(format, 9, 9)).expect("write");
+            let err = decode(&path, None).map(|_| ()).map_err(|e| e.to_string());
+            assert!(
+                err.as_ref()
+                    .err()
+                    .is_none_or(|e| !e.contains("--max-image-pixels")),
+                "{err:?}"
+            );
+        }
+        assert!(check_pixels(13_000, 13_000).is_ok());
+        assert!(check_pixels(14_000, 13_000).is_err());
+    }
 
     fn gradient(width: u32, height: u32) -> RgbImage {
         RgbImage::from_fn(width, height, |x, y| {
