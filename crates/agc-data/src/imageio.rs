@@ -375,7 +375,7 @@ pub fn preprocess_image(
 mod tests {
     use super::*;
 
-    /// CRC-32 (IEEE) of a PNG chunk's type and data.
+    /// CRC-32 (ISO 3309, as PNG and zlib use it) of a PNG chunk's type and data.
     fn png_crc(bytes: &[u8]) -> u32 {
         let mut crc = 0xFFFF_FFFFu32;
         for &b in bytes {
@@ -702,21 +702,6 @@ mod tests {
 
     #[test]
     fn a_png_exif_chunk_is_applied_too() {
-        /// CRC-32 (ISO 3309) of a PNG chunk's type and data.
-        fn crc32(bytes: &[u8]) -> u32 {
-            let mut crc = !0u32;
-            for &b in bytes {
-                crc ^= u32::from(b);
-                for _ in 0..8 {
-                    crc = if crc & 1 == 1 {
-                        (crc >> 1) ^ 0xEDB8_8320
-                    } else {
-                        crc >> 1
-                    };
-                }
-            }
-            !crc
-        }
         let dir = tempfile::tempdir().expect("tempdir");
         let stored = photograph(30, 20);
         let mut png = Vec::new();
@@ -732,7 +717,7 @@ mod tests {
         let mut typed = b"eXIf".to_vec();
         typed.extend(&tiff);
         chunk.extend(&typed);
-        chunk.extend(crc32(&typed).to_be_bytes());
+        chunk.extend(png_crc(&typed).to_be_bytes());
         let spliced: Vec<u8> = [&png[..33], &chunk, &png[33..]].concat();
         let path = dir.path().join("turned.png");
         std::fs::write(&path, spliced).expect("write");
