@@ -737,7 +737,7 @@ fn ensemble(a: &EnsembleArgs, progress: &Reporter) -> Result<()> {
     run.set_ensemble(members, a.fit);
     let ensemble = run.ensemble()?;
     let s = run.score(&ensemble.predictions);
-    println!("{}", ensemble.note);
+    println!("{}", ensemble.note());
     let w: Vec<String> = ensemble
         .weights
         .iter()

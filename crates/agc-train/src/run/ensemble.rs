@@ -69,18 +69,17 @@ impl Run {
             self.write_predictions(&self.dir.join("ensemble"), &combined, true)?;
         }
         self.record_step("ensemble", started.elapsed().as_secs_f64())?;
-        let names: Vec<&str> = members.iter().map(|m| m.0.name()).collect();
-        tracing::info!("{}", choice.describe(&names));
-        Ok(Ensemble {
+        let ensemble = Ensemble {
             weights: members
                 .iter()
                 .zip(&weights)
                 .map(|(m, &w)| (m.0, w))
                 .collect(),
-            note: choice.describe(&names),
             choice,
             predictions: combined,
-        })
+        };
+        tracing::info!("{}", ensemble.note());
+        Ok(ensemble)
     }
 }
 
@@ -91,8 +90,14 @@ pub struct Ensemble {
     pub weights: Vec<(ModelKind, f64)>,
     /// How the weights were chosen, with the out-of-fold AUCs that decided it.
     pub choice: EnsembleChoice,
-    /// [`EnsembleChoice::describe`] with the members' names.
-    pub note: String,
     /// The combined out-of-fold and test predictions.
     pub predictions: ModelPredictions,
+}
+
+impl Ensemble {
+    /// [`EnsembleChoice::describe`] with the members' names: which weights were used and why.
+    pub fn note(&self) -> String {
+        let names: Vec<&str> = self.weights.iter().map(|(k, _)| k.name()).collect();
+        self.choice.describe(&names)
+    }
 }

@@ -92,7 +92,7 @@ impl Run {
                 })
                 .unwrap_or_default(),
             ensemble_choice: ensemble.map(|e| e.choice.clone()),
-            ensemble_note: ensemble.map(|e| e.note.clone()).unwrap_or_default(),
+            ensemble_note: ensemble.map(super::Ensemble::note).unwrap_or_default(),
             attention: self.attention_stats()?,
             wall_seconds: self.step_seconds()?,
             images: ImageCounts {
