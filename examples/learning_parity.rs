@@ -79,6 +79,11 @@ struct TrainArgs {
     /// Dropout before the classifier.
     #[arg(long, default_value_t = 0.3)]
     dropout: f64,
+    /// Augmentation: `symmetries` (flips and quarter turns, which the PyTorch script draws the
+    /// same way) or `train` (the pipeline's: hair, flips, free rotation, colour jitter; agc
+    /// only, for the recipe curves).
+    #[arg(long, default_value = "symmetries")]
+    augment: String,
     /// Seed of initialisation, sampling, augmentation and dropout.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -117,6 +122,7 @@ struct Curves {
     width: usize,
     lr: f64,
     batch: usize,
+    augment: String,
     seed: u64,
     epochs: Vec<EpochRow>,
 }
@@ -172,9 +178,15 @@ fn train(args: &TrainArgs) -> Result<()> {
         batch,
         epochs,
         dropout,
+        augment,
         seed,
         out,
     } = args;
+    let augment_config = match augment.as_str() {
+        "symmetries" => AugmentConfig::symmetries(),
+        "train" => AugmentConfig::train(),
+        other => bail!("--augment {other:?}: use symmetries or train"),
+    };
     let split_path = set.join("split.json");
     let split: Split = serde_json::from_slice(
         &std::fs::read(&split_path).with_context(|| split_path.display().to_string())?,
@@ -204,7 +216,7 @@ fn train(args: &TrainArgs) -> Result<()> {
         adam_epsilon: 1e-8,
         loss: Loss::default(),
         balanced: true,
-        augment: Some(AugmentConfig::symmetries()),
+        augment: Some(augment_config),
         tta: 0,
         test_from: TestFrom::Best,
     };
@@ -229,6 +241,7 @@ fn train(args: &TrainArgs) -> Result<()> {
         width: *width,
         lr: *lr,
         batch: *batch,
+        augment: augment.clone(),
         seed: *seed,
         epochs: outcome
             .state

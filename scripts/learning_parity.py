@@ -152,6 +152,9 @@ def main():
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--dropout", type=float, default=0.3)
+    # Only the symmetries can be drawn the same way in both frameworks; agc's `train`
+    # augmentation (hair, free rotation, jitter) is for agc-only recipe curves.
+    ap.add_argument("--augment", choices=["symmetries"], default="symmetries")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, required=True)
@@ -203,6 +206,7 @@ def main():
         "width": a.width,
         "lr": a.lr,
         "batch": a.batch,
+        "augment": a.augment,
         "seed": a.seed,
         "epochs": epochs,
     }

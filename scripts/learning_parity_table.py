@@ -2,7 +2,9 @@
 """Summarises the curves of scripts/learning_parity.sh: per case and framework, the validation
 AUC over seeds (mean ± standard deviation of each seed's mean over the last 5 epochs, and of
 each seed's best epoch), whether agc is within the seeds' spread of PyTorch (|Δ mean| ≤ the
-larger standard deviation, or ≤ 0.01), and the mean loss curves side by side.
+larger standard deviation, or ≤ 0.01), and the mean loss curves side by side. A case is the
+curve file's name without framework and seed (e.g. `skin-oracle-w16-lr3e-4-b16-px160`); cases
+trained by agc alone (`--agc-only`, the recipe curves) get a row without PyTorch columns.
 
     python3 scripts/learning_parity_table.py runs/learning-parity/curves [--curves]
 """
@@ -26,39 +28,43 @@ def main():
     runs = defaultdict(lambda: defaultdict(list))
     for path in sorted(folder.glob("*.json")):
         d = json.loads(path.read_text())
-        family = path.name.split("-")[1]
-        case = (family, d["images"], d["width"], d["lr"], d["batch"])
-        runs[case][d["framework"]].append(d)
+        framework, _, rest = path.stem.partition("-")
+        case = rest.rsplit("-s", 1)[0]
+        runs[case][framework].append(d)
     print(
-        "| family | images | width | lr | batch | seeds | agc AUC, last 5 epochs | PyTorch | Δ | "
-        "within spread | agc best epoch | PyTorch best epoch | s/epoch agc / PyTorch |"
+        "| case | seeds | agc AUC, last 5 epochs | PyTorch | Δ | within spread | "
+        "agc best epoch | PyTorch best epoch | s/epoch agc / PyTorch |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for case in sorted(runs):
         by = runs[case]
-        if not by["agc"] or not by["pytorch"]:
-            continue
         last = {f: [statistics.fmean(e["valid_auc"] for e in r["epochs"][-LAST:]) for r in by[f]] for f in by}
         best = {f: [max(e["valid_auc"] for e in r["epochs"]) for r in by[f]] for f in by}
         secs = {f: statistics.fmean(e["seconds"] for r in by[f] for e in r["epochs"]) for f in by}
-        (am, asd), (pm, psd) = spread(last["agc"]), spread(last["pytorch"])
-        delta = am - pm
-        ok = abs(delta) <= max(asd, psd, 0.01)
-        (bam, basd), (bpm, bpsd) = spread(best["agc"]), spread(best["pytorch"])
-        family, images, width, lr, batch = case
+        cells = {}
+        for f in ("agc", "pytorch"):
+            if by[f]:
+                (m, sd), (bm, bsd) = spread(last[f]), spread(best[f])
+                cells[f] = (f"{m:.3f} ± {sd:.3f}", f"{bm:.3f} ± {bsd:.3f}", f"{secs[f]:.1f}")
+            else:
+                cells[f] = ("—", "—", "—")
+        if by["agc"] and by["pytorch"]:
+            (am, asd), (pm, psd) = spread(last["agc"]), spread(last["pytorch"])
+            delta = f"{am - pm:+.3f}"
+            ok = "yes" if abs(am - pm) <= max(asd, psd, 0.01) else "no"
+        else:
+            delta = ok = "—"
         n = f"{len(by['agc'])}/{len(by['pytorch'])}"
         print(
-            f"| {family} | {images} | {width} | {lr:g} | {batch} | {n} | {am:.3f} ± {asd:.3f} | "
-            f"{pm:.3f} ± {psd:.3f} | {delta:+.3f} | {'yes' if ok else 'no'} | "
-            f"{bam:.3f} ± {basd:.3f} | {bpm:.3f} ± {bpsd:.3f} | "
-            f"{secs['agc']:.1f} / {secs['pytorch']:.1f} |"
+            f"| {case} | {n} | {cells['agc'][0]} | {cells['pytorch'][0]} | {delta} | {ok} | "
+            f"{cells['agc'][1]} | {cells['pytorch'][1]} | {cells['agc'][2]} / {cells['pytorch'][2]} |"
         )
     if "--curves" in sys.argv:
         for case in sorted(runs):
             by = runs[case]
             if not by["agc"] or not by["pytorch"]:
                 continue
-            print(f"\nmean curves, {case[0]} {case[1]} w{case[2]} (train loss, valid loss, valid AUC)")
+            print(f"\nmean curves, {case} (train loss, valid loss, valid AUC)")
             print("| epoch | agc train | PyTorch train | agc valid | PyTorch valid | agc AUC | PyTorch AUC |")
             print("|---|---|---|---|---|---|---|")
             epochs = min(len(r["epochs"]) for f in by for r in by[f])
