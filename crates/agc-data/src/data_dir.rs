@@ -1,7 +1,7 @@
 //! A data directory in the SIIM-ISIC layout: `train.csv`, `test.csv`, `train/<image_name>.jpg`,
 //! `test/<image_name>.jpg` (the image folders can be named explicitly).
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use crate::cache::CacheJob;
 use crate::error::{DataError, Result};
@@ -96,7 +96,14 @@ impl DataDir {
 
     /// The file of image `name` in `folder`: the first of [`IMAGE_EXTENSIONS`] that exists, or
     /// the `.jpg` path (so that reading it reports the missing file by name).
+    ///
+    /// This is where image names become paths; `name` must have passed [`check_image_name`]
+    /// (every CSV reader does that, naming the row), so the path stays inside `folder`.
     pub fn image_path(folder: &Path, name: &str) -> PathBuf {
+        debug_assert!(
+            check_image_name(name).is_ok(),
+            "unchecked image name {name:?}"
+        );
         IMAGE_EXTENSIONS
             .iter()
             .map(|ext| folder.join(format!("{name}.{ext}")))
@@ -127,9 +134,59 @@ impl DataDir {
     }
 }
 
+/// Whether `name` can name an image in a folder: a plain file name, not empty, with no path
+/// separator (`/` or `\`), not `.` or `..`, not absolute and without a drive prefix. ISIC names
+/// (`ISIC_0052060`) always are; anything else would let a CSV read a file outside the images
+/// folder (`../escape/target`).
+///
+/// # Errors
+/// Why the name is not a plain file name, to be reported with the file, row and value.
+pub fn check_image_name(name: &str) -> std::result::Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("empty image name");
+    }
+    if name.contains(['/', '\\']) {
+        return Err("an image name is a file name, without a path separator");
+    }
+    if name.contains('\0') {
+        return Err("an image name cannot contain a NUL character");
+    }
+    let mut parts = Path::new(name).components();
+    match (parts.next(), parts.next()) {
+        (Some(Component::Normal(_)), None) => Ok(()),
+        _ => Err("an image name is a plain file name, not `.`, `..`, absolute or a drive"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_plain_file_names_are_image_names() {
+        for good in [
+            "ISIC_0052060",
+            "synth_0001",
+            "a.b",
+            "..a",
+            "a..",
+            "naïve name",
+        ] {
+            assert_eq!(check_image_name(good), Ok(()), "{good:?}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../escape/target",
+            "sub/name",
+            "/etc/passwd",
+            "..\\escape",
+            "a\0b",
+        ] {
+            assert!(check_image_name(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn finds_images_by_extension_and_reports_missing_ones() {

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::data_dir::check_image_name;
 use crate::error::{DataError, Result};
 use crate::fsutil::write_json;
 
@@ -64,8 +65,9 @@ pub enum Split {
 ///
 /// # Errors
 /// An unreadable or malformed file, a missing required column (`image_name`, `sex`,
-/// `age_approx`, `anatom_site_general_challenge`, and `target` for [`Split::Train`]), an empty
-/// `image_name`, a duplicate `image_name`, an age that is not a number in `[0, 130]`, a target
+/// `age_approx`, `anatom_site_general_challenge`, and `target` for [`Split::Train`]), an
+/// `image_name` that is not a plain file name (empty, `..`, a path; see
+/// [`check_image_name`]), a duplicate `image_name`, an age that is not a number in `[0, 130]`, a target
 /// other than 0 or 1, or a partial or invalid lesion box; each error names the file, the row and
 /// the value.
 pub fn read_metadata(path: &Path, split: Split) -> Result<Vec<Record>> {
@@ -97,9 +99,7 @@ pub fn read_metadata(path: &Path, split: Split) -> Result<Vec<Record>> {
             message: message.to_string(),
         };
         let name = cell(image).to_string();
-        if name.is_empty() {
-            return Err(bad(columns::IMAGE, "", "empty image name"));
-        }
+        check_image_name(&name).map_err(|why| bad(columns::IMAGE, &name, why))?;
         remember(&mut seen, path, row, &name)?;
         let age = match cell(age) {
             "" => None,
@@ -492,6 +492,22 @@ mod tests {
                 "ragged.csv",
                 &format!("{header}a,p,male,40\n"),
                 "ragged.csv",
+            ),
+            (
+                "escape.csv",
+                &format!("{header}../escape/target,p,male,40,torso,0\n"),
+                "row 1: column \"image_name\": an image name is a file name, without a path \
+                 separator (value \"../escape/target\")",
+            ),
+            (
+                "dotdot.csv",
+                &format!("{header}a,p,male,40,torso,0\n..,p,male,40,torso,0\n"),
+                "row 2: column \"image_name\"",
+            ),
+            (
+                "noname.csv",
+                &format!("{header} ,p,male,40,torso,0\n"),
+                "row 1: column \"image_name\": empty image name",
             ),
             (
                 "empty_target.csv",

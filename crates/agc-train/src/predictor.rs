@@ -711,8 +711,9 @@ fn summary(path: PathBuf, rows: &[PredictionRow], scored: usize) -> ScoreSummary
 /// named after the CSV, `test.csv` → `test/`, else beside it).
 ///
 /// # Errors
-/// A path that does not exist, a CSV without `image_name` or with a bad age, an empty list, or
-/// two images of the same name.
+/// A path that does not exist, a CSV without `image_name`, with an `image_name` that is not a
+/// plain file name (a path, `..`, empty) or with a bad age, an empty list, or two images of the
+/// same name.
 pub fn collect_inputs(paths: &[PathBuf]) -> Result<Vec<Input>> {
     let mut inputs = Vec::new();
     for path in paths {
@@ -793,6 +794,8 @@ fn csv_inputs(path: &Path) -> Result<Vec<Input>> {
         .enumerate()
         .map(|(i, r)| {
             let name = r[name_col].trim().to_string();
+            agc_data::data_dir::check_image_name(&name)
+                .map_err(|why| bad(format!("line {}: image_name {name:?}: {why}", i + 2)))?;
             let age = match cell(r, age) {
                 None => None,
                 Some(v) => Some(
@@ -837,5 +840,29 @@ fn empty_row(name: &str) -> PredictionRow {
         threshold: None,
         fallback: String::new(),
         note: String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_csv_image_name_that_is_a_path_is_refused_naming_the_line_and_value() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A file the name would reach, outside the CSV's images folder.
+        std::fs::create_dir_all(dir.path().join("escape")).expect("mkdir");
+        std::fs::write(dir.path().join("escape/target.jpg"), b"not read").expect("write");
+        std::fs::create_dir_all(dir.path().join("in/test")).expect("mkdir");
+        let csv = dir.path().join("in/test.csv");
+        std::fs::write(&csv, "image_name,sex\nISIC_1,male\n../escape/target,male\n").expect("csv");
+        let err = collect_inputs(&[csv]).expect_err("a path").to_string();
+        assert!(
+            err.contains("test.csv")
+                && err.contains("line 3")
+                && err.contains("\"../escape/target\"")
+                && err.contains("path separator"),
+            "{err}"
+        );
     }
 }
