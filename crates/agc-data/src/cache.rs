@@ -11,6 +11,8 @@
 //! - an image that cannot be decoded does not stop the build: the others are written, and the call
 //!   then fails with one [`DataError::BadImages`] listing every bad image; the next call (after
 //!   fixing them, or with `skip_bad`) decodes only what is not done yet;
+//! - a call that fails with no image in the array (every image bad, or an error before the first
+//!   chunk) removes `<cache>.npy.partial` and its progress record: nothing is left to resume;
 //! - when all is done, the index is written, the array renamed into place and, last,
 //!   `<cache>.npy.manifest.json` records a fingerprint of the inputs (names, paths, file sizes
 //!   and modification times, and the options). A later call with the same fingerprint does
@@ -173,6 +175,11 @@ impl Progress {
         progress.done.retain(|_, entry| entry.is_ok());
         progress
     }
+
+    /// Images in the partial array that a later call keeps (not the skipped ones).
+    fn kept(&self) -> usize {
+        self.done.values().filter(|e| e.is_ok()).count()
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -194,18 +201,7 @@ pub fn index_path(cache: &Path) -> PathBuf {
 /// others are decoded and kept first, and one [`DataError::BadImages`] lists every bad image.
 /// An empty job list, or a cache file that cannot be written, names the file.
 pub fn build_cache(jobs: &[CacheJob], path: &Path, options: &CacheOptions) -> Result<CacheReport> {
-    if jobs.is_empty() {
-        return Err(DataError::Invalid {
-            name: "cache",
-            message: format!("{}: no images to cache", path.display()),
-        });
-    }
-    if options.size == 0 || options.chunk == 0 {
-        return Err(DataError::Invalid {
-            name: "cache",
-            message: "size and chunk must be positive".into(),
-        });
-    }
+    check_request(jobs, path, options)?;
     let progress_fingerprint = fingerprint(jobs, options, false);
     let fingerprint = fingerprint(jobs, options, true);
     let manifest_path = sidecar(path, ".manifest.json");
@@ -224,9 +220,15 @@ pub fn build_cache(jobs: &[CacheJob], path: &Path, options: &CacheOptions) -> Re
     }
 
     let partial_exists = partial_path(path).is_file();
-    let partial = PartialCache::open(path, jobs.len(), options.size as usize)?;
     let progress_path = sidecar(path, ".progress.json");
+    // Whatever ends this call early, the partial array is removed unless it holds an image.
+    let mut discard = Discard {
+        files: [partial_path(path), progress_path.clone()],
+        keep: false,
+    };
+    let partial = PartialCache::open(path, jobs.len(), options.size as usize)?;
     let mut progress = Progress::resume(&progress_path, partial_exists, progress_fingerprint);
+    discard.keep = progress.kept() > 0;
     partial.prepare(!progress.done.is_empty())?;
 
     let mut report = CacheReport {
@@ -272,6 +274,7 @@ pub fn build_cache(jobs: &[CacheJob], path: &Path, options: &CacheOptions) -> Re
         }
         partial.sync()?;
         write_json(&progress_path, &progress)?;
+        discard.keep = progress.kept() > 0;
     }
     drop(bar);
     if !bad.is_empty() {
@@ -279,6 +282,7 @@ pub fn build_cache(jobs: &[CacheJob], path: &Path, options: &CacheOptions) -> Re
         bad.sort_by_key(|(i, _)| *i);
         return Err(DataError::BadImages {
             cache: path.to_path_buf(),
+            kept: progress.kept(),
             images: bad
                 .into_iter()
                 .map(|(i, why)| (jobs[i].name.clone(), why))
@@ -299,6 +303,41 @@ pub fn build_cache(jobs: &[CacheJob], path: &Path, options: &CacheOptions) -> Re
     )?;
     std::fs::remove_file(&progress_path).ok();
     Ok(report)
+}
+
+/// Refuses an empty job list, and a zero size or chunk.
+fn check_request(jobs: &[CacheJob], path: &Path, options: &CacheOptions) -> Result<()> {
+    if jobs.is_empty() {
+        return Err(DataError::Invalid {
+            name: "cache",
+            message: format!("{}: no images to cache", path.display()),
+        });
+    }
+    if options.size == 0 || options.chunk == 0 {
+        return Err(DataError::Invalid {
+            name: "cache",
+            message: "size and chunk must be positive".into(),
+        });
+    }
+    Ok(())
+}
+
+/// The partial array and its progress record, removed when dropped unless `keep`: a call that
+/// fails before any image is in the array leaves nothing behind (the array is preallocated to
+/// its full size), while one that fails with images written keeps them for the next call.
+struct Discard {
+    files: [PathBuf; 2],
+    keep: bool,
+}
+
+impl Drop for Discard {
+    fn drop(&mut self) {
+        if !self.keep {
+            for file in &self.files {
+                std::fs::remove_file(file).ok();
+            }
+        }
+    }
 }
 
 /// The array being filled: `<cache>.npy.partial`, written at each image's offset.
@@ -752,8 +791,13 @@ mod tests {
         let err = build_cache(&jobs, &cache_path, &options()).expect_err("bad images");
         let message = err.to_string();
         match &err {
-            DataError::BadImages { cache, images } => {
+            DataError::BadImages {
+                cache,
+                images,
+                kept,
+            } => {
                 assert_eq!(cache, &cache_path);
+                assert_eq!(*kept, 3, "the good images are kept for the next call");
                 let names: Vec<&str> = images.iter().map(|(n, _)| n.as_str()).collect();
                 assert_eq!(names, ["img1", "img4", "gone"]);
             }
@@ -766,6 +810,8 @@ mod tests {
             "img4.png",
             "gone.jpg",
             "skip_bad",
+            "3 image(s) that could be read are kept in",
+            "c.npy.partial",
         ] {
             assert!(message.contains(needle), "{needle:?} in {message}");
         }
@@ -810,6 +856,13 @@ mod tests {
             err.contains("missing19.jpg") && !err.contains("missing20.jpg"),
             "{err}"
         );
+        // No image was written, so nothing is kept: not the preallocated array, not its record.
+        assert!(!err.contains("kept in"), "{err}");
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
     }
 
     #[test]

@@ -68,16 +68,19 @@ pub enum DataError {
         message: String,
     },
     /// Images of a cache could not be decoded or cut; every one is listed. The images that
-    /// could be were written and are kept for the next call.
+    /// could be were written and are kept for the next call; with none, nothing is left.
     #[error(
         "{cache}: {} image(s) cannot be used:{}\nfix or remove them, or leave them out \
-         (agc --skip-bad-images; CacheOptions::skip_bad in the library)",
+         (agc --skip-bad-images; CacheOptions::skip_bad in the library){}",
         images.len(),
-        list_bad(images)
+        list_bad(images),
+        kept_note(cache, *kept)
     )]
     BadImages {
         /// The cache being built.
         cache: PathBuf,
+        /// Images that were written to the partial cache and are kept for the next call.
+        kept: usize,
         /// Each bad image's name and why it is bad, in job order.
         images: Vec<(String, String)>,
     },
@@ -127,6 +130,19 @@ fn list_bad(images: &[(String, String)]) -> String {
         lines.push(format!("\n  … and {} more", images.len() - BAD_SHOWN));
     }
     lines.concat()
+}
+
+/// Where the images that could be read wait for the next call, if any did.
+fn kept_note(cache: &std::path::Path, kept: usize) -> String {
+    if kept == 0 {
+        String::new()
+    } else {
+        format!(
+            "\n{kept} image(s) that could be read are kept in {} for the next call \
+             (delete it to start over)",
+            crate::fsutil::partial_path(cache).display()
+        )
+    }
 }
 
 /// Attaches a path to an I/O error.
