@@ -269,32 +269,50 @@ impl PipelineConfig {
         }
     }
 
-    /// Reads a configuration file (a run's `config.json` or a hand-written one). Every key
-    /// must be one agc knows: a misspelt `"epohcs"` would otherwise be ignored silently.
+    /// Reads a complete configuration file (a run's `config.json`). Every key must be one agc
+    /// knows: a misspelt `"epohcs"` would otherwise be ignored silently.
     ///
     /// # Errors
-    /// An unreadable file, invalid JSON, a wrong value type, or unknown keys (each named).
+    /// An unreadable file, invalid JSON, unknown keys (each named, before anything else is
+    /// checked), a missing key or a wrong value type.
     pub fn read(path: &Path) -> Result<Self> {
+        Self::parse(path, None)
+    }
+
+    /// Reads a configuration file that may set only some keys (a hand-written `--config`):
+    /// the keys it lacks keep `base`'s values; objects merge key by key, lists and values are
+    /// replaced whole.
+    ///
+    /// # Errors
+    /// As [`Self::read`], but for missing keys.
+    pub fn read_over(path: &Path, base: &Self) -> Result<Self> {
+        Self::parse(path, Some(base))
+    }
+
+    fn parse(path: &Path, base: Option<&Self>) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(io(path))?;
         let bad = |message: String| TrainError::Parse {
             path: path.to_path_buf(),
             message,
         };
         let given: Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-        let config: Self = serde_json::from_value(given.clone())
-            .map_err(|e| bad(format!("not a pipeline configuration: {e}")))?;
-        let known = serde_json::to_value(&config).map_err(|e| bad(e.to_string()))?;
-        let mut unknown = Vec::new();
-        unknown_keys(&given, &known, "", &mut unknown);
-        if !unknown.is_empty() {
-            return Err(bad(format!(
-                "unknown key{} {} (agc would ignore {}; check the spelling against a run's \
-                 config.json)",
-                if unknown.len() == 1 { "" } else { "s" },
-                unknown.join(", "),
-                if unknown.len() == 1 { "it" } else { "them" },
-            )));
+        // Unknown keys first, against the shape of a complete configuration, so that a typo is
+        // named whatever else is wrong (serde would stop at the first missing key).
+        let shape = match base {
+            Some(base) => serde_json::to_value(base),
+            None => serde_json::to_value(Self::new(PathBuf::new())),
         }
+        .map_err(|e| bad(e.to_string()))?;
+        refuse_unknown_keys(&given, &shape).map_err(&bad)?;
+        let value = match base {
+            Some(_) => merged(shape, given.clone()),
+            None => given.clone(),
+        };
+        let config: Self = serde_json::from_value(value)
+            .map_err(|e| bad(format!("not a pipeline configuration: {e}")))?;
+        // Again against what was read: keys under a value the defaults leave empty.
+        let known = serde_json::to_value(&config).map_err(|e| bad(e.to_string()))?;
+        refuse_unknown_keys(&given, &known).map_err(&bad)?;
         Ok(config)
     }
 
@@ -505,7 +523,36 @@ fn largest_chip_dividing(size: usize) -> usize {
         .unwrap_or(8)
 }
 
-/// Keys of `given` (a parsed file) that `known` (the same value read and written back) lacks.
+/// An error naming every key of `given` that `known` lacks.
+fn refuse_unknown_keys(given: &Value, known: &Value) -> std::result::Result<(), String> {
+    let mut unknown = Vec::new();
+    unknown_keys(given, known, "", &mut unknown);
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "unknown key{} {} (agc would ignore {}; check the spelling against a run's config.json)",
+        if unknown.len() == 1 { "" } else { "s" },
+        unknown.join(", "),
+        if unknown.len() == 1 { "it" } else { "them" },
+    ))
+}
+
+/// `given` laid over `base`: objects merge key by key, anything else in `given` replaces.
+fn merged(base: Value, given: Value) -> Value {
+    match (base, given) {
+        (Value::Object(mut base), Value::Object(given)) => {
+            for (key, value) in given {
+                let under = base.remove(&key).unwrap_or(Value::Null);
+                base.insert(key, merged(under, value));
+            }
+            Value::Object(base)
+        }
+        (_, given) => given,
+    }
+}
+
+/// Keys of `given` (a parsed file) that `known` (a complete configuration) lacks.
 fn unknown_keys(given: &Value, known: &Value, at: &str, out: &mut Vec<String>) {
     match (given, known) {
         (Value::Object(g), Value::Object(k)) => {
@@ -704,6 +751,44 @@ mod tests {
         assert!(err.contains("\"schedules.resnet.lr_backbon\""), "{err}");
         std::fs::write(&path, serde_json::to_string(&config()).expect("json")).expect("write");
         assert_eq!(PipelineConfig::read(&path).expect("good"), config());
+    }
+
+    #[test]
+    fn a_typo_is_named_before_a_missing_key_and_a_partial_file_keeps_the_base() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("c.json");
+        std::fs::write(
+            &path,
+            r#"{"imagesize": 96, "schedules": {"resnet": {"lr": 1}}}"#,
+        )
+        .expect("write");
+        for err in [
+            PipelineConfig::read(&path).expect_err("typo"),
+            PipelineConfig::read_over(&path, &config()).expect_err("typo"),
+        ] {
+            let err = err.to_string();
+            assert!(
+                err.contains("c.json")
+                    && err.contains("unknown keys \"imagesize\", \"schedules.resnet.lr\"")
+                    && !err.contains("missing field"),
+                "{err}"
+            );
+        }
+
+        std::fs::write(
+            &path,
+            r#"{"image_size": 96, "schedules": {"resnet": {"max_epochs": 2}}}"#,
+        )
+        .expect("write");
+        let err = PipelineConfig::read(&path)
+            .expect_err("incomplete")
+            .to_string();
+        assert!(err.contains("missing field"), "{err}");
+        let read = PipelineConfig::read_over(&path, &config()).expect("partial");
+        let mut want = config();
+        want.image_size = 96;
+        want.schedules.resnet.max_epochs = 2;
+        assert_eq!(read, want);
     }
 
     #[test]
