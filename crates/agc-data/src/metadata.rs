@@ -331,15 +331,25 @@ impl MetadataEncoder {
     /// How many of the record's known values (sex, age, site) are not in the vocabulary, and so
     /// go to their group's "unknown" slot.
     pub fn unseen(&self, record: &Record) -> usize {
+        self.unseen_values(record).len()
+    }
+
+    /// The record's known values that are not in the vocabulary (and so are encoded as
+    /// unknown), each with its CSV column ([`columns`]): `("sex", "alien")`.
+    pub fn unseen_values(&self, record: &Record) -> Vec<(&'static str, String)> {
         let age = record.age.map(age_key);
         [
-            (&self.sexes, record.sex.as_deref()),
-            (&self.ages, age.as_deref()),
-            (&self.sites, record.site.as_deref()),
+            (columns::SEX, &self.sexes, record.sex.as_deref()),
+            (columns::AGE, &self.ages, age.as_deref()),
+            (columns::SITE, &self.sites, record.site.as_deref()),
         ]
         .into_iter()
-        .filter(|(vocab, value)| value.is_some_and(|x| !vocab.iter().any(|k| k == x)))
-        .count()
+        .filter_map(|(column, vocab, value)| {
+            value
+                .filter(|x| !vocab.iter().any(|k| k == x))
+                .map(|x| (column, x.to_string()))
+        })
+        .collect()
     }
 
     /// Writes the vocabulary as JSON, atomically.
@@ -452,6 +462,15 @@ mod tests {
         // Every group falls in its unknown slot: indices 2, 4 and 7.
         assert_eq!(encoder.encode(&unseen), [0., 0., 1., 0., 1., 0., 0., 1.]);
         assert_eq!(encoder.unseen(&unseen), 3, "counted, for the log");
+        assert_eq!(
+            encoder.unseen_values(&unseen),
+            [
+                ("sex", "other".to_string()),
+                ("age_approx", "80".to_string()),
+                ("anatom_site_general_challenge", "palms/soles".to_string()),
+            ],
+            "named, for the warning"
+        );
         assert_eq!(encoder.unseen(&records[0]), 0);
         assert_eq!(
             encoder.unseen(&records[1]),

@@ -135,8 +135,8 @@ pub struct PredictionRow {
     pub threshold: Option<f32>,
     /// Why the box is the whole centre square (`uniform`, `empty_mask`, `non_finite`).
     pub fallback: String,
-    /// A warning (an image smaller than the models' input, upscaled) or why the image was
-    /// left out.
+    /// Warnings, `; `-separated (an image smaller than the models' input, upscaled; metadata
+    /// values the run never saw in training, scored as unknown), or why the image was left out.
     pub note: String,
 }
 

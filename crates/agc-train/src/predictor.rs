@@ -9,7 +9,7 @@
 //! a kill. A run's own test images, scored in `test.csv` order, get the run's test predictions
 //! back (test-time augmentation is seeded by the image's position in the list, as in the run).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -403,6 +403,7 @@ impl Predictor {
         }
         for (j, &i) in ok.iter().enumerate() {
             self.fill(&mut out[i], centres[j], |k| scores.get(&k).map(|v| v[j]));
+            self.note_unseen(&mut out[i].row, &inputs[i]);
             if !attention.maps.is_empty() {
                 let map = attention.mean(j);
                 let (found, orig) = self.square(&map, &centres[j], attention.grid);
@@ -419,22 +420,53 @@ impl Predictor {
         Ok(out)
     }
 
-    /// The metadata vectors of `inputs` (unknown where not given; empty without metadata).
-    fn metadata(&self, inputs: &[&Input]) -> Vec<Vec<f32>> {
-        if self.config.metadata {
-            let unseen: usize = inputs
-                .iter()
-                .filter_map(|i| i.metadata.as_ref())
-                .map(|r| self.encoder.unseen(r))
-                .sum();
-            if unseen > 0 {
-                tracing::info!(
-                    "{unseen} metadata values of {} images were never seen in training: they go \
-                     to the unknown slots",
-                    inputs.len()
-                );
+    /// The metadata values of `inputs` that the run never saw in training, so that its models
+    /// score them as unknown (a typo such as `mael` scores as an empty cell): each value with
+    /// its column and how many inputs have it, sorted by column and value. Empty for a run
+    /// without metadata, which reads none.
+    pub fn unseen_metadata(&self, inputs: &[Input]) -> Vec<UnseenMetadata> {
+        if !self.config.metadata {
+            return Vec::new();
+        }
+        let mut counts: BTreeMap<(&'static str, String), usize> = BTreeMap::new();
+        for record in inputs.iter().filter_map(|i| i.metadata.as_ref()) {
+            for value in self.encoder.unseen_values(record) {
+                *counts.entry(value).or_default() += 1;
             }
         }
+        counts
+            .into_iter()
+            .map(|((column, value), rows)| UnseenMetadata {
+                column,
+                value,
+                rows,
+            })
+            .collect()
+    }
+
+    /// Adds to `row`'s note the metadata values of `input` that the run never saw.
+    fn note_unseen(&self, row: &mut PredictionRow, input: &Input) {
+        let Some(record) = input.metadata.as_ref().filter(|_| self.config.metadata) else {
+            return;
+        };
+        let unseen = self.encoder.unseen_values(record);
+        if unseen.is_empty() {
+            return;
+        }
+        let values: Vec<String> = unseen.iter().map(|(c, v)| format!("{c} {v:?}")).collect();
+        let note = format!(
+            "metadata never seen in training, scored as unknown: {}",
+            values.join(", ")
+        );
+        if row.note.is_empty() {
+            row.note = note;
+        } else {
+            row.note = format!("{}; {note}", row.note);
+        }
+    }
+
+    /// The metadata vectors of `inputs` (unknown where not given; empty without metadata).
+    fn metadata(&self, inputs: &[&Input]) -> Vec<Vec<f32>> {
         inputs
             .iter()
             .map(|input| {
@@ -554,6 +586,39 @@ pub struct ScoreSummary {
     pub resumed: usize,
     /// Images left out, with why.
     pub skipped: Vec<(String, String)>,
+    /// Metadata values the run never saw in training (scored as unknown), over all inputs.
+    pub unseen: Vec<UnseenMetadata>,
+}
+
+/// A metadata value that a run never saw in training, and how many inputs have it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnseenMetadata {
+    /// Its column (`sex`, `age_approx`, `anatom_site_general_challenge`).
+    pub column: &'static str,
+    /// The value, lower-cased as read.
+    pub value: String,
+    /// How many inputs have it.
+    pub rows: usize,
+}
+
+/// One line naming every unseen value, its column and how many rows have it.
+pub fn describe_unseen(unseen: &[UnseenMetadata]) -> String {
+    let values: Vec<String> = unseen
+        .iter()
+        .map(|u| {
+            format!(
+                "{} {:?} ({} row{})",
+                u.column,
+                u.value,
+                u.rows,
+                if u.rows == 1 { "" } else { "s" }
+            )
+        })
+        .collect();
+    format!(
+        "metadata never seen in training, scored as unknown (as an empty cell): {}",
+        values.join(", ")
+    )
 }
 
 impl Predictor {
@@ -575,6 +640,10 @@ impl Predictor {
         let path = out.join("predictions.csv");
         let _claim =
             lock::claim_or_refuse(&out.join("locks/predict.lock"), "scoring into this folder")?;
+        let unseen = self.unseen_metadata(inputs);
+        if !unseen.is_empty() {
+            tracing::warn!("{}", describe_unseen(&unseen));
+        }
         let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
         if path.is_file() {
             let rows: Vec<PredictionRow> = read_rows(&path)?;
@@ -583,7 +652,9 @@ impl Predictor {
                 .map(|r| r.image_name.as_str())
                 .eq(names.iter().copied())
             {
-                return Ok(summary(path, &rows, inputs.len()));
+                let mut s = summary(path, &rows, inputs.len());
+                s.unseen = unseen;
+                return Ok(s);
             }
             return Err(TrainError::Config(format!(
                 "{} holds the predictions of other images: choose another --out",
@@ -647,6 +718,7 @@ impl Predictor {
         let _ = std::fs::remove_dir_all(&parts);
         let mut s = summary(path, &rows, inputs.len() - resumed);
         s.resumed = resumed;
+        s.unseen = unseen;
         Ok(s)
     }
 
@@ -702,6 +774,7 @@ fn summary(path: PathBuf, rows: &[PredictionRow], scored: usize) -> ScoreSummary
         scored: scored - skipped.len().min(scored),
         resumed: 0,
         skipped,
+        unseen: Vec::new(),
     }
 }
 
@@ -846,6 +919,74 @@ fn empty_row(name: &str) -> PredictionRow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(name: &str, sex: Option<&str>, site: Option<&str>) -> Record {
+        Record {
+            image_name: name.into(),
+            patient_id: None,
+            sex: sex.map(Into::into),
+            age: None,
+            site: site.map(Into::into),
+            target: None,
+            lesion_box: None,
+        }
+    }
+
+    /// A predictor of a run with metadata whose training saw `male`/`female` and `torso`, and
+    /// no models: scoring fills sizes and notes only.
+    fn modelless_predictor() -> Predictor {
+        let seen = [
+            record("a", Some("male"), Some("torso")),
+            record("b", Some("female"), None),
+        ];
+        Predictor {
+            timings: std::sync::Mutex::default(),
+            config: PipelineConfig::demo("data".into()),
+            encoder: MetadataEncoder::fit(&seen),
+            nets: Vec::new(),
+            ensemble: Vec::new(),
+            device: Device::flex(),
+            progress: agc_data::progress::silent(),
+        }
+    }
+
+    #[test]
+    fn unseen_metadata_is_counted_named_and_noted_on_its_rows() {
+        let predictor = modelless_predictor();
+        let input = |name: &str, side, sex, site| Input {
+            metadata: Some(record(name, sex, site)),
+            ..Input::pixels(name, image::RgbImage::new(side, side))
+        };
+        let inputs = [
+            input("x1", 50, Some("alien"), Some("moon")),
+            input("x2", 200, Some("alien"), Some("torso")),
+            input("x3", 200, Some("male"), None),
+        ];
+        let unseen = predictor.unseen_metadata(&inputs);
+        let line = describe_unseen(&unseen);
+        assert_eq!(
+            line,
+            "metadata never seen in training, scored as unknown (as an empty cell): \
+             anatom_site_general_challenge \"moon\" (1 row), sex \"alien\" (2 rows)"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let summary = predictor
+            .score_to_dir(&inputs, dir.path(), &ScoreOptions::default())
+            .expect("scores");
+        assert_eq!(summary.unseen, unseen);
+        let rows: Vec<PredictionRow> = read_rows(&summary.path).expect("predictions.csv");
+        let notes: Vec<&str> = rows.iter().map(|r| r.note.as_str()).collect();
+        assert_eq!(
+            notes,
+            [
+                "upscaled: the centre square is 50 px, the models see 112; metadata never seen \
+                 in training, scored as unknown: sex \"alien\", anatom_site_general_challenge \
+                 \"moon\"",
+                "metadata never seen in training, scored as unknown: sex \"alien\"",
+                "",
+            ]
+        );
+    }
 
     #[test]
     fn a_csv_image_name_that_is_a_path_is_refused_naming_the_line_and_value() {
