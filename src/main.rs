@@ -734,6 +734,10 @@ fn print_results(run: &Run, metrics: &Metrics, started: Instant) {
         metrics.wall_seconds,
         run.dir.join("report.md").display()
     );
+    match run.no_submission() {
+        None => println!("submission in {}", run.dir.join("submission.csv").display()),
+        Some(why) => println!("no submission.csv: {why}"),
+    }
 }
 
 fn ensemble(a: &EnsembleArgs, progress: &Reporter) -> Result<()> {
@@ -758,7 +762,10 @@ fn ensemble(a: &EnsembleArgs, progress: &Reporter) -> Result<()> {
         w.join(", "),
         fmt(s.oof_auc),
         fmt(s.test_auc),
-        run.dir.join("submission.csv").display(),
+        run.no_submission().map_or_else(
+            || run.dir.join("submission.csv").display().to_string(),
+            |why| format!("no submission.csv: {why}")
+        ),
         started.elapsed().as_secs_f64()
     );
     Ok(())

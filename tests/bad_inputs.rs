@@ -72,6 +72,11 @@ fn bad_settings_are_named_before_anything_is_written() {
         out.contains("chipnet") && !out.contains("| ensemble"),
         "{out}"
     );
+    assert!(
+        out.contains("no submission.csv: the ensemble writes it, and this run has none")
+            && !run.join("submission.csv").exists(),
+        "{out}"
+    );
     assert!(run.join("metrics.json").is_file());
 
     // A saved run's configuration with a misspelt key: an error, not ignored.

@@ -83,6 +83,66 @@ impl Run {
     }
 }
 
+impl Run {
+    /// Why this run writes no `submission.csv`, or `None` when its ensemble writes one. Only
+    /// the ensemble writes it, and only for test images: a data directory without `test.csv`,
+    /// a test set whose every image was left out, or an ensemble without members (`--models`
+    /// without two of its members) each leave it out, and a command that ends without one
+    /// says which.
+    pub fn no_submission(&self) -> Option<String> {
+        let test_csv = self.config.data.join("test.csv");
+        why_no_submission(&SubmissionInputs {
+            test_csv: test_csv.is_file().then_some(test_csv.as_path()),
+            listed: self.data.test.len(),
+            kept: self.test.len(),
+            ensemble: &self.config.ensemble,
+            models: &self.config.models,
+            dir: &self.dir,
+        })
+    }
+}
+
+/// What decides whether a run has a `submission.csv`.
+struct SubmissionInputs<'a> {
+    /// The data's `test.csv`, when there is one.
+    test_csv: Option<&'a std::path::Path>,
+    /// Test images it lists.
+    listed: usize,
+    /// Test images left after the unreadable ones were left out.
+    kept: usize,
+    ensemble: &'a [(ModelKind, f64)],
+    models: &'a [ModelKind],
+    dir: &'a std::path::Path,
+}
+
+fn why_no_submission(s: &SubmissionInputs) -> Option<String> {
+    let Some(test_csv) = s.test_csv else {
+        return Some("the data directory has no test.csv, so there is nothing to submit".into());
+    };
+    if s.listed == 0 {
+        return Some(format!("{} lists no images", test_csv.display()));
+    }
+    if s.kept == 0 {
+        return Some(format!(
+            "every one of the {} test images was left out as unreadable (--skip-bad-images; \
+             listed in {})",
+            s.listed,
+            s.dir.join("skipped.csv").display()
+        ));
+    }
+    if s.ensemble.is_empty() {
+        let names: Vec<&str> = s.models.iter().map(|k| k.name()).collect();
+        return Some(format!(
+            "the ensemble writes it, and this run has none (--models {} keeps fewer than two \
+             of its members, or the configuration names none); each model's test predictions \
+             are in {}",
+            names.join(","),
+            s.dir.join("models/MODEL/test.csv").display()
+        ));
+    }
+    None
+}
+
 /// What [`Run::ensemble`] gives.
 #[derive(Debug, Clone)]
 pub struct Ensemble {
@@ -99,5 +159,54 @@ impl Ensemble {
     pub fn note(&self) -> String {
         let names: Vec<&str> = self.weights.iter().map(|(k, _)| k.name()).collect();
         self.choice.describe(&names)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn each_reason_for_no_submission_is_named() {
+        let test_csv = Path::new("data/test.csv");
+        let both = [(ModelKind::Resnet, 0.5), (ModelKind::Cropnet, 0.5)];
+        let models = [ModelKind::Resnet];
+        let inputs = SubmissionInputs {
+            test_csv: Some(test_csv),
+            listed: 8,
+            kept: 8,
+            ensemble: &both,
+            models: &models,
+            dir: Path::new("runs/r"),
+        };
+        assert_eq!(why_no_submission(&inputs), None, "the ensemble writes one");
+        let why = |changed: SubmissionInputs| why_no_submission(&changed).expect("a reason");
+        let no_test = why(SubmissionInputs {
+            test_csv: None,
+            ..inputs
+        });
+        assert!(no_test.contains("no test.csv"), "{no_test}");
+        let empty = why(SubmissionInputs {
+            listed: 0,
+            kept: 0,
+            ..inputs
+        });
+        assert!(empty.contains("data/test.csv lists no images"), "{empty}");
+        let all_bad = why(SubmissionInputs { kept: 0, ..inputs });
+        assert!(
+            all_bad.contains("every one of the 8 test images was left out")
+                && all_bad.contains("runs/r/skipped.csv"),
+            "{all_bad}"
+        );
+        let one_model = why(SubmissionInputs {
+            ensemble: &[],
+            ..inputs
+        });
+        assert!(
+            one_model.contains("--models resnet keeps fewer than two of its members")
+                && one_model.contains("runs/r/models/MODEL/test.csv"),
+            "{one_model}"
+        );
     }
 }
