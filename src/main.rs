@@ -154,7 +154,8 @@ struct RunArgs {
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Images per training batch [default: 32]. A prepared run takes a new one when it resumes
-    /// (after a GPU ran out of memory, say).
+    /// (after a GPU ran out of memory, say) for the models with no epoch trained yet; a trained
+    /// model keeps its own, and one trained part of the way refuses another.
     #[arg(long)]
     batch_size: Option<usize>,
     /// Images per inference batch (validation, crops, test) [default: 64]; like --batch-size,

@@ -221,4 +221,14 @@ fn a_batch_larger_than_a_fold_is_named_and_a_smaller_one_resumes_the_run() {
     assert_eq!(saved["schedules"]["resnet"]["batch_size"], 4);
     let err = agc_fails(&[&args[..], &["--seed", "9"]].concat());
     assert!(err.contains("seed: saved 42, given 9"), "{err}");
+    // ResNet is trained at 4: another batch size leaves it, and config.json, as they are.
+    args[at] = "8";
+    agc(&args);
+    let again = std::fs::read_to_string(run.join("config.json")).expect("config");
+    let again: serde_json::Value = serde_json::from_str(&again).expect("json");
+    assert_eq!(again["schedules"]["resnet"]["batch_size"], 4);
+    assert_eq!(
+        again["schedules"]["chipnet"]["batch_size"], 8,
+        "not trained yet"
+    );
 }

@@ -47,6 +47,16 @@ impl Schedules {
         }
     }
 
+    /// The schedule of `kind`, to change.
+    pub fn of_mut(&mut self, kind: ModelKind) -> &mut TrainConfig {
+        match kind {
+            ModelKind::Resnet => &mut self.resnet,
+            ModelKind::Chipnet => &mut self.chipnet,
+            ModelKind::Attnresnet => &mut self.attnresnet,
+            ModelKind::Cropnet | ModelKind::OracleCropnet => &mut self.cropnet,
+        }
+    }
+
     /// Applies `f` to every schedule (for command-line overrides).
     pub fn for_each(&mut self, mut f: impl FnMut(&mut TrainConfig)) {
         for c in [

@@ -84,9 +84,12 @@ pub fn prepare(dir: &Path, config: &PipelineConfig, progress: &Reporter) -> Resu
     run.record_step("prepare", seconds)
 }
 
-/// A prepared run resumes only with the settings it was prepared with, except the batch sizes:
-/// new ones are written to `config.json` and used from the next epoch on (what was trained
-/// keeps its own).
+/// A prepared run resumes only with the settings it was prepared with, except the batch sizes
+/// (as after a GPU ran out of memory): new prediction batch sizes are taken, and so are new
+/// training batch sizes for the models with no epoch trained yet, and written to
+/// `config.json`. A model that is trained keeps the batch size it was trained with, so that
+/// `config.json` always describes how its models were trained; one trained part of the way is
+/// refused, naming the folder to delete to retrain it at the new size.
 fn compare(config_path: &Path, given: &PipelineConfig) -> Result<()> {
     let saved = PipelineConfig::read(config_path)?;
     if &saved == given {
@@ -105,7 +108,10 @@ fn compare(config_path: &Path, given: &PipelineConfig) -> Result<()> {
             &dir.join("locks").join("prepare.lock"),
             "changing batch sizes",
         )?;
-        agc_data::fsutil::write_json(config_path, given)?;
+        let taken = batch_sizes_for_untrained(dir, &saved, given)?;
+        if taken != saved {
+            agc_data::fsutil::write_json(config_path, &taken)?;
+        }
         return Ok(());
     }
     Err(TrainError::Config(format!(
@@ -114,6 +120,60 @@ fn compare(config_path: &Path, given: &PipelineConfig) -> Result<()> {
         config_path.display(),
         saved.differences(given).join("\n  ")
     )))
+}
+
+/// `given` (which differs from `saved` in batch sizes only), except that each model with
+/// trained epochs keeps its saved training batch size: said in the log when it has finished,
+/// refused when it is trained part of the way (it would go on at another size).
+fn batch_sizes_for_untrained(
+    dir: &Path,
+    saved: &PipelineConfig,
+    given: &PipelineConfig,
+) -> Result<PipelineConfig> {
+    let mut taken = given.clone();
+    for kind in ModelKind::ALL {
+        let (was, asked) = (
+            saved.schedules.of(kind).batch_size,
+            given.schedules.of(kind).batch_size,
+        );
+        let folds = fold_progress(&dir.join("models").join(kind.name()), saved.folds)?;
+        let epochs: usize = folds.iter().map(|f| f.0).sum();
+        if was == asked || epochs == 0 {
+            continue;
+        }
+        let model_dir = dir.join("models").join(kind.name());
+        if folds.iter().any(|f| !f.1) {
+            return Err(TrainError::Config(format!(
+                "--batch-size {asked}: {kind} has {epochs} epochs trained at batch size {was} \
+                 and is not finished; it resumes only at {was}, so that config.json says how \
+                 it was trained (give --batch-size {was}, or delete {} to train it again at \
+                 {asked})",
+                model_dir.display()
+            )));
+        }
+        taken.schedules.of_mut(kind).batch_size = was;
+        tracing::info!(
+            "--batch-size {asked}: {kind} keeps batch size {was}, with which it was trained \
+             (delete {} to train it again at {asked})",
+            model_dir.display()
+        );
+    }
+    Ok(taken)
+}
+
+/// Each fold of a model (`model_dir/fold<k>/state.json`): epochs trained, and whether it has
+/// finished.
+fn fold_progress(model_dir: &Path, folds: usize) -> Result<Vec<(usize, bool)>> {
+    (0..folds)
+        .map(|f| {
+            let path = model_dir.join(format!("fold{f}")).join("state.json");
+            if !path.is_file() {
+                return Ok((0, false));
+            }
+            let state: crate::train::FoldState = crate::error::read_json(&path)?;
+            Ok((state.history.len(), state.finished))
+        })
+        .collect()
 }
 
 /// What can be checked in the data before any image is decoded.
@@ -305,5 +365,77 @@ mod tests {
             .to_string();
         assert!(err.contains("seed: saved"), "{err}");
         assert_eq!(PipelineConfig::read(&path).expect("read"), smaller);
+    }
+
+    /// Writes `models/<kind>/fold<f>/state.json` with `epochs` epochs.
+    fn trained(dir: &Path, kind: ModelKind, f: usize, epochs: usize, finished: bool) {
+        let record = |epoch| crate::train::EpochRecord {
+            epoch,
+            train_loss: 0.5,
+            valid_loss: 0.5,
+            valid_auc: 0.5,
+            lr_backbone: 1e-3,
+            seconds: 1.0,
+            predictions: None,
+        };
+        let state = crate::train::FoldState {
+            history: (0..epochs).map(record).collect(),
+            best_epoch: Some(0),
+            best_auc: Some(0.5),
+            finished,
+            stop_reason: String::new(),
+        };
+        let path = dir.join(format!("models/{}/fold{f}/state.json", kind.name()));
+        agc_data::fsutil::write_json(&path, &state).expect("state");
+    }
+
+    #[test]
+    fn a_trained_model_keeps_its_batch_size_and_a_half_trained_one_refuses_another() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.json");
+        let saved = PipelineConfig::demo("data".into());
+        assert_eq!(saved.folds, 3);
+        agc_data::fsutil::write_json(&path, &saved).expect("write");
+        for f in 0..3 {
+            trained(dir.path(), ModelKind::Resnet, f, 2, true);
+        }
+        trained(dir.path(), ModelKind::Chipnet, 0, 1, false);
+        let mut smaller = saved.clone();
+        smaller.schedules.for_each(|s| {
+            s.batch_size = 4;
+            s.eval_batch_size = 8;
+        });
+
+        // ChipNet is trained one epoch of one fold at 32: going on at 4 would mix the two.
+        let err = compare(&path, &smaller)
+            .expect_err("half trained")
+            .to_string();
+        assert!(
+            err.contains("chipnet has 1 epochs trained at batch size 32")
+                && err.contains("models/chipnet"),
+            "{err}"
+        );
+        assert_eq!(
+            PipelineConfig::read(&path).expect("read"),
+            saved,
+            "nothing changed"
+        );
+
+        // ResNet is trained at 32 and keeps it; the untrained models and every prediction
+        // batch size take the new ones.
+        std::fs::remove_dir_all(dir.path().join("models/chipnet")).expect("rm");
+        compare(&path, &smaller).expect("new batch sizes");
+        let now = PipelineConfig::read(&path).expect("read");
+        assert_eq!(now.schedules.resnet.batch_size, 32);
+        assert_eq!(now.schedules.chipnet.batch_size, 4);
+        assert_eq!(now.schedules.cropnet.batch_size, 4);
+        assert!(
+            [ModelKind::Resnet, ModelKind::Chipnet, ModelKind::Cropnet]
+                .iter()
+                .all(|&k| now.schedules.of(k).eval_batch_size == 8)
+        );
+        // The same command again changes nothing further.
+        compare(&path, &smaller).expect("again");
+        assert_eq!(PipelineConfig::read(&path).expect("read"), now);
     }
 }
