@@ -123,7 +123,8 @@ struct RunArgs {
     #[arg(long, default_value = "runs/agc")]
     out: PathBuf,
     /// A configuration file (JSON, as a run's config.json) to start from; it may set only some
-    /// keys, the others keep the seed's defaults (an unknown key is an error).
+    /// keys, the others keep the --preset's values (the seed's by default; an unknown key is an
+    /// error).
     #[arg(long)]
     config: Option<PathBuf>,
     /// A built-in configuration to start from: seed (the SIIM-ISIC seed's: ResNet-18, 224 px,
@@ -471,13 +472,17 @@ impl Progress for Bars {
     }
 }
 
-/// The configuration of a run: `--config` (over the seed's defaults, for the keys it lacks),
+/// The configuration of a run: `--config` (over `--preset`, the seed's by default, for the keys
+/// it lacks),
 /// else the run's own `config.json` when no `--data` is given, else the defaults for `--data`;
 /// then the flags.
 fn resolve(a: &RunArgs) -> Result<PipelineConfig> {
     let saved = a.out.join("config.json");
     let mut config: PipelineConfig = if let Some(path) = &a.config {
-        let base = PipelineConfig::new(a.data.clone().unwrap_or_default());
+        let base = PipelineConfig::preset(
+            a.preset.as_deref().unwrap_or("seed"),
+            a.data.clone().unwrap_or_default(),
+        )?;
         let config = PipelineConfig::read_over(path, &base)?;
         if config.data.as_os_str().is_empty() {
             bail!(
