@@ -215,6 +215,32 @@ fn time_training<M: Classifier>(name: &str, model: M, options: &Options, device:
     );
 }
 
+/// The widest vector instruction set this CPU offers, as detected at run time: the CPU kernels'
+/// speed, and so every ratio against PyTorch, depends on it (docs/performance.md keeps one table
+/// per instruction set).
+fn instruction_set() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f") {
+            "AVX-512F"
+        } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            "AVX2+FMA"
+        } else if is_x86_feature_detected!("avx2") {
+            "AVX2"
+        } else {
+            "SSE (no AVX2)"
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        "NEON (aarch64)"
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        std::env::consts::ARCH
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let options = parse_args()?;
     let (plain, name) = match agc::devices::parse_device(&options.device)? {
@@ -231,8 +257,10 @@ fn main() -> anyhow::Result<()> {
     let train = plain.clone().autodiff();
     plain.seed(0);
     println!(
-        "# agc model bench: {name}, batch {}, median of {} runs",
-        options.batch, options.reps
+        "# agc model bench: {name}, CPU {}, batch {}, median of {} runs",
+        instruction_set(),
+        options.batch,
+        options.reps
     );
     let [fwd, step, chip_step, r50] = workloads(options.batch);
     let wanted = |name: &str| options.only.as_deref().is_none_or(|only| only == name);

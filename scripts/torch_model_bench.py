@@ -139,7 +139,8 @@ def main():
         torch.backends.cudnn.benchmark = True
         where = torch.cuda.get_device_name(DEVICE)
     else:
-        where = f"CPU, {torch.get_num_threads()} threads"
+        where = (f"CPU, {torch.get_num_threads()} threads, "
+                 f"{torch.backends.cpu.get_cpu_capability()} kernels")
     torch.manual_seed(0)
     print(f"# torch {torch.__version__} model bench: {where}, batch {args.batch}, "
           f"median of {args.reps} runs", flush=True)
