@@ -552,10 +552,13 @@ impl ImageCache {
         if map.len() < offset + len * h * w * 3 {
             return Err(bad(format!("file is shorter than its shape {shape:?}")));
         }
-        let index = read_index(&index_path(path))?;
+        let index_file = index_path(path);
+        let index = read_index(&index_file)?;
         if index.len() != len {
+            // Name the index too: either file may be the one that is wrong.
             return Err(bad(format!(
-                "index has {} rows for {len} images",
+                "its index {} has {} rows for {len} images",
+                index_file.display(),
                 index.len()
             )));
         }
