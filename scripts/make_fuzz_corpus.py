@@ -3,7 +3,11 @@
 kind agc reads from outside, and real-world breakage of them (truncated, bit-flipped, huge
 claimed sizes, wrong magic). The fuzz test mutates these; keep them small.
 
-    python3 scripts/make_fuzz_corpus.py     # needs Pillow, numpy and torch
+    python3 scripts/make_fuzz_corpus.py     # needs Pillow, numpy, torch and pypng
+
+The PNGs cover every colour type and bit depth agc's row-by-row PNG decoder converts (palette
+with transparency, 1-bit and 16-bit grey, grey + alpha, 16-bit RGB and RGBA, Adam7-interlaced):
+tests/fuzz.rs checks that it gives the `image` crate's pixels for each.
 """
 import io
 import json
@@ -60,6 +64,31 @@ def images():
     buf = io.BytesIO()
     photo(16, 16).convert("LA").save(buf, "PNG")
     write("image", "grey-alpha.png", buf.getvalue())
+    for name, image in [
+        ("palette-trns.png", photo(20, 12).quantize(16)),
+        ("one-bit.png", photo(19, 13).convert("1")),
+        ("grey16.png", Image.fromarray(np.asarray(photo(17, 9).convert("L")).astype(np.uint16)
+                                       * 257 + 3)),
+    ]:
+        buf = io.BytesIO()
+        extra = {"transparency": 3} if image.mode == "P" else {}
+        image.save(buf, "PNG", **extra)
+        write("image", name, buf.getvalue())
+    # 16-bit and interlaced PNGs, which Pillow does not write, by pypng.
+    import png as pypng
+    rng = np.random.default_rng(11)
+    for name, planes, interlace in [
+        ("rgb16-interlaced.png", 3, True),
+        ("rgba16.png", 4, False),
+        ("rgba8-interlaced.png", 4, True),
+    ]:
+        bits = 8 if "8" in name else 16
+        w, h = 13, 11
+        pixels = rng.integers(0, 2 ** bits, (h, w * planes))
+        buf = io.BytesIO()
+        pypng.Writer(w, h, greyscale=False, alpha=planes == 4, bitdepth=bits,
+                   interlace=interlace).write(buf, pixels.tolist())
+        write("image", name, buf.getvalue())
     write("image", "truncated.jpg", jpeg[: len(jpeg) // 2])
     flipped = bytearray(jpeg)
     for i in range(len(flipped) // 3, len(flipped), 97):

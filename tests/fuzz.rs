@@ -379,6 +379,12 @@ fn the_seed_corpus_reaches_the_parsers() {
         ("cmyk.jpg", true),
         ("exif-rotated.png", true),
         ("grey-alpha.png", true),
+        ("grey16.png", true),
+        ("one-bit.png", true),
+        ("palette-trns.png", true),
+        ("rgb16-interlaced.png", true),
+        ("rgba16.png", true),
+        ("rgba8-interlaced.png", true),
         ("truncated.png", false),
         ("claims-huge.png", false),
         ("claims-huge.jpg", false),
@@ -391,6 +397,9 @@ fn the_seed_corpus_reaches_the_parsers() {
     // EXIF orientation 6 turns the 40×24 photograph upright: 24×40.
     let rotated = imageio::decode(&dir.join("image/exif-rotated.jpg"), None).expect("decode");
     assert_eq!((rotated.image.width(), rotated.image.height()), (24, 40));
+    // eXIf orientation 8 turns the stored 24×40 PNG: 40×24.
+    let rotated = imageio::decode(&dir.join("image/exif-rotated.png"), None).expect("decode");
+    assert_eq!((rotated.image.width(), rotated.image.height()), (40, 24));
     let huge = imageio::decode(&dir.join("image/claims-huge.png"), None).expect_err("a bomb");
     assert!(format!("{huge}").contains("20000×20000"), "{huge}");
     assert_eq!(
@@ -419,4 +428,39 @@ fn the_seed_corpus_reaches_the_parsers() {
             "{name}: {report:?}"
         );
     }
+}
+
+/// agc decodes PNGs row by row into RGB (to bound its memory); every PNG of the corpus that the
+/// `image` crate reads comes out as that crate's RGB, whatever its colour type, bit depth or
+/// interlacing, and every one it refuses is refused.
+#[test]
+fn png_rows_give_the_image_crates_pixels() {
+    imageio::set_max_image_pixels(MAX_PIXELS);
+    let mut compared = 0;
+    for (name, bytes) in corpus("image") {
+        if !name.ends_with(".png") || name.starts_with("claims-huge") {
+            continue;
+        }
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let path = dir.path().join(&name);
+        std::fs::write(&path, &bytes).expect("write");
+        let ours = imageio::decode(&path, None);
+        match image::load_from_memory(&bytes) {
+            Ok(theirs) => {
+                let mut theirs = theirs;
+                // The image crate leaves orientation to the caller; agc applies eXIf's.
+                if name.starts_with("exif-") {
+                    theirs = theirs.rotate270();
+                }
+                let ours = ours.unwrap_or_else(|e| panic!("{name}: {e}"));
+                assert_eq!(ours.image, theirs.into_rgb8(), "{name}");
+                compared += 1;
+            }
+            Err(_) => assert!(
+                ours.is_err(),
+                "{name}: the image crate refuses it, agc reads it"
+            ),
+        }
+    }
+    assert!(compared >= 8, "only {compared} PNGs compared");
 }

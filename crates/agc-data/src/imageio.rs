@@ -122,6 +122,9 @@ pub fn decode_with(
     {
         return Ok(decoded);
     }
+    if bytes.starts_with(PNG_SIGNATURE) {
+        return decode_png(&bytes, path).map_err(bad);
+    }
     let mut decoder = image::ImageReader::new(std::io::Cursor::new(&bytes))
         .with_guessed_format()
         .map_err(|e| bad(e.to_string()))?
@@ -136,6 +139,92 @@ pub fn decode_with(
         Orientation::NoTransforms
     });
     let mut image = DynamicImage::from_decoder(decoder).map_err(|e| bad(e.to_string()))?;
+    image.apply_orientation(orientation);
+    let image = image.into_rgb8();
+    let (width, height) = image.dimensions();
+    Ok(Decoded {
+        image,
+        width,
+        height,
+    })
+}
+
+/// The first bytes of every PNG file.
+const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+
+/// Decodes a PNG row by row straight into 8-bit RGB, then turns it upright by its eXIf
+/// orientation. The conversion is the `image` crate's (palettes, low bit depths and `tRNS`
+/// expanded, 16-bit samples rounded as `(v + 128) / 257`, alpha dropped, grey repeated), but the
+/// peak memory is the RGB image and one row whatever the colour type: through the `image` crate
+/// an RGBA PNG at the pixel limit held its RGBA and RGB copies at once (1.2 GB).
+fn decode_png(bytes: &[u8], path: &Path) -> std::result::Result<Decoded, String> {
+    let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    decoder.set_transformations(png::Transformations::EXPAND);
+    let mut reader = decoder.read_info().map_err(|e| e.to_string())?;
+    let (width, height) = (reader.info().width, reader.info().height);
+    if width == 0 || height == 0 {
+        return Err(format!("empty image {width}×{height}"));
+    }
+    check_pixels(width, height)?;
+    let orientation = reader
+        .info()
+        .exif_metadata
+        .as_deref()
+        .map_or(Ok(Orientation::NoTransforms), exif_orientation)
+        .unwrap_or_else(|why| {
+            tracing::debug!("{}: malformed eXIf ({why}), orientation 1", path.display());
+            Orientation::NoTransforms
+        });
+    let (colour, depth) = reader.output_color_type();
+    let channels = colour.samples();
+    let wide = depth == png::BitDepth::Sixteen;
+    if !matches!(depth, png::BitDepth::Eight | png::BitDepth::Sixteen) {
+        return Err(format!("unexpected bit depth {depth:?} after expansion"));
+    }
+    let stride = width as usize * 3;
+    let len = stride * height as usize;
+    let mut rgb = Vec::new();
+    rgb.try_reserve_exact(len)
+        .map_err(|_| format!("its {len} bytes of RGB could not be allocated"))?;
+    rgb.resize(len, 0);
+    let mut line = Vec::with_capacity(stride);
+    let mut rows = 0;
+    while let Some(row) = reader.next_interlaced_row().map_err(|e| e.to_string())? {
+        line.clear();
+        let sample = |s: &[u8]| {
+            if wide {
+                // The image crate's u16 → u8: (v + 128) / 257, rounded.
+                ((u32::from(u16::from_be_bytes([s[0], s[1]])) + 128) / 257) as u8
+            } else {
+                s[0]
+            }
+        };
+        let bytes_per_sample = if wide { 2 } else { 1 };
+        for pixel in row.data().chunks_exact(channels * bytes_per_sample) {
+            let at = |c: usize| sample(&pixel[c * bytes_per_sample..]);
+            if channels >= 3 {
+                line.extend_from_slice(&[at(0), at(1), at(2)]);
+            } else {
+                let grey = at(0);
+                line.extend_from_slice(&[grey, grey, grey]);
+            }
+        }
+        match row.interlace() {
+            png::InterlaceInfo::Adam7(info) => {
+                png::expand_interlaced_row(&mut rgb, stride, &line, info, 24);
+            }
+            png::InterlaceInfo::Null(_) => {
+                let start = rows * stride;
+                let target = rgb
+                    .get_mut(start..start + line.len())
+                    .ok_or("more rows than its header claims")?;
+                target.copy_from_slice(&line);
+            }
+        }
+        rows += 1;
+    }
+    let image = RgbImage::from_raw(width, height, rgb).ok_or("a short pixel buffer")?;
+    let mut image = DynamicImage::ImageRgb8(image);
     image.apply_orientation(orientation);
     let image = image.into_rgb8();
     let (width, height) = image.dimensions();
