@@ -184,6 +184,31 @@ pub fn read_rows<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
         .collect()
 }
 
+/// The header and every row of `path` as strings: for tables whose columns are not known in
+/// advance (a data set's `signs.csv`, a predictions file to evaluate).
+///
+/// # Errors
+/// A missing file, or a row that does not parse.
+pub(crate) fn read_csv_rows(path: &Path) -> Result<(Vec<String>, Vec<Vec<String>>)> {
+    let mut reader = csv::Reader::from_path(path).map_err(|e| parse_error(path, e))?;
+    let header = reader
+        .headers()
+        .map_err(|e| parse_error(path, e))?
+        .iter()
+        .map(String::from)
+        .collect();
+    let mut rows = Vec::new();
+    for r in reader.records() {
+        rows.push(
+            r.map_err(|e| parse_error(path, e))?
+                .iter()
+                .map(String::from)
+                .collect(),
+        );
+    }
+    Ok((header, rows))
+}
+
 /// Writes `attention/fold<k>.csv` atomically.
 ///
 /// # Errors

@@ -839,7 +839,7 @@ fn is_image(path: &Path) -> bool {
 }
 
 fn csv_inputs(path: &Path) -> Result<Vec<Input>> {
-    let (header, rows) = crate::run::read_csv_rows(path)?;
+    let (header, rows) = crate::artefacts::read_csv_rows(path)?;
     let bad = |message: String| TrainError::Parse {
         path: path.to_path_buf(),
         message,

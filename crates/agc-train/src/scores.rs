@@ -8,10 +8,9 @@ use std::path::Path;
 use agc_data::{Folds, read_labels};
 use serde::{Deserialize, Serialize};
 
-use crate::artefacts::BoxRow;
+use crate::artefacts::{BoxRow, read_csv_rows};
 use crate::error::{Result, TrainError};
 use crate::metrics::{bootstrap_auc, roc_auc};
-use crate::run::read_csv_rows;
 
 /// A model's out-of-fold and test predictions.
 #[derive(Debug, Clone, PartialEq)]

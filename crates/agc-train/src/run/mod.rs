@@ -100,25 +100,6 @@ impl std::fmt::Debug for Run {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct StepTimes(pub std::collections::BTreeMap<String, f64>);
 
-pub(crate) fn read_csv_rows(path: &Path) -> Result<(Vec<String>, Vec<Vec<String>>)> {
-    let parse = |e: csv::Error| TrainError::Parse {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    };
-    let mut reader = csv::Reader::from_path(path).map_err(parse)?;
-    let header = reader
-        .headers()
-        .map_err(parse)?
-        .iter()
-        .map(String::from)
-        .collect();
-    let mut rows = Vec::new();
-    for r in reader.records() {
-        rows.push(r.map_err(parse)?.iter().map(String::from).collect());
-    }
-    Ok((header, rows))
-}
-
 pub(crate) fn open_data(config: &PipelineConfig) -> Result<DataDir> {
     Ok(DataDir::open(
         &config.data,

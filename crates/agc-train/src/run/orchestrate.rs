@@ -6,8 +6,8 @@ use std::path::Path;
 
 use burn::prelude::Device;
 
-use super::{Run, read_csv_rows, true_square};
-use crate::artefacts::read_attention;
+use super::{Run, true_square};
+use crate::artefacts::{read_attention, read_csv_rows};
 use crate::error::{Result, TrainError};
 use crate::model::ModelKind;
 use crate::report::{Overlay, ReportInput, SignFlags, write_html, write_report};
