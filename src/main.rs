@@ -7,6 +7,7 @@ use std::time::Instant;
 use agc::data::{Family, Progress, Reporter, SynthConfig, Task, generate};
 use agc::devices::{DeviceArg, catching_panics, is_out_of_memory, parse_device, probe};
 use agc::train::export::export_run;
+use agc::train::layout::{Crops, RunLayout};
 use agc::train::predictor::{Predictor, ScoreOptions, collect_inputs};
 use agc::train::report::results_table;
 use agc::train::run::orchestrate::write_overlays;
@@ -477,7 +478,7 @@ impl Progress for Bars {
 /// else the run's own `config.json` when no `--data` is given, else the defaults for `--data`;
 /// then the flags.
 fn resolve(a: &RunArgs) -> Result<PipelineConfig> {
-    let saved = a.out.join("config.json");
+    let saved = RunLayout::new(&a.out).config();
     let mut config: PipelineConfig = if let Some(path) = &a.config {
         let base = PipelineConfig::preset(
             a.preset.as_deref().unwrap_or("seed"),
@@ -652,7 +653,7 @@ impl Job {
             Self::Train(kind, fold, a) => {
                 let run = start(&a, device, progress)?;
                 match kind {
-                    ModelKind::Cropnet if !run.dir.join("boxes.csv").is_file() => {
+                    ModelKind::Cropnet if !run.layout.boxes().is_file() => {
                         bail!("cropnet trains on the crop step's crops: run `agc crop` first")
                     }
                     ModelKind::OracleCropnet => run.oracle_crops()?,
@@ -678,21 +679,24 @@ impl Job {
                     fmt(s.oof_auc),
                     fmt(s.oof_auc_fold_mean),
                     fmt(s.test_auc),
-                    run.dir.join("models").join(kind.name()).display()
+                    run.layout.model_dir(kind).display()
                 );
             }
             Self::Crop(oracle, a) => {
                 let run = start(&a, device, progress)?;
                 if oracle {
                     run.oracle_crops()?;
-                    println!("oracle crops in {}", run.dir.join("crops/oracle").display());
+                    println!(
+                        "oracle crops in {}",
+                        run.layout.crops(Crops::Oracle).display()
+                    );
                 } else {
                     run.crop(device)?;
                     if let Some(s) = run.attention_stats()? {
                         println!(
                             "{} boxes in {}; median IoU with the true boxes {}; fallbacks {:.1} %",
                             s.boxes,
-                            run.dir.join("boxes.csv").display(),
+                            run.layout.boxes().display(),
                             fmt(s.iou_median),
                             100.0 * s.fallback_rate
                         );
@@ -714,7 +718,7 @@ impl Job {
 /// Resolves the configuration, checks the weights on `device`, prepares and opens the run.
 fn start(a: &RunArgs, device: &Device, progress: &Reporter) -> Result<Run> {
     let config = resolve(a)?;
-    if !a.out.join("config.json").is_file() {
+    if !RunLayout::new(&a.out).config().is_file() {
         config.check_weights(device)?;
     }
     Ok(Run::start(&a.out, &config, progress)?)
@@ -738,10 +742,10 @@ fn print_results(run: &Run, metrics: &Metrics, started: Instant) {
         "{:.0} s in this command, {:.0} s of work in the run; report in {}",
         started.elapsed().as_secs_f64(),
         metrics.wall_seconds,
-        run.dir.join("report.md").display()
+        run.layout.report_md().display()
     );
     match run.no_submission() {
-        None => println!("submission in {}", run.dir.join("submission.csv").display()),
+        None => println!("submission in {}", run.layout.submission().display()),
         Some(why) => println!("no submission.csv: {why}"),
     }
 }
@@ -769,7 +773,7 @@ fn ensemble(a: &EnsembleArgs, progress: &Reporter) -> Result<()> {
         fmt(s.oof_auc),
         fmt(s.test_auc),
         run.no_submission().map_or_else(
-            || run.dir.join("submission.csv").display().to_string(),
+            || run.layout.submission().display().to_string(),
             |why| format!("no submission.csv: {why}")
         ),
         started.elapsed().as_secs_f64()
@@ -795,7 +799,10 @@ fn parse_weights(text: &str) -> Result<Vec<(ModelKind, f64)>> {
 
 fn attention(a: &AttentionArgs) -> Result<()> {
     let run = Run::open(&a.run, &agc::data::progress::silent())?;
-    let out = a.out.clone().unwrap_or_else(|| a.run.join("overlays"));
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| RunLayout::new(&a.run).overlays());
     let path = out.join(format!("fold{}.png", a.fold));
     let n = write_overlays(&run, a.fold, a.count, &path)?;
     println!("{n} overlays in {}", path.display());

@@ -20,6 +20,7 @@ use burn_store::{BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, Saf
 use serde_json::json;
 
 use crate::error::{Result, TrainError, io, read_json};
+use crate::layout::RunLayout;
 use crate::model::{ModelKind, ModelSpec, Net};
 use crate::run::PipelineConfig;
 use crate::run::models::best_nets;
@@ -97,7 +98,8 @@ pub struct ExportSummary {
 /// A folder that holds no run or an unfinished model (with the command that trains it), an
 /// existing `out`, unwritable files.
 pub fn export_run(run: &Path, out: &Path, device: &Device) -> Result<ExportSummary> {
-    let config_path = run.join("config.json");
+    let layout = RunLayout::new(run);
+    let config_path = layout.config();
     if !config_path.is_file() {
         return Err(TrainError::MissingStep {
             path: config_path,
@@ -111,7 +113,7 @@ pub fn export_run(run: &Path, out: &Path, device: &Device) -> Result<ExportSumma
         )));
     }
     let config = PipelineConfig::read(&config_path)?;
-    let encoder = agc_data::MetadataEncoder::load(&run.join("metadata_encoder.json"))?;
+    let encoder = agc_data::MetadataEncoder::load(&layout.metadata_encoder())?;
     let meta_dim = if config.metadata { encoder.dim() } else { 0 };
     let partial = agc_data::fsutil::partial_path(out);
     if partial.exists() {
@@ -119,9 +121,9 @@ pub fn export_run(run: &Path, out: &Path, device: &Device) -> Result<ExportSumma
     }
     let mut models = serde_json::Map::new();
     let mut weights = Vec::new();
-    for kind in config.pipeline_models(run_has_oracle(run)) {
+    for kind in config.pipeline_models(run_has_oracle(&layout)) {
         let mut files = Vec::new();
-        for (f, net) in best_nets(run, &config, kind, meta_dim, device)?
+        for (f, net) in best_nets(&layout, &config, kind, meta_dim, device)?
             .iter()
             .enumerate()
         {
@@ -135,7 +137,7 @@ pub fn export_run(run: &Path, out: &Path, device: &Device) -> Result<ExportSumma
             describe(kind, &config, meta_dim, &files)?,
         );
     }
-    let metrics_path = run.join("metrics.json");
+    let metrics_path = layout.metrics();
     let ensemble: serde_json::Value = if metrics_path.is_file() {
         let metrics: Metrics = read_json(&metrics_path)?;
         json!(metrics.ensemble_weights)
@@ -184,8 +186,8 @@ pub fn export_run(run: &Path, out: &Path, device: &Device) -> Result<ExportSumma
     })
 }
 
-fn run_has_oracle(run: &Path) -> bool {
-    run.join("models/oracle_cropnet/fold0").is_dir()
+fn run_has_oracle(layout: &RunLayout) -> bool {
+    layout.fold(ModelKind::OracleCropnet, 0).dir().is_dir()
 }
 
 /// How to rebuild one model in another framework.

@@ -16,6 +16,7 @@ pub mod checkpoint;
 pub mod ensemble;
 pub mod error;
 pub mod export;
+pub mod layout;
 pub mod loss;
 pub mod metrics;
 pub mod model;

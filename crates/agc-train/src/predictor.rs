@@ -23,6 +23,7 @@ use rayon::prelude::*;
 
 use crate::artefacts::{PredictionRow, read_rows, write_rows};
 use crate::error::{Result, TrainError, io};
+use crate::layout::RunLayout;
 use crate::model::{ModelKind, Net};
 use crate::report::draw_overlay;
 use crate::run::PipelineConfig;
@@ -127,7 +128,8 @@ impl Predictor {
     /// A directory that holds no run, or a model whose folds are not all trained (with the
     /// command that trains it).
     pub fn load(run: &Path, device: &Device, progress: &Reporter) -> Result<Self> {
-        let config_path = run.join("config.json");
+        let layout = RunLayout::new(run);
+        let config_path = layout.config();
         if !config_path.is_file() {
             return Err(TrainError::MissingStep {
                 path: config_path,
@@ -135,16 +137,16 @@ impl Predictor {
             });
         }
         let config = PipelineConfig::read(&config_path)?;
-        let encoder = MetadataEncoder::load(&run.join("metadata_encoder.json"))?;
+        let encoder = MetadataEncoder::load(&layout.metadata_encoder())?;
         let meta_dim = if config.metadata { encoder.dim() } else { 0 };
         let mut nets = Vec::new();
         for kind in config.pipeline_models(false) {
             if kind != ModelKind::OracleCropnet {
-                nets.push((kind, best_nets(run, &config, kind, meta_dim, device)?));
+                nets.push((kind, best_nets(&layout, &config, kind, meta_dim, device)?));
             }
         }
         let trained: Vec<ModelKind> = nets.iter().map(|n| n.0).collect();
-        let metrics_path = run.join("metrics.json");
+        let metrics_path = layout.metrics();
         let fitted: Option<Vec<(ModelKind, f64)>> = if metrics_path.is_file() {
             let metrics: Metrics = crate::error::read_json(&metrics_path)?;
             metrics

@@ -9,6 +9,7 @@ use agc_core::{CentreCrop, Rect};
 use agc_data::decode;
 
 use crate::error::{Result, TrainError};
+use crate::layout::{OVERLAY_GRID_PNG, REPORT_HTML, REPORT_MD, ROC_OOF_PNG, ROC_TEST_PNG};
 use crate::plot::{
     Curve, draw_rect, draw_text, grid_image, heat_overlay, roc_image, roc_svg, save_png, thumbnail,
 };
@@ -101,7 +102,7 @@ pub fn write_report(input: &ReportInput<'_>) -> Result<PathBuf> {
     let dir = input.dir;
     let metrics = input.metrics;
     let (oof_curves, test_curves) = curves(input);
-    save_png(&roc_image(&oof_curves, 480), &dir.join("roc_oof.png"))?;
+    save_png(&roc_image(&oof_curves, 480), &dir.join(ROC_OOF_PNG))?;
     let mut md = String::from("# agc run report\n\n");
     writeln!(
         md,
@@ -155,19 +156,21 @@ pub fn write_report(input: &ReportInput<'_>) -> Result<PathBuf> {
     if let Some(signs) = &input.signs {
         md.push_str(&signs_table(input, signs));
     }
-    md.push_str("\n![ROC, out-of-fold](roc_oof.png)\n");
+    writeln!(md, "\n![ROC, out-of-fold]({ROC_OOF_PNG})").expect("writing to a String");
     if let Some(test_curves) = &test_curves {
-        save_png(&roc_image(test_curves, 480), &dir.join("roc_test.png"))?;
-        md.push_str("![ROC, test](roc_test.png)\n");
+        save_png(&roc_image(test_curves, 480), &dir.join(ROC_TEST_PNG))?;
+        writeln!(md, "![ROC, test]({ROC_TEST_PNG})").expect("writing to a String");
     }
     if !input.overlays.is_empty() {
-        draw_overlays(&input.overlays, &dir.join("overlays").join("grid.png"))?;
-        md.push_str(
+        draw_overlays(&input.overlays, &dir.join(OVERLAY_GRID_PNG))?;
+        writeln!(
+            md,
             "\nAttention of fold 0's ChipNet on the first test images (red: the crop box; \
-             green: the true box where known):\n\n![attention](overlays/grid.png)\n",
-        );
+             green: the true box where known):\n\n![attention]({OVERLAY_GRID_PNG})"
+        )
+        .expect("writing to a String");
     }
-    let path = dir.join("report.md");
+    let path = dir.join(REPORT_MD);
     agc_data::fsutil::write_atomic(&path, md.as_bytes())?;
     Ok(path)
 }
@@ -307,7 +310,7 @@ pub fn write_html(input: &ReportInput<'_>, config: &str) -> Result<PathBuf> {
         h.push_str(&roc_svg(test, "ROC, test", 480)?);
     }
     h.push_str("</div>\n");
-    let grid = input.dir.join("overlays").join("grid.png");
+    let grid = input.dir.join(OVERLAY_GRID_PNG);
     if !input.overlays.is_empty() && grid.is_file() {
         let png = std::fs::read(&grid).map_err(crate::error::io(&grid))?;
         writeln!(
@@ -329,7 +332,7 @@ pub fn write_html(input: &ReportInput<'_>, config: &str) -> Result<PathBuf> {
         escape(config)
     )
     .expect("writing to a String");
-    let path = input.dir.join("report.html");
+    let path = input.dir.join(REPORT_HTML);
     agc_data::fsutil::write_atomic(&path, h.as_bytes())?;
     Ok(path)
 }

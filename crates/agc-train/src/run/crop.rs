@@ -13,6 +13,7 @@ use super::{Run, lock, true_square};
 use crate::artefacts::{AttentionRow, BoxRow, read_rows, write_attention, write_rows};
 use crate::checkpoint;
 use crate::error::{Result, TrainError};
+use crate::layout::Crops;
 use crate::model::{ModelKind, Net};
 use crate::scores::AttentionStats;
 use crate::train::{Images, predict_reporting};
@@ -28,12 +29,12 @@ impl Run {
     /// # Errors
     /// ChipNet not trained, unreadable originals, unwritable caches.
     pub fn crop(&self, device: &Device) -> Result<()> {
-        let boxes_path = self.dir.join("boxes.csv");
+        let boxes_path = self.layout.boxes();
         if boxes_path.is_file() {
             // Written last: every fold's crop cache is complete.
             return Ok(());
         }
-        let _claim = lock::claim(&self.lock_path("crop"), "the crop step")?;
+        let _claim = lock::claim(&self.layout.lock("crop"), "the crop step")?;
         if boxes_path.is_file() {
             return Ok(());
         }
@@ -48,9 +49,8 @@ impl Run {
 
     /// Fold `f` of the crop step: its attention maps, its rows of `boxes.csv`, its crop cache.
     fn crop_fold(&self, f: usize, device: &Device) -> Result<Vec<BoxRow>> {
-        let chip_dir = self.model_dir(ModelKind::Chipnet);
         let size = self.config.image_size_of(ModelKind::Chipnet) as usize;
-        let best = chip_dir.join(format!("fold{f}/best.{}", checkpoint::EXTENSION));
+        let best = self.layout.best_checkpoint(ModelKind::Chipnet, f);
         if !checkpoint::exists(&best) {
             return Err(TrainError::MissingStep {
                 path: best,
@@ -64,7 +64,6 @@ impl Run {
         let net = checkpoint::load(net, &best)?;
         let mut attention = Vec::new();
         let mut boxes = Vec::new();
-        let crop_dir = self.dir.join("crops").join(format!("fold{f}"));
         let (train_images, test_images) = self.images_of(ModelKind::Chipnet);
         let splits: [Split<'_>; 2] = [
             ("train", Some(train_images), &self.train, &self.train_rows),
@@ -128,14 +127,11 @@ impl Run {
             }
             build_cache(
                 &jobs,
-                &crop_dir.join(format!("{split}.npy")),
+                &self.layout.crop_cache(Crops::Fold(f), split),
                 &cache_options(&self.config, &self.progress),
             )?;
         }
-        write_attention(
-            &self.dir.join("attention").join(format!("fold{f}.csv")),
-            &attention,
-        )?;
+        write_attention(&self.layout.attention(f), &attention)?;
         Ok(boxes)
     }
 
@@ -152,8 +148,7 @@ impl Run {
                     .into(),
             ));
         }
-        let _claim = lock::claim(&self.lock_path("oracle"), "the oracle crops")?;
-        let dir = self.dir.join("crops").join("oracle");
+        let _claim = lock::claim(&self.layout.lock("oracle"), "the oracle crops")?;
         let splits = [
             ("train", Some(&self.train_images), &self.data.train),
             ("test", self.test_images.as_ref(), &self.data.test),
@@ -182,7 +177,7 @@ impl Run {
                 .collect();
             build_cache(
                 &jobs,
-                &dir.join(format!("{split}.npy")),
+                &self.layout.crop_cache(Crops::Oracle, split),
                 &cache_options(&self.config, &self.progress),
             )?;
         }
@@ -194,7 +189,7 @@ impl Run {
     /// # Errors
     /// A malformed `boxes.csv`.
     pub fn boxes(&self) -> Result<Option<Vec<BoxRow>>> {
-        let path = self.dir.join("boxes.csv");
+        let path = self.layout.boxes();
         if !path.is_file() {
             return Ok(None);
         }

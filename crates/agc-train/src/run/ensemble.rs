@@ -6,6 +6,7 @@ use std::time::Instant;
 use super::{Run, lock};
 use crate::ensemble::{EnsembleChoice, choose_weights, weighted_average};
 use crate::error::{Result, TrainError};
+use crate::layout::RunLayout;
 use crate::model::ModelKind;
 use crate::scores::ModelPredictions;
 
@@ -31,7 +32,7 @@ impl Run {
         }
         if let Some(&kind) = missing.first() {
             return Err(TrainError::MissingStep {
-                path: self.model_dir(kind).join("oof.csv"),
+                path: self.layout.model_predictions(kind).oof,
                 step: format!("agc train --model {kind}"),
             });
         }
@@ -65,8 +66,8 @@ impl Run {
             },
         };
         {
-            let _claim = lock::claim(&self.lock_path("ensemble"), "writing the ensemble")?;
-            self.write_predictions(&self.dir.join("ensemble"), &combined, true)?;
+            let _claim = lock::claim(&self.layout.lock("ensemble"), "writing the ensemble")?;
+            self.write_predictions(&self.layout.ensemble_predictions(), &combined, true)?;
         }
         self.record_step("ensemble", started.elapsed().as_secs_f64())?;
         let ensemble = Ensemble {
@@ -97,7 +98,7 @@ impl Run {
             kept: self.test.len(),
             ensemble: &self.config.ensemble,
             models: &self.config.models,
-            dir: &self.dir,
+            layout: &self.layout,
         })
     }
 }
@@ -112,7 +113,7 @@ struct SubmissionInputs<'a> {
     kept: usize,
     ensemble: &'a [(ModelKind, f64)],
     models: &'a [ModelKind],
-    dir: &'a std::path::Path,
+    layout: &'a RunLayout,
 }
 
 fn why_no_submission(s: &SubmissionInputs) -> Option<String> {
@@ -127,7 +128,7 @@ fn why_no_submission(s: &SubmissionInputs) -> Option<String> {
             "every one of the {} test images was left out as unreadable (--skip-bad-images; \
              listed in {})",
             s.listed,
-            s.dir.join("skipped.csv").display()
+            s.layout.skipped().display()
         ));
     }
     if s.ensemble.is_empty() {
@@ -137,7 +138,7 @@ fn why_no_submission(s: &SubmissionInputs) -> Option<String> {
              of its members, or the configuration names none); each model's test predictions \
              are in {}",
             names.join(","),
-            s.dir.join("models/MODEL/test.csv").display()
+            s.layout.root().join("models/MODEL/test.csv").display()
         ));
     }
     None
@@ -170,6 +171,7 @@ mod tests {
     #[test]
     fn each_reason_for_no_submission_is_named() {
         let test_csv = Path::new("data/test.csv");
+        let layout = RunLayout::new("runs/r");
         let both = [(ModelKind::Resnet, 0.5), (ModelKind::Cropnet, 0.5)];
         let models = [ModelKind::Resnet];
         let inputs = SubmissionInputs {
@@ -178,7 +180,7 @@ mod tests {
             kept: 8,
             ensemble: &both,
             models: &models,
-            dir: Path::new("runs/r"),
+            layout: &layout,
         };
         assert_eq!(why_no_submission(&inputs), None, "the ensemble writes one");
         let why = |changed: SubmissionInputs| why_no_submission(&changed).expect("a reason");

@@ -20,6 +20,8 @@
 //! RUN/locks/                        claims of the steps and folds (see [`lock`])
 //! ```
 //!
+//! Every path is asked of [`RunLayout`], which holds these names once.
+//!
 //! One module per step: [`prepare`](mod@prepare) (check everything, caches, folds, encoder, then
 //! `config.json`), [`models`] (train a model fold by fold), [`crop`] (attention → boxes →
 //! crops), [`ensemble`], and [`orchestrate`] which calls them in order. [`Run::open`] only
@@ -50,6 +52,7 @@ pub use prepare::prepare;
 
 use crate::artefacts::{FoldRow, read_rows};
 use crate::error::{Result, TrainError, read_json};
+use crate::layout::RunLayout;
 use crate::model::ModelKind;
 use crate::scores::{ModelPredictions, ModelScore};
 use crate::train::Images;
@@ -59,6 +62,8 @@ use crate::train::Images;
 pub struct Run {
     /// The run directory.
     pub dir: PathBuf,
+    /// Every path in it.
+    pub layout: RunLayout,
     /// Its configuration.
     pub config: PipelineConfig,
     /// Training records, in `train.csv` order, without the skipped images.
@@ -147,7 +152,8 @@ impl Run {
     /// A directory that holds no prepared run, data or caches that changed since, unreadable
     /// files.
     pub fn open(dir: &Path, progress: &Reporter) -> Result<Self> {
-        let config_path = dir.join("config.json");
+        let layout = RunLayout::new(dir);
+        let config_path = layout.config();
         if !config_path.is_file() {
             return Err(TrainError::MissingStep {
                 path: config_path,
@@ -156,7 +162,7 @@ impl Run {
         }
         let config = PipelineConfig::read(&config_path)?;
         let data = open_data(&config)?;
-        let encoder = MetadataEncoder::load(&dir.join("metadata_encoder.json"))?;
+        let encoder = MetadataEncoder::load(&layout.metadata_encoder())?;
         let sized = |size| SizedImages::open(&config, &encoder, &data, size);
         let main = sized(config.image_size)?;
         let chipnet_images = match config.cache_sizes().get(1) {
@@ -184,7 +190,7 @@ impl Run {
         } = main;
         let train: Vec<Record> = train_rows.iter().map(|&i| data.train[i].clone()).collect();
         let labels: Vec<u8> = train.iter().map(|r| r.target.unwrap_or(0)).collect();
-        let folds = read_folds(&dir.join("folds.csv"), &train, config.folds)?;
+        let folds = read_folds(&layout.folds(), &train, config.folds)?;
         let test: Vec<Record> = test_rows.iter().map(|&i| data.test[i].clone()).collect();
         let labels_path = config.data.join("test_labels.csv");
         let test_labels = if labels_path.is_file() && !test.is_empty() {
@@ -198,6 +204,7 @@ impl Run {
         let skipped = data.train.len() - train.len() + data.test.len() - test.len();
         Ok(Self {
             dir: dir.to_path_buf(),
+            layout,
             train,
             test,
             test_labels,
@@ -247,14 +254,6 @@ impl Run {
             .all(|r| r.lesion_box.is_some())
     }
 
-    pub(crate) fn model_dir(&self, kind: ModelKind) -> PathBuf {
-        self.dir.join("models").join(kind.name())
-    }
-
-    pub(crate) fn lock_path(&self, name: &str) -> PathBuf {
-        self.dir.join("locks").join(format!("{name}.lock"))
-    }
-
     /// The folder of the original `train` or `test` images.
     pub fn images_folder(&self, split: &str) -> &Path {
         if split == "train" {
@@ -277,8 +276,8 @@ impl Run {
 
     /// Adds `seconds` to step `name` in `steps.json`.
     pub(crate) fn record_step(&self, name: &str, seconds: f64) -> Result<()> {
-        let path = self.dir.join("steps.json");
-        let _claim = lock::claim(&self.lock_path("steps"), "recording step times")?;
+        let path = self.layout.steps();
+        let _claim = lock::claim(&self.layout.lock("steps"), "recording step times")?;
         let mut times: StepTimes = if path.is_file() {
             read_json(&path)?
         } else {
@@ -290,7 +289,7 @@ impl Run {
 
     /// Seconds of the finished steps, summed.
     pub(crate) fn step_seconds(&self) -> Result<f64> {
-        let path = self.dir.join("steps.json");
+        let path = self.layout.steps();
         if !path.is_file() {
             return Ok(0.0);
         }

@@ -11,6 +11,7 @@ use burn::prelude::Device;
 use super::{Run, lock};
 use crate::artefacts::{OofRow, SubmissionRow, TestRow, read_rows, write_rows};
 use crate::error::{Result, TrainError, read_json};
+use crate::layout::{Crops, FoldLayout, PredictionFiles};
 use crate::model::ModelKind;
 use crate::scores::ModelPredictions;
 use crate::train::{FoldOutcome, FoldPredictions, FoldState, FoldTask, Images, train_fold};
@@ -82,22 +83,18 @@ impl Run {
     /// The folds of `kind` that have not finished.
     pub fn unfinished_folds(&self, kind: ModelKind) -> Vec<usize> {
         (0..self.folds.k)
-            .filter(|&f| finished_fold(&self.fold_dir(kind, f)).is_none())
+            .filter(|&f| finished_fold(&self.layout.fold(kind, f)).is_none())
             .collect()
     }
 
-    fn fold_dir(&self, kind: ModelKind, f: usize) -> PathBuf {
-        self.model_dir(kind).join(format!("fold{f}"))
-    }
-
     fn fold_lock(&self, kind: ModelKind, f: usize) -> PathBuf {
-        self.lock_path(&format!("{}.fold{f}", kind.name()))
+        self.layout.lock(&format!("{}.fold{f}", kind.name()))
     }
 
     fn train_fold(&self, kind: ModelKind, f: usize, devices: &[Device]) -> Result<FoldOutcome> {
         let (images, test_images) = match kind {
-            ModelKind::Cropnet => self.crop_images(&format!("fold{f}"), "crop")?,
-            ModelKind::OracleCropnet => self.crop_images("oracle", "crop --oracle")?,
+            ModelKind::Cropnet => self.crop_images(Crops::Fold(f), "crop")?,
+            ModelKind::OracleCropnet => self.crop_images(Crops::Oracle, "crop --oracle")?,
             _ => {
                 let (train, test) = self.images_of(kind);
                 (train.clone(), test.cloned())
@@ -113,7 +110,7 @@ impl Run {
             train_rows: cache_rows(self.folds.train(f)),
             valid_rows: cache_rows(self.folds.valid(f)),
             test: test_images.as_ref(),
-            dir: self.fold_dir(kind, f),
+            dir: self.layout.fold(kind, f).dir().to_path_buf(),
             seed: fold_seed(self.config.seed, kind, f),
             progress: std::sync::Arc::clone(&self.progress),
         };
@@ -125,14 +122,13 @@ impl Run {
     fn collect(&self, kind: ModelKind) -> Result<Option<ModelPredictions>> {
         let mut outcomes = Vec::with_capacity(self.folds.k);
         for f in 0..self.folds.k {
-            match finished_fold(&self.fold_dir(kind, f)) {
+            match finished_fold(&self.layout.fold(kind, f)) {
                 Some(o) => outcomes.push(o?),
                 None => return Ok(None),
             }
         }
-        let dir = self.model_dir(kind);
         let _claim = lock::claim(
-            &self.lock_path(kind.name()),
+            &self.layout.lock(kind.name()),
             &format!("writing the predictions of {kind}"),
         )?;
         if let Some(p) = self.predictions(kind)? {
@@ -146,7 +142,7 @@ impl Run {
             let valid = self.folds.valid(f);
             if outcome.predictions.valid.len() != valid.len() {
                 return Err(TrainError::Parse {
-                    path: self.fold_dir(kind, f).join("predictions.json"),
+                    path: self.layout.fold(kind, f).predictions(),
                     message: format!(
                         "{} validation predictions for {} validation images: was the run's data \
                          changed?",
@@ -173,18 +169,18 @@ impl Run {
                 "seconds": fold_seconds,
             }));
         }
-        agc_data::fsutil::write_json(&dir.join("folds.json"), &summary)?;
+        agc_data::fsutil::write_json(&self.layout.fold_summary(kind), &summary)?;
         let predictions = ModelPredictions { oof, test };
-        self.write_predictions(&dir, &predictions, false)?;
+        self.write_predictions(&self.layout.model_predictions(kind), &predictions, false)?;
         self.record_step(&format!("train {kind}"), seconds)?;
         Ok(Some(predictions))
     }
 
-    /// Writes `oof.csv` and `test.csv` into `dir`, and `submission.csv` into the run when
+    /// Writes `files` (`oof.csv`, then `test.csv`), and `submission.csv` into the run when
     /// `submission` is set and there is a test set.
     pub(crate) fn write_predictions(
         &self,
-        dir: &Path,
+        files: &PredictionFiles,
         predictions: &ModelPredictions,
         submission: bool,
     ) -> Result<()> {
@@ -200,7 +196,7 @@ impl Run {
             })
             .collect();
         // test.csv last: its presence says the model is complete.
-        write_rows(&dir.join("oof.csv"), &oof)?;
+        write_rows(&files.oof, &oof)?;
         let test: Vec<TestRow> = self
             .test
             .iter()
@@ -218,9 +214,9 @@ impl Run {
                     target: t.prediction,
                 })
                 .collect();
-            write_rows(&self.dir.join("submission.csv"), &rows)?;
+            write_rows(&self.layout.submission(), &rows)?;
         }
-        write_rows(&dir.join("test.csv"), &test)
+        write_rows(&files.test, &test)
     }
 
     /// The saved predictions of `kind`, if it has been trained.
@@ -228,11 +224,11 @@ impl Run {
     /// # Errors
     /// A prediction file that does not match the run's images.
     pub fn predictions(&self, kind: ModelKind) -> Result<Option<ModelPredictions>> {
-        self.read_predictions(&self.model_dir(kind))
+        self.read_predictions(&self.layout.model_predictions(kind))
     }
 
-    pub(crate) fn read_predictions(&self, dir: &Path) -> Result<Option<ModelPredictions>> {
-        let (oof_path, test_path) = (dir.join("oof.csv"), dir.join("test.csv"));
+    fn read_predictions(&self, files: &PredictionFiles) -> Result<Option<ModelPredictions>> {
+        let (oof_path, test_path) = (files.oof.as_path(), files.test.as_path());
         if !oof_path.is_file() || !test_path.is_file() {
             return Ok(None);
         }
@@ -240,23 +236,23 @@ impl Run {
             path: path.to_path_buf(),
             message: "its images are not the run's images: was the data changed?".into(),
         };
-        let oof: Vec<OofRow> = read_rows(&oof_path)?;
+        let oof: Vec<OofRow> = read_rows(oof_path)?;
         if oof.len() != self.train.len()
             || oof
                 .iter()
                 .zip(&self.train)
                 .any(|(o, r)| o.image_name != r.image_name)
         {
-            return Err(changed(&oof_path));
+            return Err(changed(oof_path));
         }
-        let test: Vec<TestRow> = read_rows(&test_path)?;
+        let test: Vec<TestRow> = read_rows(test_path)?;
         if test.len() != self.test.len()
             || test
                 .iter()
                 .zip(&self.test)
                 .any(|(t, r)| t.image_name != r.image_name)
         {
-            return Err(changed(&test_path));
+            return Err(changed(test_path));
         }
         Ok(Some(ModelPredictions {
             oof: oof.into_iter().map(|o| o.prediction).collect(),
@@ -264,11 +260,10 @@ impl Run {
         }))
     }
 
-    /// The crop cache `crops/<name>/` as training (and test) images.
-    pub(crate) fn crop_images(&self, name: &str, step: &str) -> Result<(Images, Option<Images>)> {
-        let dir = self.dir.join("crops").join(name);
+    /// The crop cache `which` as training (and test) images.
+    fn crop_images(&self, which: Crops, step: &str) -> Result<(Images, Option<Images>)> {
         let open = |split: &str, base: &Images| -> Result<Images> {
-            let path = dir.join(format!("{split}.npy"));
+            let path = self.layout.crop_cache(which, split);
             if !path.is_file() {
                 return Err(TrainError::MissingStep {
                     path,
@@ -293,7 +288,7 @@ impl Run {
 /// # Errors
 /// A fold without a checkpoint (with the command that trains it), or an unreadable one.
 pub(crate) fn best_nets(
-    run: &Path,
+    layout: &crate::layout::RunLayout,
     config: &super::PipelineConfig,
     kind: ModelKind,
     meta_dim: usize,
@@ -304,10 +299,7 @@ pub(crate) fn best_nets(
     spec.weights = None;
     (0..config.folds)
         .map(|f| {
-            let best = run
-                .join("models")
-                .join(kind.name())
-                .join(format!("fold{f}/best.{}", crate::checkpoint::EXTENSION));
+            let best = layout.best_checkpoint(kind, f);
             if !crate::checkpoint::exists(&best) {
                 return Err(TrainError::MissingStep {
                     path: best,
@@ -322,9 +314,9 @@ pub(crate) fn best_nets(
         .collect()
 }
 
-/// The outcome of the fold in `dir` if it has finished.
-fn finished_fold(dir: &Path) -> Option<Result<FoldOutcome>> {
-    let (state_path, predictions_path) = (dir.join("state.json"), dir.join("predictions.json"));
+/// The outcome of the fold in `fold` if it has finished.
+fn finished_fold(fold: &FoldLayout) -> Option<Result<FoldOutcome>> {
+    let (state_path, predictions_path) = (fold.state(), fold.predictions());
     if !state_path.is_file() || !predictions_path.is_file() {
         return None;
     }

@@ -42,7 +42,7 @@ pub fn run_all(run: &Run, devices: &[Device]) -> Result<Metrics> {
         predictions.push(("ensemble".to_string(), ensemble.predictions.clone()));
         Some(ensemble)
     };
-    let _claim = super::lock::claim(&run.lock_path("report"), "writing the metrics and report")?;
+    let _claim = super::lock::claim(&run.layout.lock("report"), "writing the metrics and report")?;
     let metrics = run.write_metrics(&predictions, ensemble.as_ref())?;
     run.write_report(&metrics, &predictions)?;
     Ok(metrics)
@@ -64,8 +64,8 @@ impl Run {
             &self.folds,
             &encode(&self.test),
         );
-        let _claim = super::lock::claim(&self.lock_path("baseline"), "the metadata baseline")?;
-        self.write_predictions(&self.dir.join("baselines").join("metadata"), &p, false)?;
+        let _claim = super::lock::claim(&self.layout.lock("baseline"), "the metadata baseline")?;
+        self.write_predictions(&self.layout.baseline_predictions(), &p, false)?;
         Ok(p)
     }
 
@@ -103,7 +103,7 @@ impl Run {
                 skipped: self.skipped,
             },
         };
-        agc_data::fsutil::write_json(&self.dir.join("metrics.json"), &metrics)?;
+        agc_data::fsutil::write_json(&self.layout.metrics(), &metrics)?;
         Ok(metrics)
     }
 
@@ -116,7 +116,7 @@ impl Run {
         metrics: &Metrics,
         predictions: &[(String, ModelPredictions)],
     ) -> Result<std::path::PathBuf> {
-        let overlays = if self.dir.join("boxes.csv").is_file() {
+        let overlays = if self.layout.boxes().is_file() {
             self.overlays(0, 16)?
         } else {
             Vec::new()
@@ -151,10 +151,10 @@ impl Run {
                 self.folds.k - 1
             )));
         }
-        let att_path = self.dir.join("attention").join(format!("fold{fold}.csv"));
+        let att_path = self.layout.attention(fold);
         let Some(boxes) = self.boxes()? else {
             return Err(TrainError::MissingStep {
-                path: self.dir.join("boxes.csv"),
+                path: self.layout.boxes(),
                 step: "agc crop".into(),
             });
         };

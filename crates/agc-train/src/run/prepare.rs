@@ -13,6 +13,7 @@ use super::config::PipelineConfig;
 use super::{lock, open_data};
 use crate::artefacts::{FoldRow, SkippedRow, write_rows};
 use crate::error::{Result, TrainError, io};
+use crate::layout::RunLayout;
 use crate::model::ModelKind;
 
 /// Cache options of a run's preprocessing and crops.
@@ -35,21 +36,22 @@ pub(crate) fn cache_options(config: &PipelineConfig, progress: &Reporter) -> Cac
 /// named); missing or malformed data; unwritable folders.
 pub fn prepare(dir: &Path, config: &PipelineConfig, progress: &Reporter) -> Result<()> {
     config.validate()?;
-    let config_path = dir.join("config.json");
+    let layout = RunLayout::new(dir);
+    let config_path = layout.config();
     if config_path.is_file() {
-        return compare(&config_path, config);
+        return compare(&layout, config);
     }
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let _claim = lock::claim(&dir.join("locks").join("prepare.lock"), "preparing the run")?;
+    let _claim = lock::claim(&layout.lock("prepare"), "preparing the run")?;
     if config_path.is_file() {
         // Another process prepared it while this one waited.
-        return compare(&config_path, config);
+        return compare(&layout, config);
     }
     let started = Instant::now();
     let data = open_data(config)?;
     check_data(config, &data)?;
     let skipped = build_caches(config, &data, progress)?;
-    write_rows(&dir.join("skipped.csv"), &skipped)?;
+    write_rows(&layout.skipped(), &skipped)?;
     let kept: Vec<Record> = data
         .train
         .iter()
@@ -76,8 +78,8 @@ pub fn prepare(dir: &Path, config: &PipelineConfig, progress: &Reporter) -> Resu
             fold,
         })
         .collect();
-    write_rows(&dir.join("folds.csv"), &rows)?;
-    MetadataEncoder::fit(&kept).save(&dir.join("metadata_encoder.json"))?;
+    write_rows(&layout.folds(), &rows)?;
+    MetadataEncoder::fit(&kept).save(&layout.metadata_encoder())?;
     agc_data::fsutil::write_json(&config_path, config)?;
     let seconds = started.elapsed().as_secs_f64();
     let run = super::Run::open(dir, progress)?;
@@ -90,7 +92,8 @@ pub fn prepare(dir: &Path, config: &PipelineConfig, progress: &Reporter) -> Resu
 /// `config.json`. A model that is trained keeps the batch size it was trained with, so that
 /// `config.json` always describes how its models were trained; one trained part of the way is
 /// refused, naming the folder to delete to retrain it at the new size.
-fn compare(config_path: &Path, given: &PipelineConfig) -> Result<()> {
+fn compare(layout: &RunLayout, given: &PipelineConfig) -> Result<()> {
+    let config_path = &layout.config();
     let saved = PipelineConfig::read(config_path)?;
     if &saved == given {
         return Ok(());
@@ -103,12 +106,8 @@ fn compare(config_path: &Path, given: &PipelineConfig) -> Result<()> {
         ..saved.clone()
     };
     if &batches_only == given {
-        let dir = config_path.parent().unwrap_or(Path::new("."));
-        let _claim = lock::claim(
-            &dir.join("locks").join("prepare.lock"),
-            "changing batch sizes",
-        )?;
-        let taken = batch_sizes_for_untrained(dir, &saved, given)?;
+        let _claim = lock::claim(&layout.lock("prepare"), "changing batch sizes")?;
+        let taken = batch_sizes_for_untrained(layout, &saved, given)?;
         if taken != saved {
             agc_data::fsutil::write_json(config_path, &taken)?;
         }
@@ -126,7 +125,7 @@ fn compare(config_path: &Path, given: &PipelineConfig) -> Result<()> {
 /// trained epochs keeps its saved training batch size: said in the log when it has finished,
 /// refused when it is trained part of the way (it would go on at another size).
 fn batch_sizes_for_untrained(
-    dir: &Path,
+    layout: &RunLayout,
     saved: &PipelineConfig,
     given: &PipelineConfig,
 ) -> Result<PipelineConfig> {
@@ -136,12 +135,12 @@ fn batch_sizes_for_untrained(
             saved.schedules.of(kind).batch_size,
             given.schedules.of(kind).batch_size,
         );
-        let folds = fold_progress(&dir.join("models").join(kind.name()), saved.folds)?;
+        let folds = fold_progress(layout, kind, saved.folds)?;
         let epochs: usize = folds.iter().map(|f| f.0).sum();
         if was == asked || epochs == 0 {
             continue;
         }
-        let model_dir = dir.join("models").join(kind.name());
+        let model_dir = layout.model_dir(kind);
         if folds.iter().any(|f| !f.1) {
             return Err(TrainError::Config(format!(
                 "--batch-size {asked}: {kind} has {epochs} epochs trained at batch size {was} \
@@ -161,12 +160,11 @@ fn batch_sizes_for_untrained(
     Ok(taken)
 }
 
-/// Each fold of a model (`model_dir/fold<k>/state.json`): epochs trained, and whether it has
-/// finished.
-fn fold_progress(model_dir: &Path, folds: usize) -> Result<Vec<(usize, bool)>> {
+/// Each fold of `kind` (its `state.json`): epochs trained, and whether it has finished.
+fn fold_progress(layout: &RunLayout, kind: ModelKind, folds: usize) -> Result<Vec<(usize, bool)>> {
     (0..folds)
         .map(|f| {
-            let path = model_dir.join(format!("fold{f}")).join("state.json");
+            let path = layout.fold(kind, f).state();
             if !path.is_file() {
                 return Ok((0, false));
             }
@@ -344,23 +342,24 @@ mod tests {
     #[test]
     fn a_prepared_run_takes_new_batch_sizes_and_refuses_other_changes() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("config.json");
+        let layout = RunLayout::new(dir.path());
+        let path = layout.config();
         let saved = PipelineConfig::demo("data".into());
         agc_data::fsutil::write_json(&path, &saved).expect("write");
-        compare(&path, &saved).expect("the same settings");
+        compare(&layout, &saved).expect("the same settings");
 
         let mut smaller = saved.clone();
         smaller.schedules.for_each(|s| {
             s.batch_size = 4;
             s.eval_batch_size = 8;
         });
-        compare(&path, &smaller).expect("new batch sizes");
+        compare(&layout, &smaller).expect("new batch sizes");
         assert_eq!(PipelineConfig::read(&path).expect("read"), smaller);
 
         let mut other = smaller.clone();
         other.seed += 1;
         other.schedules.resnet.batch_size = 2;
-        let err = compare(&path, &other)
+        let err = compare(&layout, &other)
             .expect_err("another seed")
             .to_string();
         assert!(err.contains("seed: saved"), "{err}");
@@ -385,14 +384,15 @@ mod tests {
             finished,
             stop_reason: String::new(),
         };
-        let path = dir.join(format!("models/{}/fold{f}/state.json", kind.name()));
+        let path = RunLayout::new(dir).fold(kind, f).state();
         agc_data::fsutil::write_json(&path, &state).expect("state");
     }
 
     #[test]
     fn a_trained_model_keeps_its_batch_size_and_a_half_trained_one_refuses_another() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("config.json");
+        let layout = RunLayout::new(dir.path());
+        let path = layout.config();
         let saved = PipelineConfig::demo("data".into());
         assert_eq!(saved.folds, 3);
         agc_data::fsutil::write_json(&path, &saved).expect("write");
@@ -407,7 +407,7 @@ mod tests {
         });
 
         // ChipNet is trained one epoch of one fold at 32: going on at 4 would mix the two.
-        let err = compare(&path, &smaller)
+        let err = compare(&layout, &smaller)
             .expect_err("half trained")
             .to_string();
         assert!(
@@ -424,7 +424,7 @@ mod tests {
         // ResNet is trained at 32 and keeps it; the untrained models and every prediction
         // batch size take the new ones.
         std::fs::remove_dir_all(dir.path().join("models/chipnet")).expect("rm");
-        compare(&path, &smaller).expect("new batch sizes");
+        compare(&layout, &smaller).expect("new batch sizes");
         let now = PipelineConfig::read(&path).expect("read");
         assert_eq!(now.schedules.resnet.batch_size, 32);
         assert_eq!(now.schedules.chipnet.batch_size, 4);
@@ -435,7 +435,7 @@ mod tests {
                 .all(|&k| now.schedules.of(k).eval_batch_size == 8)
         );
         // The same command again changes nothing further.
-        compare(&path, &smaller).expect("again");
+        compare(&layout, &smaller).expect("again");
         assert_eq!(PipelineConfig::read(&path).expect("read"), now);
     }
 }

@@ -13,6 +13,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::checkpoint;
 use crate::error::{Result, TrainError, read_json};
+use crate::layout::FoldLayout;
 use crate::loss::Loss;
 use crate::metrics::roc_auc;
 use crate::model::Net;
@@ -84,8 +85,8 @@ pub fn train_fold(task: &FoldTask<'_>, devices: &[Device]) -> Result<FoldOutcome
         )));
     }
     let dir = &task.dir;
-    let state_path = dir.join("state.json");
-    let predictions_path = dir.join("predictions.json");
+    let files = FoldLayout::new(dir.as_path());
+    let (state_path, predictions_path) = (files.state(), files.predictions());
     let mut state: FoldState = if state_path.is_file() {
         read_json(&state_path)?
     } else {
@@ -108,9 +109,7 @@ pub fn train_fold(task: &FoldTask<'_>, devices: &[Device]) -> Result<FoldOutcome
     device.seed(epoch_seed(task.seed, usize::MAX));
     let mut net: Net = task.spec.init(task.kind, task.meta_dim, device)?;
     let mut optim = Optimizers::new(config);
-    let ext = checkpoint::EXTENSION;
-    let last_path = dir.join(format!("last.{ext}"));
-    let best_path = dir.join(format!("best.{ext}"));
+    let (last_path, best_path) = (files.last(), files.best());
     if !state.history.is_empty() {
         net = checkpoint::load(net, &last_path)?;
         optim = optim.load(dir, "optim")?;
