@@ -20,11 +20,8 @@ use burn_store::{BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, Saf
 use serde_json::json;
 
 use crate::error::{Result, TrainError, io, read_json};
-use crate::layout::RunLayout;
 use crate::model::{ModelKind, ModelSpec, Net};
-use crate::run::PipelineConfig;
-use crate::run::models::best_nets;
-use crate::scores::Metrics;
+use crate::run::{PipelineConfig, TrainedRun};
 
 /// The version of `model.json`'s layout.
 pub const FORMAT: &str = "agc-export-1";
@@ -98,35 +95,23 @@ pub struct ExportSummary {
 /// A folder that holds no run or an unfinished model (with the command that trains it), an
 /// existing `out`, unwritable files.
 pub fn export_run(run: &Path, out: &Path, device: &Device) -> Result<ExportSummary> {
-    let layout = RunLayout::new(run);
-    let config_path = layout.config();
-    if !config_path.is_file() {
-        return Err(TrainError::MissingStep {
-            path: config_path,
-            step: "agc pipeline (this folder holds no run)".into(),
-        });
-    }
+    let run = TrainedRun::open(run)?;
     if out.exists() {
         return Err(TrainError::Config(format!(
             "{} exists: export into a new folder",
             out.display()
         )));
     }
-    let config = PipelineConfig::read(&config_path)?;
-    let encoder = agc_data::MetadataEncoder::load(&layout.metadata_encoder())?;
-    let meta_dim = if config.metadata { encoder.dim() } else { 0 };
+    let (config, encoder, meta_dim) = (&run.config, &run.encoder, run.meta_dim);
     let partial = agc_data::fsutil::partial_path(out);
     if partial.exists() {
         std::fs::remove_dir_all(&partial).map_err(io(&partial))?;
     }
     let mut models = serde_json::Map::new();
     let mut weights = Vec::new();
-    for kind in config.pipeline_models(run_has_oracle(&layout)) {
+    for kind in config.pipeline_models(run.has_oracle()) {
         let mut files = Vec::new();
-        for (f, net) in best_nets(&layout, &config, kind, meta_dim, device)?
-            .iter()
-            .enumerate()
-        {
+        for (f, net) in run.checkpoints().load_all(kind, device)?.iter().enumerate() {
             let name = format!("{}/fold{f}.safetensors", kind.name());
             save_safetensors(net, &partial.join(&name))?;
             weights.push(out.join(&name));
@@ -134,15 +119,12 @@ pub fn export_run(run: &Path, out: &Path, device: &Device) -> Result<ExportSumma
         }
         models.insert(
             kind.name().into(),
-            describe(kind, &config, meta_dim, &files)?,
+            describe(kind, config, meta_dim, &files)?,
         );
     }
-    let metrics_path = layout.metrics();
-    let ensemble: serde_json::Value = if metrics_path.is_file() {
-        let metrics: Metrics = read_json(&metrics_path)?;
-        json!(metrics.ensemble_weights)
-    } else {
-        json!(config.ensemble)
+    let ensemble: serde_json::Value = match run.metrics()? {
+        Some(metrics) => json!(metrics.ensemble_weights),
+        None => json!(config.ensemble),
     };
     let description = json!({
         "format": FORMAT,
@@ -184,10 +166,6 @@ pub fn export_run(run: &Path, out: &Path, device: &Device) -> Result<ExportSumma
         description: out.join("model.json"),
         weights,
     })
-}
-
-fn run_has_oracle(layout: &RunLayout) -> bool {
-    layout.fold(ModelKind::OracleCropnet, 0).dir().is_dir()
 }
 
 /// How to rebuild one model in another framework.

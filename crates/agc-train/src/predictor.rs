@@ -23,14 +23,11 @@ use rayon::prelude::*;
 
 use crate::artefacts::{PredictionRow, read_rows, write_rows};
 use crate::error::{Result, TrainError, io};
-use crate::layout::RunLayout;
 use crate::model::{ModelKind, Net};
 use crate::report::draw_overlay;
-use crate::run::PipelineConfig;
 use crate::run::lock;
-use crate::run::models::best_nets;
 use crate::run::models::fold_seed;
-use crate::scores::Metrics;
+use crate::run::{PipelineConfig, TrainedRun};
 use crate::train::{Images, Predictions, predict_reporting};
 
 /// Where an image's pixels come from.
@@ -128,35 +125,25 @@ impl Predictor {
     /// A directory that holds no run, or a model whose folds are not all trained (with the
     /// command that trains it).
     pub fn load(run: &Path, device: &Device, progress: &Reporter) -> Result<Self> {
-        let layout = RunLayout::new(run);
-        let config_path = layout.config();
-        if !config_path.is_file() {
-            return Err(TrainError::MissingStep {
-                path: config_path,
-                step: "agc pipeline (this folder holds no run)".into(),
-            });
-        }
-        let config = PipelineConfig::read(&config_path)?;
-        let encoder = MetadataEncoder::load(&layout.metadata_encoder())?;
-        let meta_dim = if config.metadata { encoder.dim() } else { 0 };
+        let run = TrainedRun::open(run)?;
+        let checkpoints = run.checkpoints();
         let mut nets = Vec::new();
-        for kind in config.pipeline_models(false) {
+        for kind in run.config.pipeline_models(false) {
             if kind != ModelKind::OracleCropnet {
-                nets.push((kind, best_nets(&layout, &config, kind, meta_dim, device)?));
+                nets.push((kind, checkpoints.load_all(kind, device)?));
             }
         }
         let trained: Vec<ModelKind> = nets.iter().map(|n| n.0).collect();
-        let metrics_path = layout.metrics();
-        let fitted: Option<Vec<(ModelKind, f64)>> = if metrics_path.is_file() {
-            let metrics: Metrics = crate::error::read_json(&metrics_path)?;
+        let fitted: Option<Vec<(ModelKind, f64)>> = run.metrics()?.and_then(|metrics| {
             metrics
                 .ensemble_weights
                 .iter()
                 .map(|(k, w)| k.parse::<ModelKind>().ok().map(|k| (k, *w)))
                 .collect()
-        } else {
-            None
-        };
+        });
+        let TrainedRun {
+            config, encoder, ..
+        } = run;
         let mut ensemble = fitted
             .filter(|w| !w.is_empty())
             .unwrap_or_else(|| config.ensemble.clone());

@@ -11,10 +11,9 @@ use burn::prelude::Device;
 use super::prepare::cache_options;
 use super::{Run, lock, true_square};
 use crate::artefacts::{AttentionRow, BoxRow, read_rows, write_attention, write_rows};
-use crate::checkpoint;
 use crate::error::{Result, TrainError};
 use crate::layout::Crops;
-use crate::model::{ModelKind, Net};
+use crate::model::ModelKind;
 use crate::scores::AttentionStats;
 use crate::train::{Images, predict_reporting};
 
@@ -50,18 +49,7 @@ impl Run {
     /// Fold `f` of the crop step: its attention maps, its rows of `boxes.csv`, its crop cache.
     fn crop_fold(&self, f: usize, device: &Device) -> Result<Vec<BoxRow>> {
         let size = self.config.image_size_of(ModelKind::Chipnet) as usize;
-        let best = self.layout.best_checkpoint(ModelKind::Chipnet, f);
-        if !checkpoint::exists(&best) {
-            return Err(TrainError::MissingStep {
-                path: best,
-                step: "train --model chipnet".into(),
-            });
-        }
-        let net: Net = self
-            .config
-            .model
-            .init(ModelKind::Chipnet, self.meta_dim(), device)?;
-        let net = checkpoint::load(net, &best)?;
+        let net = self.checkpoints().load(ModelKind::Chipnet, f, device)?;
         let mut attention = Vec::new();
         let mut boxes = Vec::new();
         let (train_images, test_images) = self.images_of(ModelKind::Chipnet);

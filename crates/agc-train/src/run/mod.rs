@@ -35,6 +35,7 @@ pub mod lock;
 pub mod models;
 pub mod orchestrate;
 pub mod prepare;
+pub mod trained;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -49,6 +50,7 @@ pub use config::{PipelineConfig, Schedules};
 pub use ensemble::Ensemble;
 pub use orchestrate::run_all;
 pub use prepare::prepare;
+pub use trained::{BestCheckpoints, TrainedRun};
 
 use crate::artefacts::{FoldRow, read_rows};
 use crate::error::{Result, TrainError, read_json};
@@ -81,6 +83,7 @@ pub struct Run {
     pub encoder: MetadataEncoder,
     /// Images left out because they could not be read.
     pub skipped: usize,
+    meta_dim: usize,
     data: DataDir,
     train_images: Images,
     test_images: Option<Images>,
@@ -152,17 +155,13 @@ impl Run {
     /// A directory that holds no prepared run, data or caches that changed since, unreadable
     /// files.
     pub fn open(dir: &Path, progress: &Reporter) -> Result<Self> {
-        let layout = RunLayout::new(dir);
-        let config_path = layout.config();
-        if !config_path.is_file() {
-            return Err(TrainError::MissingStep {
-                path: config_path,
-                step: "agc pipeline --data DATA --out RUN (or agc preprocess)".into(),
-            });
-        }
-        let config = PipelineConfig::read(&config_path)?;
+        let TrainedRun {
+            layout,
+            config,
+            encoder,
+            meta_dim,
+        } = TrainedRun::open(dir)?;
         let data = open_data(&config)?;
-        let encoder = MetadataEncoder::load(&layout.metadata_encoder())?;
         let sized = |size| SizedImages::open(&config, &encoder, &data, size);
         let main = sized(config.image_size)?;
         let chipnet_images = match config.cache_sizes().get(1) {
@@ -211,6 +210,7 @@ impl Run {
             folds,
             labels,
             encoder,
+            meta_dim,
             skipped,
             data,
             train_images,
@@ -232,11 +232,12 @@ impl Run {
     }
 
     pub(crate) fn meta_dim(&self) -> usize {
-        if self.config.metadata {
-            self.encoder.dim()
-        } else {
-            0
-        }
+        self.meta_dim
+    }
+
+    /// Each model's best checkpoint on every fold.
+    pub fn checkpoints(&self) -> BestCheckpoints<'_> {
+        BestCheckpoints::new(&self.layout, &self.config, self.meta_dim)
     }
 
     /// Changes the ensemble's members and weights (or asks for fitted weights) for

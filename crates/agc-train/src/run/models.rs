@@ -283,37 +283,6 @@ impl Run {
     }
 }
 
-/// Every fold's best checkpoint of `kind` in the run in `run`, loaded on `device`.
-///
-/// # Errors
-/// A fold without a checkpoint (with the command that trains it), or an unreadable one.
-pub(crate) fn best_nets(
-    layout: &crate::layout::RunLayout,
-    config: &super::PipelineConfig,
-    kind: ModelKind,
-    meta_dim: usize,
-    device: &Device,
-) -> Result<Vec<crate::model::Net>> {
-    // The checkpoints hold every weight: the ImageNet file is not needed again.
-    let mut spec = config.model.clone();
-    spec.weights = None;
-    (0..config.folds)
-        .map(|f| {
-            let best = layout.best_checkpoint(kind, f);
-            if !crate::checkpoint::exists(&best) {
-                return Err(TrainError::MissingStep {
-                    path: best,
-                    step: match kind {
-                        ModelKind::Cropnet => "agc crop, then agc train --model cropnet".into(),
-                        k => format!("agc train --model {k}"),
-                    },
-                });
-            }
-            crate::checkpoint::load(spec.init(kind, meta_dim, device)?, &best).map_err(Into::into)
-        })
-        .collect()
-}
-
 /// The outcome of the fold in `fold` if it has finished.
 fn finished_fold(fold: &FoldLayout) -> Option<Result<FoldOutcome>> {
     let (state_path, predictions_path) = (fold.state(), fold.predictions());
