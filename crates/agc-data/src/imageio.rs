@@ -132,21 +132,26 @@ pub fn decode_with(
         .map_err(|e| bad(e.to_string()))?;
     let (width, height) = decoder.dimensions();
     check_pixels(width, height).map_err(bad)?;
-    // The image crate reads PNG's eXIf chunk (and a CMYK JPEG's APP1) itself; it takes a
-    // malformed one as no transform, as agc's JPEG path does.
+    // What is left to the image crate (a CMYK JPEG) has its APP1 read by the crate; it takes
+    // a malformed one as no transform, as agc's JPEG and PNG paths do.
     let orientation = decoder.orientation().unwrap_or_else(|e| {
         tracing::debug!("{}: unreadable EXIF ({e}), orientation 1", path.display());
         Orientation::NoTransforms
     });
-    let mut image = DynamicImage::from_decoder(decoder).map_err(|e| bad(e.to_string()))?;
+    let image = DynamicImage::from_decoder(decoder).map_err(|e| bad(e.to_string()))?;
+    Ok(upright(image, orientation))
+}
+
+/// `image` turned by `orientation`, as 8-bit RGB, with its size as a viewer shows it.
+fn upright(mut image: DynamicImage, orientation: Orientation) -> Decoded {
     image.apply_orientation(orientation);
     let image = image.into_rgb8();
     let (width, height) = image.dimensions();
-    Ok(Decoded {
+    Decoded {
         image,
         width,
         height,
-    })
+    }
 }
 
 /// The first bytes of every PNG file.
@@ -224,15 +229,7 @@ fn decode_png(bytes: &[u8], path: &Path) -> std::result::Result<Decoded, String>
         rows += 1;
     }
     let image = RgbImage::from_raw(width, height, rgb).ok_or("a short pixel buffer")?;
-    let mut image = DynamicImage::ImageRgb8(image);
-    image.apply_orientation(orientation);
-    let image = image.into_rgb8();
-    let (width, height) = image.dimensions();
-    Ok(Decoded {
-        image,
-        width,
-        height,
-    })
+    Ok(upright(DynamicImage::ImageRgb8(image), orientation))
 }
 
 /// Decodes a JPEG with DCT scaling, then turns it upright by its EXIF orientation; `Ok(None)`
