@@ -72,6 +72,19 @@ pub fn parse_header_u8(bytes: &[u8], path: &Path) -> Result<(Vec<usize>, usize)>
         .map(str::parse)
         .collect::<std::result::Result<Vec<usize>, _>>()
         .map_err(|_| bad("shape is not a tuple of integers"))?;
+    // Header and data must be addressable (a shape of 65 535⁴ is not): every caller then sizes
+    // the data without overflow.
+    if shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .and_then(|n| n.checked_add(start + len))
+        .is_none()
+    {
+        return Err(DataError::Cache {
+            path: path.to_path_buf(),
+            message: format!("shape {shape:?} claims more bytes than can exist"),
+        });
+    }
     Ok((shape, start + len))
 }
 
@@ -156,5 +169,23 @@ mod tests {
                 .to_string()
                 .contains("short.npy")
         );
+    }
+
+    /// Found by tests/fuzz.rs: an image cache whose header claimed a shape of more bytes than
+    /// a `usize` holds overflowed the size check (a panic in debug builds, a check passed by
+    /// wrapping and an out-of-bounds read later in release builds).
+    #[test]
+    fn a_shape_of_more_bytes_than_can_exist_is_refused() {
+        let huge = header_u8(&[1 << 32, 1 << 32, 3]);
+        let err = parse_header_u8(&huge, Path::new("huge.npy")).expect_err("overflowing shape");
+        assert!(
+            err.to_string().contains("huge.npy")
+                && err.to_string().contains("more bytes than can exist"),
+            "{err}"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("huge.npy");
+        std::fs::write(&path, &huge).expect("write");
+        assert!(read_u8(&path).is_err());
     }
 }
