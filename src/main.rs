@@ -132,7 +132,7 @@ struct RunArgs {
     /// 5 folds), demo (tiny backbones, 112 px, 3 folds) or cpu (`agc demo`'s: the demo's
     /// schedule, small backbones, ChipNet on 224-px images in 8-px chips with 1×1 attention
     /// kernels, the field mask and the contrast prior) [default: seed].
-    #[arg(long, conflicts_with = "config")]
+    #[arg(long)]
     preset: Option<String>,
     /// Folder of the preprocessed caches [default: DATA/agc-cache-SIZE; ChipNet's other size
     /// in DATA/agc-cache-SIZE, or in CACHE/agc-cache-SIZE when this is given].
@@ -204,11 +204,12 @@ struct RunArgs {
     #[arg(long)]
     test_from: Option<String>,
     /// Adam learning rate of every model's backbone and head alike [default: the preset's:
-    /// seed 1e-5 backbone and 5e-5 head (5e-5 and 1e-4 for ChipNet), demo and cpu 2e-3].
+    /// seed 1e-5 backbone and 5e-5 head (5e-5 and 1e-4 for ChipNet), demo 2e-3, cpu 2e-3 for
+    /// ChipNet and 1e-3 for the classifiers].
     #[arg(long)]
     lr: Option<f64>,
     /// Context around every square box, attention boxes and true boxes (oracle crops) alike,
-    /// as a fraction of its side on each side (0.1 adds 10 %) [default: 0].
+    /// as a fraction of its side on each side (0.1 adds 10 %) [default: 0; --preset cpu: 0.1].
     #[arg(long)]
     box_margin: Option<f64>,
     /// Loss: focal | bce [default: focal, alpha 1, gamma 2].

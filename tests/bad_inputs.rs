@@ -193,6 +193,45 @@ fn an_unknown_preset_lists_the_presets_before_anything_is_written() {
 }
 
 #[test]
+fn a_partial_config_is_laid_over_the_preset_and_its_typos_are_named() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("data");
+    synth(&data, 24, 8);
+    let partial = dir.path().join("partial.json");
+    std::fs::write(&partial, r#"{"image_size": 64}"#).expect("write");
+    let path = |p: &std::path::Path| p.to_str().expect("utf-8").to_string();
+    let (data_arg, partial_arg) = (path(&data), path(&partial));
+    let preprocess = |out: &str| {
+        vec![
+            "preprocess".to_string(),
+            "--preset".into(),
+            "cpu".into(),
+            "--config".into(),
+            partial_arg.clone(),
+            "--data".into(),
+            data_arg.clone(),
+            "--out".into(),
+            path(&dir.path().join(out)),
+            "--quiet".into(),
+        ]
+    };
+    let args = preprocess("run");
+    agc(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    // The file's image size, and the CPU preset's 224-pixel ChipNet for the key it leaves out
+    // (over the seed's configuration there would be one cache).
+    assert!(data.join("agc-cache-64/train.npy").is_file());
+    assert!(data.join("agc-cache-224/train.npy").is_file());
+
+    std::fs::write(&partial, r#"{"imagesize": 96}"#).expect("write");
+    let args = preprocess("other");
+    let err = agc_fails(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        err.contains("imagesize") && !err.contains("missing field"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_batch_larger_than_a_fold_is_named_and_a_smaller_one_resumes_the_run() {
     let dir = tempfile::tempdir().expect("tmp");
     let data = dir.path().join("data");
