@@ -59,9 +59,14 @@ def folder(name, files):
     if (d / "train.csv").exists():
         return
     (d / "train").mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, written = [], {}
     for i, (stem, ext, image) in enumerate(files):
-        image.save(d / "train" / f"{stem}.{ext}", quality=90)
+        path = d / "train" / f"{stem}.{ext}"
+        if id(image) in written:  # the same photograph again: copy its bytes, encode once
+            path.write_bytes(written[id(image)])
+        else:
+            image.save(path, quality=90)
+            written[id(image)] = path.read_bytes()
         rows.append(f"{stem},IP_{i},male,50,torso,{i % 2}\n")
     (d / "train.csv").write_text(HEAD + "".join(rows))
 

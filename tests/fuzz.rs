@@ -7,7 +7,7 @@
 //! CI runs a short pass (`PROPTEST_CASES`, default 256 cases per target). A long run, as in
 //! docs/robustness.md:
 //!
-//!     PROPTEST_CASES=100000 cargo test --release --test fuzz
+//!     PROPTEST_CASES=100000 cargo test --test fuzz -- --test-threads 1
 //!
 //! The targets: the image decoders with their pixel limit (JPEG with DCT scaling and EXIF,
 //! PNG, whatever the magic says), the CSV readers (train, test, labels, predictions), the
