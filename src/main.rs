@@ -209,7 +209,7 @@ struct RunArgs {
     #[arg(long)]
     lr: Option<f64>,
     /// Context around every square box, attention boxes and true boxes (oracle crops) alike,
-    /// as a fraction of its side on each side (0.1 adds 10 %) [default: 0; --preset cpu: 0.1].
+    /// as a fraction of its side on each side (0.1 adds 10 %) [default: 0].
     #[arg(long)]
     box_margin: Option<f64>,
     /// Loss: focal | bce [default: focal, alpha 1, gamma 2].
