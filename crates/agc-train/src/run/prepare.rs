@@ -15,6 +15,7 @@ use crate::artefacts::{FoldRow, SkippedRow, write_rows};
 use crate::error::{Result, TrainError, io};
 use crate::layout::RunLayout;
 use crate::model::ModelKind;
+use crate::train::FoldState;
 
 /// Cache options of a run's preprocessing and crops.
 pub(crate) fn cache_options(config: &PipelineConfig, progress: &Reporter) -> CacheOptions {
@@ -135,13 +136,15 @@ fn batch_sizes_for_untrained(
             saved.schedules.of(kind).batch_size,
             given.schedules.of(kind).batch_size,
         );
-        let folds = fold_progress(layout, kind, saved.folds)?;
-        let epochs: usize = folds.iter().map(|f| f.0).sum();
+        let folds = (0..saved.folds)
+            .map(|f| FoldState::read_or_new(&layout.fold(kind, f).state()))
+            .collect::<Result<Vec<_>>>()?;
+        let epochs: usize = folds.iter().map(|f| f.history.len()).sum();
         if was == asked || epochs == 0 {
             continue;
         }
         let model_dir = layout.model_dir(kind);
-        if folds.iter().any(|f| !f.1) {
+        if folds.iter().any(|f| !f.finished) {
             return Err(TrainError::Config(format!(
                 "--batch-size {asked}: {kind} has {epochs} epochs trained at batch size {was} \
                  and is not finished; it resumes only at {was}, so that config.json says how \
@@ -158,20 +161,6 @@ fn batch_sizes_for_untrained(
         );
     }
     Ok(taken)
-}
-
-/// Each fold of `kind` (its `state.json`): epochs trained, and whether it has finished.
-fn fold_progress(layout: &RunLayout, kind: ModelKind, folds: usize) -> Result<Vec<(usize, bool)>> {
-    (0..folds)
-        .map(|f| {
-            let path = layout.fold(kind, f).state();
-            if !path.is_file() {
-                return Ok((0, false));
-            }
-            let state: crate::train::FoldState = crate::error::read_json(&path)?;
-            Ok((state.history.len(), state.finished))
-        })
-        .collect()
 }
 
 /// What can be checked in the data before any image is decoded.
@@ -377,7 +366,7 @@ mod tests {
             seconds: 1.0,
             predictions: None,
         };
-        let state = crate::train::FoldState {
+        let state = FoldState {
             history: (0..epochs).map(record).collect(),
             best_epoch: Some(0),
             best_auc: Some(0.5),

@@ -87,11 +87,7 @@ pub fn train_fold(task: &FoldTask<'_>, devices: &[Device]) -> Result<FoldOutcome
     let dir = &task.dir;
     let files = FoldLayout::new(dir.as_path());
     let (state_path, predictions_path) = (files.state(), files.predictions());
-    let mut state: FoldState = if state_path.is_file() {
-        read_json(&state_path)?
-    } else {
-        FoldState::default()
-    };
+    let mut state = FoldState::read_or_new(&state_path)?;
     if state.finished && predictions_path.is_file() {
         let predictions: FoldPredictions = read_json(&predictions_path)?;
         return Ok(FoldOutcome { state, predictions });

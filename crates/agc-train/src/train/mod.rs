@@ -233,6 +233,20 @@ pub struct FoldState {
     pub stop_reason: String,
 }
 
+impl FoldState {
+    /// The state saved at `path`, or the state of a fold not started when there is none.
+    ///
+    /// # Errors
+    /// An unreadable or malformed `state.json`.
+    pub fn read_or_new(path: &std::path::Path) -> Result<Self> {
+        if path.is_file() {
+            crate::error::read_json(path)
+        } else {
+            Ok(Self::default())
+        }
+    }
+}
+
 /// Everything [`train_fold`] needs.
 #[derive(Debug, Clone)]
 pub struct FoldTask<'a> {
