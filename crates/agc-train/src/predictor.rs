@@ -443,10 +443,7 @@ impl Predictor {
             return;
         }
         let values: Vec<String> = unseen.iter().map(|(c, v)| format!("{c} {v:?}")).collect();
-        let note = format!(
-            "metadata never seen in training, scored as unknown: {}",
-            values.join(", ")
-        );
+        let note = format!("{UNSEEN}: {}", values.join(", "));
         if row.note.is_empty() {
             row.note = note;
         } else {
@@ -604,11 +601,11 @@ pub fn describe_unseen(unseen: &[UnseenMetadata]) -> String {
             )
         })
         .collect();
-    format!(
-        "metadata never seen in training, scored as unknown (as an empty cell): {}",
-        values.join(", ")
-    )
+    format!("{UNSEEN} (as an empty cell): {}", values.join(", "))
 }
+
+/// What the warning and the notes about unseen metadata values say.
+const UNSEEN: &str = "metadata never seen in training, scored as unknown";
 
 impl Predictor {
     /// Scores `inputs` into `out/predictions.csv` (one [`PredictionRow`] per input, in order),
