@@ -102,7 +102,7 @@ pub fn export_run(run: &Path, out: &Path, device: &Device) -> Result<ExportSumma
             out.display()
         )));
     }
-    let (config, encoder, meta_dim) = (&run.config, &run.encoder, run.meta_dim);
+    let (config, encoder, meta_dim) = (&run.config, &run.encoder, run.meta_dim());
     let partial = agc_data::fsutil::partial_path(out);
     if partial.exists() {
         std::fs::remove_dir_all(&partial).map_err(io(&partial))?;

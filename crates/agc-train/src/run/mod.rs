@@ -83,7 +83,6 @@ pub struct Run {
     pub encoder: MetadataEncoder,
     /// Images left out because they could not be read.
     pub skipped: usize,
-    meta_dim: usize,
     data: DataDir,
     train_images: Images,
     test_images: Option<Images>,
@@ -159,7 +158,6 @@ impl Run {
             layout,
             config,
             encoder,
-            meta_dim,
         } = TrainedRun::open(dir)?;
         let data = open_data(&config)?;
         let sized = |size| SizedImages::open(&config, &encoder, &data, size);
@@ -210,7 +208,6 @@ impl Run {
             folds,
             labels,
             encoder,
-            meta_dim,
             skipped,
             data,
             train_images,
@@ -232,12 +229,12 @@ impl Run {
     }
 
     pub(crate) fn meta_dim(&self) -> usize {
-        self.meta_dim
+        trained::meta_dim(&self.config, &self.encoder)
     }
 
     /// Each model's best checkpoint on every fold.
     pub fn checkpoints(&self) -> BestCheckpoints<'_> {
-        BestCheckpoints::new(&self.layout, &self.config, self.meta_dim)
+        BestCheckpoints::new(&self.layout, &self.config, self.meta_dim())
     }
 
     /// Changes the ensemble's members and weights (or asks for fitted weights) for

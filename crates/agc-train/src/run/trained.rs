@@ -25,8 +25,6 @@ pub struct TrainedRun {
     pub config: PipelineConfig,
     /// Its metadata encoder (`metadata_encoder.json`).
     pub encoder: MetadataEncoder,
-    /// The width of the metadata vector its models take (0 for a run without metadata).
-    pub meta_dim: usize,
 }
 
 impl TrainedRun {
@@ -45,18 +43,21 @@ impl TrainedRun {
         }
         let config = PipelineConfig::read(&config_path)?;
         let encoder = MetadataEncoder::load(&layout.metadata_encoder())?;
-        let meta_dim = if config.metadata { encoder.dim() } else { 0 };
         Ok(Self {
             layout,
             config,
             encoder,
-            meta_dim,
         })
+    }
+
+    /// The width of the metadata vector its models take (0 for a run without metadata).
+    pub fn meta_dim(&self) -> usize {
+        meta_dim(&self.config, &self.encoder)
     }
 
     /// Each model's best checkpoint on every fold.
     pub fn checkpoints(&self) -> BestCheckpoints<'_> {
-        BestCheckpoints::new(&self.layout, &self.config, self.meta_dim)
+        BestCheckpoints::new(&self.layout, &self.config, self.meta_dim())
     }
 
     /// `metrics.json` (the fitted ensemble weights among them), once the run has written it.
@@ -76,6 +77,12 @@ impl TrainedRun {
     pub fn has_oracle(&self) -> bool {
         self.layout.fold(ModelKind::OracleCropnet, 0).dir().is_dir()
     }
+}
+
+/// The width of the metadata vector the models of a run configured by `config` take: the
+/// encoder's, or 0 for a run without metadata.
+pub(crate) fn meta_dim(config: &PipelineConfig, encoder: &MetadataEncoder) -> usize {
+    if config.metadata { encoder.dim() } else { 0 }
 }
 
 /// The best checkpoint of each model on every fold of a run, and how to load them.
