@@ -192,19 +192,19 @@ fn decode_png(bytes: &[u8], path: &Path) -> std::result::Result<Decoded, String>
     rgb.try_reserve_exact(len)
         .map_err(|_| format!("its {len} bytes of RGB could not be allocated"))?;
     rgb.resize(len, 0);
+    let bytes_per_sample = if wide { 2 } else { 1 };
+    let sample = |s: &[u8]| {
+        if wide {
+            // The image crate's u16 → u8: (v + 128) / 257, rounded.
+            ((u32::from(u16::from_be_bytes([s[0], s[1]])) + 128) / 257) as u8
+        } else {
+            s[0]
+        }
+    };
     let mut line = Vec::with_capacity(stride);
     let mut rows = 0;
     while let Some(row) = reader.next_interlaced_row().map_err(|e| e.to_string())? {
         line.clear();
-        let sample = |s: &[u8]| {
-            if wide {
-                // The image crate's u16 → u8: (v + 128) / 257, rounded.
-                ((u32::from(u16::from_be_bytes([s[0], s[1]])) + 128) / 257) as u8
-            } else {
-                s[0]
-            }
-        };
-        let bytes_per_sample = if wide { 2 } else { 1 };
         for pixel in row.data().chunks_exact(channels * bytes_per_sample) {
             let at = |c: usize| sample(&pixel[c * bytes_per_sample..]);
             if channels >= 3 {
