@@ -5,7 +5,7 @@
 # under `ulimit -v` (so an allocation past the budget fails instead of swapping) and timed by
 # /usr/bin/time. The peak must not grow with the number of images.
 #
-#   scripts/memory_budget.sh [--images N] [--limit-mb MB] [--run RUN] [--out DIR]
+#   scripts/memory_budget.sh [--images N] [--limit-mb MIB] [--run RUN] [--out DIR]
 #
 # --run names a trained run (agc pipeline --preset cpu, for instance) for agc predict; without it
 # only agc preprocess is measured. Needs python3 with numpy and Pillow (PYTHON=...) to write the
@@ -79,7 +79,7 @@ for count in (n, 4 * n):
     folder(f"many-{count}", [(f"ISIC_{i:07d}", "jpg", base) for i in range(count)])
 PY
 
-printf '| command | images | wall (s) | peak RSS (MB) | exit |\n|---|---|---|---|---|\n'
+printf '| command | images | wall (s) | peak RSS (MiB) | exit |\n|---|---|---|---|---|\n'
 measure() {
   local label=$1 data=$2
   shift 2
@@ -99,4 +99,4 @@ for data in limit-jpg limit-png "many-$n" "many-$((4 * n))"; do
       "$AGC" predict --run "$run" --images "$out/$data/train" --out "$out/predict-$data" --quiet
   fi
 done
-echo "(ulimit -v $limit_mb MB; $(grep -o 'avx512f' /proc/cpuinfo | head -1 || echo no-avx512), $(nproc) cores)"
+echo "(ulimit -v $limit_mb MiB; $(grep -o 'avx512f' /proc/cpuinfo | head -1 || echo no-avx512), $(nproc) cores)"

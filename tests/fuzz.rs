@@ -15,8 +15,9 @@
 //! `.pth`).
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use agc::core::ResNetConfig;
 use agc::core::weights::LoadOptions;
@@ -37,16 +38,19 @@ const BUDGET: usize = 64 << 20;
 /// limit lets through still decodes quickly from a few hundred bytes of noise.
 const MAX_PIXELS: u64 = 1 << 22;
 
-/// The system allocator, recording the largest single allocation of each thread.
+/// The system allocator, recording the largest single allocation of the process, whichever
+/// thread makes it (a parser may allocate on threads of its own).
 struct Watched;
 
-thread_local! {
-    static LARGEST: Cell<usize> = const { Cell::new(0) };
-}
+/// The largest allocation since [`check`] last reset it.
+static LARGEST: AtomicUsize = AtomicUsize::new(0);
+
+/// Held by [`check`] while it watches, so that the cases of the targets, which the test
+/// harness runs on several threads, are watched one at a time.
+static WATCH: Mutex<()> = Mutex::new(());
 
 fn note(size: usize) {
-    // `try_with`: a thread being torn down has no slot left; its allocations are not a case's.
-    let _ = LARGEST.try_with(|l| l.set(l.get().max(size)));
+    LARGEST.fetch_max(size, Ordering::Relaxed);
 }
 
 // SAFETY: every call is forwarded to `System` with the same arguments; the bookkeeping
@@ -84,9 +88,11 @@ static ALLOCATOR: Watched = Watched;
 /// Runs `parse` on `path` and checks the properties: the largest allocation within the budget,
 /// and an error that names the file. (A panic fails the case by itself.)
 fn check<T, E: std::fmt::Display>(path: &Path, parse: impl FnOnce(&Path) -> Result<T, E>) {
-    LARGEST.with(|l| l.set(0));
+    // A case that failed while watching poisons the lock; the next one can watch all the same.
+    let _watching = WATCH.lock().unwrap_or_else(PoisonError::into_inner);
+    LARGEST.store(0, Ordering::Relaxed);
     let result = parse(path);
-    let largest = LARGEST.with(Cell::get);
+    let largest = LARGEST.load(Ordering::Relaxed);
     assert!(
         largest <= BUDGET,
         "{}: one allocation of {largest} bytes, above the budget of {BUDGET}",
