@@ -216,8 +216,7 @@ fn time_training<M: Classifier>(name: &str, model: M, options: &Options, device:
 }
 
 /// The widest vector instruction set this CPU offers, as detected at run time: the CPU kernels'
-/// speed, and so every ratio against PyTorch, depends on it (docs/performance.md keeps one table
-/// per instruction set).
+/// speed, and so every ratio against PyTorch, depends on it.
 fn instruction_set() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     {
