@@ -475,9 +475,8 @@ impl Progress for Bars {
 }
 
 /// The configuration of a run: `--config` (over `--preset`, the seed's by default, for the keys
-/// it lacks),
-/// else the run's own `config.json` when no `--data` is given, else the defaults for `--data`;
-/// then the flags.
+/// it lacks), else the run's own `config.json` when no `--data` is given, else the defaults for
+/// `--data`; then the flags.
 fn resolve(a: &RunArgs) -> Result<PipelineConfig> {
     let saved = RunLayout::new(&a.out).config();
     let mut config: PipelineConfig = if let Some(path) = &a.config {
@@ -925,7 +924,8 @@ impl Job {
                 said.dedup();
                 bail!(
                     "--device {}: the GPU ran out of memory ({}). Lower {hint}, then run the \
-                     same command again: the run resumes from its last finished epoch.",
+                     same command again: the run resumes from its last finished epoch (a model \
+                     with epochs trained keeps its training batch size).",
                     names.join(","),
                     said.join("; ")
                 )
