@@ -8,7 +8,7 @@ use agc::data::{Family, Progress, Reporter, SynthConfig, Task, generate};
 use agc::devices::{DeviceArg, catching_panics, is_out_of_memory, parse_device, probe};
 use agc::train::export::export_run;
 use agc::train::layout::{Crops, RunLayout};
-use agc::train::predictor::{Predictor, ScoreOptions, collect_inputs};
+use agc::train::predictor::{PredictOptions, Predictor, collect_inputs};
 use agc::train::report::results_table;
 use agc::train::run::orchestrate::write_overlays;
 use agc::train::run::prepare::preprocess;
@@ -849,7 +849,7 @@ fn predict(a: &PredictArgs, device: &Device, progress: &Reporter, started: Insta
     if let Some(b) = a.batch_size {
         predictor = predictor.with_batch_size(b)?;
     }
-    let options = ScoreOptions {
+    let options = PredictOptions {
         chunk: a.chunk,
         skip_bad: a.skip_bad_images,
         overlays: a.overlays,

@@ -57,6 +57,32 @@ impl Rect {
         self.x0 <= other.x0 && self.y0 <= other.y0 && other.x1 <= self.x1 && other.y1 <= self.y1
     }
 
+    /// This box squared around its centre (side = the longer side, plus `config.margin` of it
+    /// on each side, at least `config.min_side`, at most the image's shorter side), then moved,
+    /// without shrinking, to lie inside a `height`×`width` image. The one rule by which agc
+    /// squares a box: attention boxes (in the S×S image) and true lesion boxes (in the original)
+    /// alike, so that crops by either are cut the same way. Odd leftovers go after the box: a
+    /// square `d` pixels longer than a side starts `⌊d/2⌋` before it.
+    #[must_use]
+    pub fn square_around(&self, [height, width]: [usize; 2], config: &BoxConfig) -> Rect {
+        let longer = self.width().max(self.height());
+        let with_margin = (longer as f64 * (1.0 + 2.0 * config.margin.max(0.0))).ceil() as usize;
+        let side = with_margin
+            .max(config.min_side)
+            .max(1)
+            .min(width.min(height));
+        // Same centre (to half a pixel), then clamped into [0, size − side].
+        let place = |start: usize, extent: usize, size: usize| {
+            let start = start as isize - (side as isize - extent as isize).div_euclid(2);
+            start.clamp(0, (size - side) as isize) as usize
+        };
+        Rect::square(
+            place(self.x0, self.width(), width),
+            place(self.y0, self.height(), height),
+            side,
+        )
+    }
+
     /// Intersection over union with `other` (0 when they do not overlap).
     pub fn iou(&self, other: &Rect) -> f64 {
         let w = self.x1.min(other.x1).saturating_sub(self.x0.max(other.x0));
@@ -216,7 +242,7 @@ pub fn attention_box(
         return whole(threshold, Fallback::EmptyMask);
     };
     AttentionBox {
-        square: square_box(tight, [height, width], config),
+        square: tight.square_around([height, width], config),
         tight: Some(tight),
         threshold,
         fallback: None,
@@ -316,30 +342,6 @@ fn keep_largest_component(mask: &mut [bool], width: usize) {
     }
 }
 
-/// Squares `tight` around its centre (side = longer side, plus `config.margin` of it on each
-/// side, at least `config.min_side`, at most the image's shorter side), then moves it, without
-/// shrinking, to lie inside a `height`×`width` image. The one rule by which agc squares a box:
-/// attention boxes (in the S×S image) and true lesion boxes (in the original) alike, so that
-/// crops by either are cut the same way.
-pub fn square_box(tight: Rect, [height, width]: [usize; 2], config: &BoxConfig) -> Rect {
-    let longer = tight.width().max(tight.height());
-    let with_margin = (longer as f64 * (1.0 + 2.0 * config.margin.max(0.0))).ceil() as usize;
-    let side = with_margin
-        .max(config.min_side)
-        .max(1)
-        .min(width.min(height));
-    // Same centre (to half a pixel), then clamped into [0, size − side].
-    let place = |start: usize, extent: usize, size: usize| {
-        let start = start as isize - (side as isize - extent as isize).div_euclid(2);
-        start.clamp(0, (size - side) as isize) as usize
-    };
-    Rect::square(
-        place(tight.x0, tight.width(), width),
-        place(tight.y0, tight.height(), height),
-        side,
-    )
-}
-
 /// Where a preprocessed S×S image came from in its original: the square region
 /// `[x, x + side) × [y, y + side)` of a `width`×`height` original, resized to S×S.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -379,6 +381,30 @@ impl CentreCrop {
         }
     }
 
+    /// The square `square` of a `width`×`height` original, as the region a crop was cut from.
+    ///
+    /// # Panics
+    /// If `square` is not a square.
+    pub fn of_square(width: usize, height: usize, square: Rect) -> Self {
+        assert_eq!(
+            square.width(),
+            square.height(),
+            "{square:?} is not a square"
+        );
+        Self {
+            width,
+            height,
+            x: square.x0,
+            y: square.y0,
+            side: square.width(),
+        }
+    }
+
+    /// The square region, as a [`Rect`] of the original.
+    pub fn region(&self) -> Rect {
+        Rect::square(self.x, self.y, self.side)
+    }
+
     /// Maps a box in the `size`×`size` preprocessed image to the original: a square of side
     /// `round(box side · side / size)` (at least 1), placed at the scaled top-left corner and
     /// kept inside the square region.
@@ -399,6 +425,26 @@ impl CentreCrop {
         };
         Rect::square(place(bbox.x0, self.x), place(bbox.y0, self.y), mapped)
     }
+}
+
+/// The one path from a ChipNet attention map to a crop of the original, shared by a run's crop
+/// step and by scoring new photographs: the `grid`×`grid` map gives a box in the `size`×`size`
+/// image the model saw ([`attention_box`]), and `centre` (where that image lies in the
+/// original) carries it to the original ([`CentreCrop::map_box`]). Returns the box found and
+/// the square of the original to crop.
+///
+/// # Panics
+/// If `map.len() != grid²` or a size is zero.
+pub fn box_in_original(
+    map: &[f32],
+    grid: usize,
+    size: usize,
+    centre: &CentreCrop,
+    config: &BoxConfig,
+) -> (AttentionBox, Rect) {
+    let found = attention_box(map, [grid, grid], [size, size], config);
+    let original = centre.map_box(found.square, size);
+    (found, original)
 }
 
 #[cfg(test)]
@@ -614,6 +660,42 @@ mod tests {
             prop_assert!(sq.contains(argmax % 224, argmax / 224));
             if let Some(t) = b.tight {
                 prop_assert!(sq.contains_rect(&t));
+            }
+        }
+
+        #[test]
+        fn a_box_is_squared_around_its_centre_by_one_rule(
+            width in 1usize..400,
+            height in 1usize..400,
+            corner in (0usize..400, 0usize..400),
+            extent in (0usize..400, 0usize..400),
+            margin in 0.0f64..0.5,
+            min_side in 0usize..200,
+        ) {
+            let x0 = corner.0 % width;
+            let y0 = corner.1 % height;
+            let tight = Rect { x0, y0, x1: (x0 + extent.0).min(width), y1: (y0 + extent.1).min(height) };
+            let config = BoxConfig::new().with_margin(margin).with_min_side(min_side);
+            let sq = tight.square_around([height, width], &config);
+            let longer = tight.width().max(tight.height());
+            let side = ((longer as f64 * (1.0 + 2.0 * margin)).ceil() as usize)
+                .max(min_side).max(1).min(width.min(height));
+            prop_assert_eq!((sq.width(), sq.height()), (side, side));
+            prop_assert!(sq.x1 <= width && sq.y1 <= height);
+            if side >= longer {
+                prop_assert!(sq.contains_rect(&tight), "{:?} misses {:?}", sq, tight);
+            }
+            // Where it is not moved by an edge, the leftover d splits ⌊d/2⌋ before the box
+            // and ⌈d/2⌉ after it, on both axes.
+            for (start, extent, s0, size) in [
+                (tight.x0, tight.width(), sq.x0, width),
+                (tight.y0, tight.height(), sq.y0, height),
+            ] {
+                let before = (side as isize - extent as isize).div_euclid(2);
+                let free = start as isize - before;
+                if free >= 0 && free as usize + side <= size {
+                    prop_assert_eq!(s0 as isize, free);
+                }
             }
         }
 

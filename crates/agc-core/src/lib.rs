@@ -9,8 +9,8 @@
 //! - [`ChipGrid`]: cuts images into chips and lays chip embeddings back out as a map;
 //! - [`AttentionPool`]: softmax attention pooling over a grid of embeddings;
 //! - [`MetaResNet`] (CropNet is a `MetaResNet` trained on crops), [`ChipNet`], [`AttnResNet`];
-//! - [`attention_box`] and [`CentreCrop::map_box`]: from an attention map to a square crop box in
-//!   the original image;
+//! - [`box_in_original`] ([`attention_box`], then [`CentreCrop::map_box`]): from an attention
+//!   map to a square crop box in the original image;
 //! - [`initialize_params`]: draws a fresh model's lazily initialised weights where it was built,
 //!   before it is moved or copied.
 //!
@@ -32,7 +32,7 @@ pub mod weights;
 pub use attention::{AttentionPool, AttentionPoolConfig, AttentionPoolOutput, AttentionReduce};
 pub use boxes::{
     AttentionBox, BoxConfig, CentreCrop, Fallback, Rect, attention_box, attention_boxes,
-    square_box, upsample_bilinear,
+    box_in_original, upsample_bilinear,
 };
 pub use chips::ChipGrid;
 pub use dropout2d::{Dropout2d, Dropout2dConfig};

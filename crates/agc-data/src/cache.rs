@@ -28,9 +28,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Result, io};
 use crate::fsutil::{partial_path, sidecar, write_atomic, write_json};
-use agc_core::CentreCrop;
+use agc_core::{CentreCrop, Rect};
 
-use crate::imageio::{crop_resize, decode_with, square_in, square_of};
+use crate::imageio::{crop_resize, decode_with, square_in};
 use crate::npy;
 use crate::progress::{Reporter, silent};
 
@@ -41,8 +41,9 @@ pub struct CacheJob {
     pub name: String,
     /// The original image file (read only).
     pub path: PathBuf,
-    /// The square to cut, `[x, y, side]` in original pixels; `None` for the centre square.
-    pub square: Option<[u32; 3]>,
+    /// The square to cut, in original pixels (after EXIF orientation); `None` for the centre
+    /// square.
+    pub square: Option<Rect>,
 }
 
 /// Options of [`build_cache`].
@@ -413,18 +414,24 @@ fn cache_one(job: &CacheJob, options: &CacheOptions) -> Result<(Vec<u8>, IndexEn
     // Decode at the smallest DCT scale that keeps the square at min_decode_factor × S.
     let min_short = |w: u32, h: u32| {
         let short = w.min(h);
-        let side = job.square.map_or(short, |[_, _, side]| side.max(1));
+        let side = job.square.map_or(short, |s| {
+            u32::try_from(s.width()).unwrap_or(u32::MAX).max(1)
+        });
         let want = f64::from(options.size) * options.min_decode_factor * f64::from(short)
             / f64::from(side);
         (options.min_decode_factor > 0.0).then(|| want.ceil() as u32)
     };
+    if let Some(square) = job.square.filter(|s| s.width() != s.height()) {
+        return Err(DataError::Image {
+            path: job.path.clone(),
+            message: format!("the crop {square:?} is not a square"),
+        });
+    }
     let decoded = decode_with(&job.path, min_short)?;
     let geometry = square_in(&decoded, job.square);
-    let pixels = crop_resize(&decoded, square_of(&geometry), options.size).map_err(|e| {
-        DataError::Image {
-            path: job.path.clone(),
-            message: e.to_string(),
-        }
+    let pixels = crop_resize(&decoded, &geometry, options.size).map_err(|e| DataError::Image {
+        path: job.path.clone(),
+        message: e.to_string(),
     })?;
     Ok((pixels, IndexEntry::new(&job.name, &geometry)))
 }
@@ -481,8 +488,10 @@ fn fingerprint(jobs: &[CacheJob], options: &CacheOptions, with_skip: bool) -> St
         h.write(job.path.as_os_str().as_encoded_bytes());
         h.write(&[0]);
         if let Some(square) = job.square {
-            for v in square {
-                h.write(&v.to_le_bytes());
+            // As `[x, y, side]` in u32s, as squares were written before they were `Rect`s: the
+            // caches made then stay valid.
+            for v in [square.x0, square.y0, square.width()] {
+                h.write(&(v as u32).to_le_bytes());
             }
         }
         let meta = std::fs::metadata(&job.path).ok();
@@ -789,7 +798,7 @@ mod tests {
             square: None,
         });
         // Past the first chunk, so the build must go on after the first bad image.
-        jobs[4].square = Some([1000, 0, 10]);
+        jobs[4].square = Some(Rect::square(1000, 0, 10));
         let cache_path = dir.path().join("c.npy");
         let err = build_cache(&jobs, &cache_path, &options()).expect_err("bad images");
         let message = err.to_string();
@@ -882,7 +891,7 @@ mod tests {
         let jobs = [CacheJob {
             name: "orig".into(),
             path,
-            square: Some([300, 50, 100]),
+            square: Some(Rect::square(300, 50, 100)),
         }];
         let cache_path = dir.path().join("crops.npy");
         build_cache(&jobs, &cache_path, &options()).expect("crops");
@@ -902,11 +911,25 @@ mod tests {
             }
         );
         let outside = [CacheJob {
-            square: Some([750, 0, 100]),
+            square: Some(Rect::square(750, 0, 100)),
             ..jobs[0].clone()
         }];
         let err =
             build_cache(&outside, &dir.path().join("bad.npy"), &options()).expect_err("outside");
         assert!(err.to_string().contains("orig.png"), "{err}");
+        let oblong = CacheJob {
+            square: Some(Rect {
+                x0: 300,
+                y0: 50,
+                x1: 400,
+                y1: 100,
+            }),
+            ..jobs[0].clone()
+        };
+        let err = prepare_image(&oblong, &options()).expect_err("not a square");
+        assert!(
+            err.to_string().contains("orig.png") && err.to_string().contains("not a square"),
+            "{err}"
+        );
     }
 }

@@ -21,7 +21,7 @@ use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer
 use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, RgbImage};
 
-use agc_core::CentreCrop;
+use agc_core::{CentreCrop, Rect};
 
 use crate::error::{DataError, Result};
 
@@ -373,7 +373,7 @@ fn exif_orientation(tiff: &[u8]) -> std::result::Result<Orientation, String> {
     Ok(Orientation::NoTransforms)
 }
 
-/// Cuts the square `[x, y, side]` (in pixels of the original as a viewer shows it, after EXIF
+/// Cuts the square `crop` (in pixels of the original as a viewer shows it, after EXIF
 /// orientation) out of a decoded image and resizes it to `out`×`out` with bilinear
 /// antialiasing, reading no pixel outside the square (as a crop followed by a resize does in PIL
 /// and torchvision). The decoded image may be at a reduced scale; the square is scaled with it
@@ -381,13 +381,17 @@ fn exif_orientation(tiff: &[u8]) -> std::result::Result<Orientation, String> {
 ///
 /// # Errors
 /// If the square is empty or leaves the image.
-pub fn crop_resize(decoded: &Decoded, [x, y, side]: [u32; 3], out: u32) -> Result<Vec<u8>> {
+pub fn crop_resize(decoded: &Decoded, crop: &CentreCrop, out: u32) -> Result<Vec<u8>> {
     let (w, h) = decoded.image.dimensions();
+    let [x, y, side] = [crop.x, crop.y, crop.side].map(|v| u32::try_from(v).unwrap_or(u32::MAX));
     let invalid = |message: String| DataError::Invalid {
         name: "crop",
         message,
     };
-    if side == 0 || x + side > decoded.width || y + side > decoded.height {
+    if side == 0
+        || u64::from(x) + u64::from(side) > u64::from(decoded.width)
+        || u64::from(y) + u64::from(side) > u64::from(decoded.height)
+    {
         return Err(invalid(format!(
             "square x {x}, y {y}, side {side} is not inside the {}×{} image",
             decoded.width, decoded.height
@@ -420,23 +424,17 @@ pub fn centre_of(decoded: &Decoded) -> CentreCrop {
     CentreCrop::centre_square(decoded.width as usize, decoded.height as usize)
 }
 
-/// The square `[x, y, side]` of a decoded image, or its centre square when `None`.
-pub fn square_in(decoded: &Decoded, square: Option<[u32; 3]>) -> CentreCrop {
+/// The square `square` of a decoded image, or its centre square when `None`.
+///
+/// # Panics
+/// If `square` is not a square.
+pub fn square_in(decoded: &Decoded, square: Option<Rect>) -> CentreCrop {
     match square {
         None => centre_of(decoded),
-        Some([x, y, side]) => CentreCrop {
-            width: decoded.width as usize,
-            height: decoded.height as usize,
-            x: x as usize,
-            y: y as usize,
-            side: side as usize,
-        },
+        Some(square) => {
+            CentreCrop::of_square(decoded.width as usize, decoded.height as usize, square)
+        }
     }
-}
-
-/// `[x, y, side]` of a crop, as [`crop_resize`] takes it.
-pub fn square_of(crop: &CentreCrop) -> [u32; 3] {
-    [crop.x as u32, crop.y as u32, crop.side as u32]
 }
 
 /// Preprocesses one image: decode (DCT-scaled for large JPEGs), centre square crop, resize to
@@ -453,7 +451,7 @@ pub fn preprocess_image(
     let min_side = (f64::from(size) * min_decode_factor).ceil() as u32;
     let decoded = decode(path, (min_decode_factor > 0.0).then_some(min_side))?;
     let crop = centre_of(&decoded);
-    let pixels = crop_resize(&decoded, square_of(&crop), size)?;
+    let pixels = crop_resize(&decoded, &crop, size)?;
     Ok((pixels, crop))
 }
 
@@ -739,16 +737,14 @@ mod tests {
         let turned = decode(&path, Some(12)).expect("decodes");
         assert_eq!((turned.width, turned.height), (48, 80));
         // The bottom square of the portrait a viewer shows; outside the stored landscape.
-        let ours = crop_resize(&turned, [0, 32, 48], 16).expect("inside the shown image");
+        let bottom = CentreCrop::of_square(48, 80, Rect::square(0, 32, 48));
+        let ours = crop_resize(&turned, &bottom, 16).expect("inside the shown image");
         let reference = Decoded {
             image: as_shown(&decode(&upright, Some(12)).expect("decodes").image, 6),
             width: 48,
             height: 80,
         };
-        assert_eq!(
-            ours,
-            crop_resize(&reference, [0, 32, 48], 16).expect("crop")
-        );
+        assert_eq!(ours, crop_resize(&reference, &bottom, 16).expect("crop"));
         let (_, crop) = preprocess_image(&path, 16, 2.0).expect("preprocess");
         assert_eq!(crop, CentreCrop::centre_square(48, 80));
     }

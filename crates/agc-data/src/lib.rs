@@ -30,8 +30,8 @@ pub use data_dir::{DataDir, DataDirOptions};
 pub use error::{DataError, Result};
 pub use folds::{Folds, balanced_epoch};
 pub use imageio::{
-    Decoded, centre_of, crop_resize, decode, decode_with, preprocess_image, square_in, square_of,
+    Decoded, centre_of, crop_resize, decode, decode_with, preprocess_image, square_in,
 };
-pub use metadata::{MetadataEncoder, Record, Split, read_labels, read_metadata};
+pub use metadata::{MetadataEncoder, Record, Split, read_labels, read_metadata, read_score_inputs};
 pub use progress::{Progress, Reporter, Silent, Task};
 pub use synth::{Family, Signs, SynthConfig, SynthReport, SynthSplit, generate, sample};

@@ -61,6 +61,13 @@ pub enum Split {
     Test,
 }
 
+/// Which columns a reader needs: a split's, or those of images to score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Columns {
+    Split(Split),
+    Score,
+}
+
 /// Reads a metadata CSV.
 ///
 /// # Errors
@@ -71,14 +78,34 @@ pub enum Split {
 /// other than 0 or 1, or a partial or invalid lesion box; each error names the file, the row and
 /// the value.
 pub fn read_metadata(path: &Path, split: Split) -> Result<Vec<Record>> {
+    read_records(path, Columns::Split(split))
+}
+
+/// Reads a CSV of images to score with a trained run: only `image_name` is needed; `sex`,
+/// `age_approx` and `anatom_site_general_challenge` are read where the file has them (unknown
+/// otherwise), checked as [`read_metadata`] checks them; `target` is not read.
+///
+/// # Errors
+/// As [`read_metadata`], but for the columns it does not need.
+pub fn read_score_inputs(path: &Path) -> Result<Vec<Record>> {
+    read_records(path, Columns::Score)
+}
+
+fn read_records(path: &Path, need: Columns) -> Result<Vec<Record>> {
     let mut table = Table::open(path)?;
     let image = table.require(columns::IMAGE)?;
-    let sex = table.require(columns::SEX)?;
-    let age = table.require(columns::AGE)?;
-    let site = table.require(columns::SITE)?;
-    let target = match split {
-        Split::Train => Some(table.require(columns::TARGET)?),
-        Split::Test => table.optional(columns::TARGET),
+    let [sex, age, site] = match need {
+        Columns::Score => [columns::SEX, columns::AGE, columns::SITE].map(|c| table.optional(c)),
+        Columns::Split(_) => [
+            Some(table.require(columns::SEX)?),
+            Some(table.require(columns::AGE)?),
+            Some(table.require(columns::SITE)?),
+        ],
+    };
+    let target = match need {
+        Columns::Split(Split::Train) => Some(table.require(columns::TARGET)?),
+        Columns::Split(Split::Test) => table.optional(columns::TARGET),
+        Columns::Score => None,
     };
     let patient = table.optional(columns::PATIENT);
     let boxes: Vec<Option<usize>> = columns::LESION_BOX
@@ -91,6 +118,7 @@ pub fn read_metadata(path: &Path, split: Split) -> Result<Vec<Record>> {
     for (row, cells) in table.rows() {
         let cells = cells?;
         let cell = |i: usize| cells.get(i).map_or("", |s| s.trim());
+        let cell_of = |i: Option<usize>| i.map_or("", cell);
         let bad = |column: &str, value: &str, message: &str| DataError::BadValue {
             path: path.to_path_buf(),
             row,
@@ -101,7 +129,7 @@ pub fn read_metadata(path: &Path, split: Split) -> Result<Vec<Record>> {
         let name = cell(image).to_string();
         check_image_name(&name).map_err(|why| bad(columns::IMAGE, &name, why))?;
         remember(&mut seen, path, row, &name)?;
-        let age = match cell(age) {
+        let age = match cell_of(age) {
             "" => None,
             v => match v.parse::<f32>() {
                 Ok(a) if (0.0..=130.0).contains(&a) => Some(a),
@@ -109,7 +137,7 @@ pub fn read_metadata(path: &Path, split: Split) -> Result<Vec<Record>> {
             },
         };
         let target = match target.map(cell) {
-            None | Some("") if split == Split::Test => None,
+            None | Some("") if need != Columns::Split(Split::Train) => None,
             Some(v) => Some(
                 parse_target(v).ok_or_else(|| bad(columns::TARGET, v, "target must be 0 or 1"))?,
             ),
@@ -128,9 +156,9 @@ pub fn read_metadata(path: &Path, split: Split) -> Result<Vec<Record>> {
                 .map(cell)
                 .filter(|s| !s.is_empty())
                 .map(str::to_string),
-            sex: lower(cell(sex)),
+            sex: lower(cell_of(sex)),
             age,
-            site: lower(cell(site)),
+            site: lower(cell_of(site)),
             target,
             lesion_box,
         });
@@ -380,6 +408,38 @@ mod tests {
         let path = dir.join(name);
         std::fs::write(&path, text).expect("write test CSV");
         path
+    }
+
+    #[test]
+    fn images_to_score_need_only_their_names_and_are_checked_as_metadata_is() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let names = write(dir.path(), "names.csv", "image_name\nISIC_1\nISIC_2\n");
+        let records = read_score_inputs(&names).expect("names alone are enough");
+        assert_eq!(records.len(), 2);
+        assert_eq!((records[1].sex.as_ref(), records[1].age), (None, None));
+        // Metadata where given (lower-cased), and a target column neither needed nor read.
+        let some = write(
+            dir.path(),
+            "some.csv",
+            "image_name,sex,age_approx,target\nISIC_1,MALE,45,maybe\nISIC_2,,,\n",
+        );
+        let records = read_score_inputs(&some).expect("partial metadata");
+        assert_eq!(records[0].sex.as_deref(), Some("male"));
+        assert_eq!((records[0].age, records[0].target), (Some(45.0), None));
+        // The same checks as training metadata: ages, names, duplicates.
+        for (text, expected) in [
+            ("image_name,age_approx\nISIC_1,old\n", "\"old\""),
+            ("image_name\n../x\n", "\"../x\""),
+            ("image_name\nISIC_1\nISIC_1\n", "ISIC_1"),
+        ] {
+            let path = write(dir.path(), "bad.csv", text);
+            let err = read_score_inputs(&path).expect_err(text).to_string();
+            assert!(err.contains("bad.csv") && err.contains(expected), "{err}");
+        }
+        let nameless = write(dir.path(), "nameless.csv", "sex\nmale\n");
+        assert!(read_score_inputs(&nameless).is_err());
+        // Training metadata still needs its columns.
+        assert!(read_metadata(&names, Split::Test).is_err());
     }
 
     #[test]

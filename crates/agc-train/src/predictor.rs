@@ -13,15 +13,16 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use agc_core::{AttentionBox, CentreCrop, Rect, attention_box};
+use agc_core::{AttentionBox, CentreCrop, Rect, box_in_original};
 use agc_data::{
     CacheJob, CacheOptions, DataDir, Decoded, ImageCache, IndexEntry, MetadataEncoder, Record,
-    Reporter, crop_resize, decode, prepare_image,
+    Reporter, crop_resize, decode, prepare_image, read_score_inputs, square_in,
 };
 use burn::prelude::Device;
 use rayon::prelude::*;
 
 use crate::artefacts::{PredictionRow, read_rows, write_rows};
+use crate::ensemble::weighted_average;
 use crate::error::{Result, TrainError, io};
 use crate::model::{ModelKind, Net};
 use crate::report::draw_overlay;
@@ -91,7 +92,7 @@ pub struct Timings {
 
 /// One scored image: its output row, and what an overlay draws.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Scored {
+pub struct ScoredImage {
     /// The scores, box and notes as written to `predictions.csv`.
     pub row: PredictionRow,
     /// The folds' mean attention map (row-major, square), when the run has a ChipNet.
@@ -189,11 +190,7 @@ impl Predictor {
 
     /// The `square` of an input (its centre square when `None`), resized to `size` pixels, as
     /// the run's caches resize it.
-    fn prepare(
-        input: &Input,
-        square: Option<[u32; 3]>,
-        size: u32,
-    ) -> Result<(Vec<u8>, IndexEntry)> {
+    fn prepare(input: &Input, square: Option<Rect>, size: u32) -> Result<(Vec<u8>, IndexEntry)> {
         match &input.source {
             Source::File(path) => {
                 let job = CacheJob {
@@ -208,8 +205,8 @@ impl Predictor {
                 Ok(prepare_image(&job, &options)?)
             }
             Source::Pixels(decoded) => {
-                let crop = agc_data::square_in(decoded, square);
-                let pixels = crop_resize(decoded, agc_data::square_of(&crop), size)?;
+                let crop = square_in(decoded, square);
+                let pixels = crop_resize(decoded, &crop, size)?;
                 Ok((pixels, IndexEntry::new(&input.name, &crop)))
             }
         }
@@ -280,12 +277,12 @@ impl Predictor {
     }
 
     /// Scores `inputs`, seeding test-time augmentation as if they were images `first..` of a
-    /// longer list. An image that cannot be read gets a [`Scored`] with `error` set and no
+    /// longer list. An image that cannot be read gets a [`ScoredImage`] with `error` set and no
     /// scores; the others are scored.
     ///
     /// # Errors
     /// A failure of the models or of a crop after its image was read.
-    pub fn score(&self, inputs: &[Input], first: usize) -> Result<Vec<Scored>> {
+    pub fn score(&self, inputs: &[Input], first: usize) -> Result<Vec<ScoredImage>> {
         let started = std::time::Instant::now();
         let result = self.score_timed(inputs, first);
         self.time(|t| t.total += started.elapsed().as_secs_f64());
@@ -307,7 +304,7 @@ impl Predictor {
             .unwrap_or_else(std::sync::PoisonError::into_inner));
     }
 
-    fn score_timed(&self, inputs: &[Input], first: usize) -> Result<Vec<Scored>> {
+    fn score_timed(&self, inputs: &[Input], first: usize) -> Result<Vec<ScoredImage>> {
         let started = std::time::Instant::now();
         let size = self.config.image_size;
         let prepared: Vec<Result<(Vec<u8>, IndexEntry)>> = inputs
@@ -315,10 +312,10 @@ impl Predictor {
             .map(|input| Self::prepare(input, None, size))
             .collect();
         self.time(|t| t.decoding += started.elapsed().as_secs_f64());
-        let mut out: Vec<Scored> = inputs
+        let mut out: Vec<ScoredImage> = inputs
             .iter()
             .zip(&prepared)
-            .map(|(input, p)| Scored {
+            .map(|(input, p)| ScoredImage {
                 row: empty_row(&input.name),
                 map: Vec::new(),
                 centre: None,
@@ -377,8 +374,7 @@ impl Predictor {
                     .map(|(j, input)| {
                         let (_, orig) =
                             self.square(attention.map(f, j), &centres[j], attention.grid);
-                        let square = [orig.x0 as u32, orig.y0 as u32, orig.width() as u32];
-                        Self::prepare(input, Some(square), size)
+                        Self::prepare(input, Some(orig), size)
                     })
                     .collect::<Result<_>>()?;
                 self.time(|t| t.decoding += started.elapsed().as_secs_f64());
@@ -390,8 +386,10 @@ impl Predictor {
             }
             scores.insert(ModelKind::Cropnet, mean);
         }
+        let ensemble = self.ensemble_of(&scores);
         for (j, &i) in ok.iter().enumerate() {
             self.fill(&mut out[i], centres[j], |k| scores.get(&k).map(|v| v[j]));
+            out[i].row.ensemble = ensemble.as_ref().map(|e| e[j]);
             self.note_unseen(&mut out[i].row, &inputs[i]);
             if !attention.maps.is_empty() {
                 let map = attention.mean(j);
@@ -474,16 +472,34 @@ impl Predictor {
             .collect()
     }
 
-    /// The box of `map` in ChipNet's input and in the original.
+    /// The box of `map` in ChipNet's input and in the original, as the run's crop step finds it.
     fn square(&self, map: &[f32], centre: &CentreCrop, grid: usize) -> (AttentionBox, Rect) {
         let size = self.config.image_size_of(ModelKind::Chipnet) as usize;
-        let found = attention_box(map, [grid, grid], [size, size], &self.config.boxes);
-        let orig = centre.map_box(found.square, size);
-        (found, orig)
+        box_in_original(map, grid, size, centre, &self.config.boxes)
     }
 
-    /// Fills `s`'s scores (`get` gives each model's), size and notes.
-    fn fill(&self, s: &mut Scored, centre: CentreCrop, get: impl Fn(ModelKind) -> Option<f32>) {
+    /// The run's ensemble of `scores` (each model's probabilities for the same images), as the
+    /// run combines its own ([`weighted_average`]); `None` without an ensemble.
+    fn ensemble_of(&self, scores: &HashMap<ModelKind, Vec<f32>>) -> Option<Vec<f32>> {
+        if self.ensemble.is_empty() {
+            return None;
+        }
+        let members: Vec<&[f32]> = self
+            .ensemble
+            .iter()
+            .map(|(k, _)| scores.get(k).map(Vec::as_slice))
+            .collect::<Option<_>>()?;
+        let weights: Vec<f64> = self.ensemble.iter().map(|m| m.1).collect();
+        Some(weighted_average(&members, &weights))
+    }
+
+    /// Fills `s`'s model scores (`get` gives each model's), size and notes.
+    fn fill(
+        &self,
+        s: &mut ScoredImage,
+        centre: CentreCrop,
+        get: impl Fn(ModelKind) -> Option<f32>,
+    ) {
         let size = self
             .config
             .cache_sizes()
@@ -496,14 +512,6 @@ impl Predictor {
         s.row.chipnet = get(ModelKind::Chipnet);
         s.row.attnresnet = get(ModelKind::Attnresnet);
         s.row.cropnet = get(ModelKind::Cropnet);
-        if !self.ensemble.is_empty() {
-            s.row.ensemble = Some(
-                self.ensemble
-                    .iter()
-                    .map(|&(k, w)| get(k).unwrap_or(0.0) * w as f32)
-                    .sum(),
-            );
-        }
         if centre.side < size {
             s.row.note = format!(
                 "upscaled: the centre square is {} px, the models see {size}",
@@ -542,7 +550,7 @@ impl FoldMaps {
 
 /// How [`Predictor::score_to_dir`] works through a list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ScoreOptions {
+pub struct PredictOptions {
     /// Images per chunk: what is held in memory at once, and what a kill can cost.
     pub chunk: usize,
     /// Leave out images that cannot be read (their rows say why) instead of stopping.
@@ -551,7 +559,7 @@ pub struct ScoreOptions {
     pub overlays: bool,
 }
 
-impl Default for ScoreOptions {
+impl Default for PredictOptions {
     fn default() -> Self {
         Self {
             chunk: 256,
@@ -621,7 +629,7 @@ impl Predictor {
         &self,
         inputs: &[Input],
         out: &Path,
-        options: &ScoreOptions,
+        options: &PredictOptions,
     ) -> Result<ScoreSummary> {
         let path = out.join("predictions.csv");
         let _claim =
@@ -824,19 +832,11 @@ fn is_image(path: &Path) -> bool {
         .is_some_and(|e| agc_data::data_dir::IMAGE_EXTENSIONS.contains(&e))
 }
 
+/// The images of a CSV with an `image_name` column, read by agc-data's metadata reader (sex,
+/// age and site where the file has them), looked up in the folder named after the CSV
+/// (`test.csv` → `test/`), else beside it.
 fn csv_inputs(path: &Path) -> Result<Vec<Input>> {
-    let (header, rows) = crate::artefacts::read_csv_rows(path)?;
-    let bad = |message: String| TrainError::Parse {
-        path: path.to_path_buf(),
-        message,
-    };
-    let col = |name: &str| header.iter().position(|h| h.trim() == name);
-    let name_col = col("image_name").ok_or_else(|| bad("no image_name column".into()))?;
-    let (sex, age, site) = (
-        col("sex"),
-        col("age_approx"),
-        col("anatom_site_general_challenge"),
-    );
+    let records = read_score_inputs(path)?;
     let dir = path.parent().unwrap_or(Path::new("."));
     let named = dir.join(path.file_stem().unwrap_or_default());
     let folder = if named.is_dir() {
@@ -844,43 +844,14 @@ fn csv_inputs(path: &Path) -> Result<Vec<Input>> {
     } else {
         dir.to_path_buf()
     };
-    let cell = |r: &Vec<String>, c: Option<usize>| -> Option<String> {
-        c.and_then(|c| r.get(c))
-            .map(|v| v.trim().to_lowercase())
-            .filter(|v| !v.is_empty())
-    };
-    rows.iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let name = r[name_col].trim().to_string();
-            agc_data::data_dir::check_image_name(&name)
-                .map_err(|why| bad(format!("line {}: image_name {name:?}: {why}", i + 2)))?;
-            let age = match cell(r, age) {
-                None => None,
-                Some(v) => Some(
-                    v.parse::<f32>()
-                        .ok()
-                        .filter(|a| (0.0..=130.0).contains(a))
-                        .ok_or_else(|| {
-                            bad(format!("line {}: age_approx {v:?} is not an age", i + 2))
-                        })?,
-                ),
-            };
-            Ok(Input {
-                source: Source::File(DataDir::image_path(&folder, &name)),
-                metadata: Some(Record {
-                    image_name: name.clone(),
-                    patient_id: None,
-                    sex: cell(r, sex),
-                    age,
-                    site: cell(r, site),
-                    target: None,
-                    lesion_box: None,
-                }),
-                name,
-            })
+    Ok(records
+        .into_iter()
+        .map(|record| Input {
+            name: record.image_name.clone(),
+            source: Source::File(DataDir::image_path(&folder, &record.image_name)),
+            metadata: Some(record),
         })
-        .collect()
+        .collect())
 }
 
 fn empty_row(name: &str) -> PredictionRow {
@@ -957,7 +928,7 @@ mod tests {
         );
         let dir = tempfile::tempdir().expect("tempdir");
         let summary = predictor
-            .score_to_dir(&inputs, dir.path(), &ScoreOptions::default())
+            .score_to_dir(&inputs, dir.path(), &PredictOptions::default())
             .expect("scores");
         assert_eq!(summary.unseen, unseen);
         let rows: Vec<PredictionRow> = read_rows(&summary.path).expect("predictions.csv");
@@ -986,7 +957,7 @@ mod tests {
         let err = collect_inputs(&[csv]).expect_err("a path").to_string();
         assert!(
             err.contains("test.csv")
-                && err.contains("line 3")
+                && err.contains("row 2")
                 && err.contains("\"../escape/target\"")
                 && err.contains("path separator"),
             "{err}"

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use agc_core::attention_box;
+use agc_core::box_in_original;
 use agc_data::{CacheJob, DataDir, Record, build_cache};
 use burn::prelude::Device;
 
@@ -85,9 +85,8 @@ impl Run {
                     image_name: record.image_name.clone(),
                     map: map.to_vec(),
                 });
-                let found = attention_box(map, [g, g], [size, size], &self.config.boxes);
                 let centre = index[row].geometry();
-                let orig = centre.map_box(found.square, size);
+                let (found, orig) = box_in_original(map, g, size, &centre, &self.config.boxes);
                 let truth = record.lesion_box;
                 let iou = truth.map(|t| {
                     let t = true_square(t, centre.width, centre.height, self.config.boxes.margin);
@@ -111,7 +110,7 @@ impl Run {
                     true_y1: truth.map(|b| b[3]),
                     iou,
                 });
-                jobs[row].square = Some([orig.x0 as u32, orig.y0 as u32, orig.width() as u32]);
+                jobs[row].square = Some(orig);
             }
             build_cache(
                 &jobs,
@@ -148,13 +147,12 @@ impl Run {
                 .zip(images.cache.index())
                 .map(|(r, e)| {
                     let square = r.lesion_box.filter(|_| e.is_ok()).map(|b| {
-                        let t = true_square(
+                        true_square(
                             b,
                             e.width as usize,
                             e.height as usize,
                             self.config.boxes.margin,
-                        );
-                        [t.x0 as u32, t.y0 as u32, t.width() as u32]
+                        )
                     });
                     CacheJob {
                         name: r.image_name.clone(),

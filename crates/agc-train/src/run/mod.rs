@@ -402,7 +402,7 @@ fn read_folds(path: &Path, train: &[Record], k: usize) -> Result<Folds> {
     Ok(Folds { k, fold_of })
 }
 
-/// The true box `[x0, y0, x1, y1)` squared as attention boxes are ([`agc_core::square_box`]:
+/// The true box `[x0, y0, x1, y1)` squared as attention boxes are ([`agc_core::Rect::square_around`]:
 /// side = the longer side plus `margin` of it on each side, same centre) and moved, not shrunk,
 /// to lie inside a `width`×`height` image.
 pub fn true_square(bbox: [u32; 4], width: usize, height: usize, margin: f64) -> agc_core::Rect {
@@ -413,8 +413,7 @@ pub fn true_square(bbox: [u32; 4], width: usize, height: usize, margin: f64) -> 
         x1: x1.max(x0),
         y1: y1.max(y0),
     };
-    agc_core::square_box(
-        tight,
+    tight.square_around(
         [height, width],
         &agc_core::BoxConfig::new().with_margin(margin),
     )
@@ -423,7 +422,7 @@ pub fn true_square(bbox: [u32; 4], width: usize, height: usize, margin: f64) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use agc_core::{BoxConfig, Rect, square_box};
+    use agc_core::{BoxConfig, Rect};
 
     #[test]
     fn true_boxes_are_squared_by_the_attention_boxes_rule_margin_included() {
@@ -436,16 +435,13 @@ mod tests {
         assert_eq!(wide.width(), 56);
         assert_eq!(
             wide,
-            square_box(
-                Rect {
-                    x0: 100,
-                    y0: 200,
-                    x1: 140,
-                    y1: 220
-                },
-                [600, 1000],
-                &BoxConfig::new().with_margin(0.2)
-            )
+            Rect {
+                x0: 100,
+                y0: 200,
+                x1: 140,
+                y1: 220
+            }
+            .square_around([600, 1000], &BoxConfig::new().with_margin(0.2))
         );
         // Centred on the box, to half a pixel.
         assert!((wide.x0 + wide.x1).abs_diff(240) <= 1 && (wide.y0 + wide.y1).abs_diff(420) <= 1);
