@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use agc::data::{Family, Progress, Reporter, SynthConfig, Task, generate};
 use agc::devices::{DeviceArg, catching_panics, is_out_of_memory, parse_device, probe};
+use agc::train::ensemble::EnsembleMember;
 use agc::train::export::export_run;
 use agc::train::layout::{Crops, RunLayout};
 use agc::train::predictor::{PredictOptions, Predictor, collect_inputs};
@@ -13,7 +14,7 @@ use agc::train::report::results_table;
 use agc::train::run::orchestrate::write_overlays;
 use agc::train::run::prepare::preprocess;
 use agc::train::run::{PipelineConfig, Run, Schedules, run_all};
-use agc::train::scores::{Metrics, evaluate_file};
+use agc::train::scores::{Metrics, Scored, evaluate_file};
 use agc::train::{Loss, ModelKind, TestFrom};
 use anyhow::{Context, Result, bail};
 use burn::prelude::Device;
@@ -610,7 +611,7 @@ fn keep_trained_members(config: &mut PipelineConfig) {
     let before = config.ensemble.len();
     config
         .ensemble
-        .retain(|(k, _)| models.contains(k) || *k == ModelKind::OracleCropnet);
+        .retain(|m| models.contains(&m.model) || m.model == ModelKind::OracleCropnet);
     if config.ensemble.len() == 1 {
         config.ensemble.clear();
     }
@@ -628,7 +629,7 @@ fn keep_trained_members(config: &mut PipelineConfig) {
                 config
                     .ensemble
                     .iter()
-                    .map(|(k, _)| k.name())
+                    .map(|m| m.model.name())
                     .collect::<Vec<_>>()
                     .join(" and ")
             }
@@ -755,18 +756,14 @@ fn ensemble(a: &EnsembleArgs, progress: &Reporter) -> Result<()> {
     let mut run = Run::open(&a.run.out, progress)?;
     // The ensemble is not part of a run's identity: it can change without a new run.
     let members = match &a.members {
-        Some(w) => parse_weights(w)?,
+        Some(w) => EnsembleMember::parse_list(w).map_err(anyhow::Error::msg)?,
         None => run.config.ensemble.clone(),
     };
     run.set_ensemble(members, a.fit);
     let ensemble = run.ensemble()?;
     let s = run.score(&ensemble.predictions);
     println!("{}", ensemble.note());
-    let w: Vec<String> = ensemble
-        .weights
-        .iter()
-        .map(|(k, w)| format!("{k} {w:.2}"))
-        .collect();
+    let w: Vec<String> = ensemble.weights.iter().map(ToString::to_string).collect();
     println!(
         "ensemble ({}): OOF AUC {}, test AUC {}; {} ({:.0} s)",
         w.join(", "),
@@ -779,22 +776,6 @@ fn ensemble(a: &EnsembleArgs, progress: &Reporter) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-fn parse_weights(text: &str) -> Result<Vec<(ModelKind, f64)>> {
-    text.split(',')
-        .map(|part| {
-            let (name, w) = part
-                .split_once('=')
-                .with_context(|| format!("{part:?}: expected model=weight"))?;
-            let kind: ModelKind = name.trim().parse().map_err(anyhow::Error::msg)?;
-            let w: f64 = w
-                .trim()
-                .parse()
-                .with_context(|| format!("{part:?}: the weight is not a number"))?;
-            Ok((kind, w))
-        })
-        .collect()
 }
 
 fn attention(a: &AttentionArgs) -> Result<()> {
@@ -826,8 +807,12 @@ fn demo(
     let run = Run::start(out, config, progress)?;
     let metrics = run_all(&run, devices)?;
     print_results(&run, &metrics, started);
-    let auc = |m: &str| metrics.models.get(m).and_then(|s| s.test_auc);
-    if let (Some(r), Some(c), Some(e)) = (auc("resnet"), auc("cropnet"), auc("ensemble")) {
+    let auc = |s| metrics.test_auc(s);
+    if let (Some(r), Some(c), Some(e)) = (
+        auc(Scored::Model(ModelKind::Resnet)),
+        auc(Scored::Model(ModelKind::Cropnet)),
+        auc(Scored::Ensemble),
+    ) {
         println!(
             "cropnet {} resnet on the test labels ({c:.4} vs {r:.4}); the ensemble {} the \
              better of the two ({e:.4})",
@@ -970,14 +955,5 @@ mod tests {
     #[test]
     fn the_command_line_definition_is_consistent() {
         Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn ensemble_weights_parse_and_bad_ones_are_named() {
-        let w = parse_weights("resnet=0.3, cropnet=0.7").expect("parse");
-        assert_eq!(w, [(ModelKind::Resnet, 0.3), (ModelKind::Cropnet, 0.7)]);
-        let err = parse_weights("resnet").expect_err("no weight").to_string();
-        assert!(err.contains("resnet"), "{err}");
-        assert!(parse_weights("vgg=1").is_err());
     }
 }

@@ -4,6 +4,72 @@
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::roc_auc;
+use crate::model::ModelKind;
+
+/// A member of an ensemble and its weight. Written as `["resnet", 0.5]`, as configurations
+/// have always written them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(from = "(ModelKind, f64)", into = "(ModelKind, f64)")]
+pub struct EnsembleMember {
+    /// The model.
+    pub model: ModelKind,
+    /// Its weight (the weights of an ensemble need not sum to 1 where given; they do where
+    /// used).
+    pub weight: f64,
+}
+
+impl EnsembleMember {
+    /// `model` with `weight`.
+    pub fn new(model: ModelKind, weight: f64) -> Self {
+        Self { model, weight }
+    }
+}
+
+impl EnsembleMember {
+    /// Members written `model=weight,model=weight` (as `--weights` takes them).
+    ///
+    /// # Errors
+    /// A part without `=`, an unknown model or a weight that is not a number, named.
+    pub fn parse_list(text: &str) -> Result<Vec<Self>, String> {
+        text.split(',').map(str::parse).collect()
+    }
+}
+
+impl std::str::FromStr for EnsembleMember {
+    type Err = String;
+
+    /// `model=weight`.
+    fn from_str(part: &str) -> Result<Self, String> {
+        let (name, w) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{part:?}: expected model=weight"))?;
+        let model: ModelKind = name.trim().parse()?;
+        let weight: f64 = w
+            .trim()
+            .parse()
+            .map_err(|e| format!("{part:?}: the weight is not a number ({e})"))?;
+        Ok(Self { model, weight })
+    }
+}
+
+impl std::fmt::Display for EnsembleMember {
+    /// `resnet 0.50`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {:.2}", self.model, self.weight)
+    }
+}
+
+impl From<(ModelKind, f64)> for EnsembleMember {
+    fn from((model, weight): (ModelKind, f64)) -> Self {
+        Self { model, weight }
+    }
+}
+
+impl From<EnsembleMember> for (ModelKind, f64) {
+    fn from(m: EnsembleMember) -> Self {
+        (m.model, m.weight)
+    }
+}
 
 /// The weighted average of several models' predictions for the same images; weights are
 /// normalised to sum to 1.
@@ -218,6 +284,29 @@ fn compositions(total: usize, parts: usize) -> Vec<Vec<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn members_parse_from_the_command_line_and_bad_ones_are_named() {
+        let w = EnsembleMember::parse_list("resnet=0.3, cropnet=0.7").expect("parse");
+        assert_eq!(
+            w,
+            [
+                EnsembleMember::new(ModelKind::Resnet, 0.3),
+                EnsembleMember::new(ModelKind::Cropnet, 0.7)
+            ]
+        );
+        assert_eq!(w[1].to_string(), "cropnet 0.70");
+        let err = EnsembleMember::parse_list("resnet").expect_err("no weight");
+        assert!(err.contains("resnet"), "{err}");
+        assert!(EnsembleMember::parse_list("vgg=1").is_err());
+        let err = EnsembleMember::parse_list("resnet=x").expect_err("no number");
+        assert!(err.contains("\"resnet=x\""), "{err}");
+        // Configurations write a member as [model, weight], as they always have.
+        let json = serde_json::to_string(&w).expect("json");
+        assert_eq!(json, r#"[["resnet",0.3],["cropnet",0.7]]"#);
+        let back: Vec<EnsembleMember> = serde_json::from_str(&json).expect("read back");
+        assert_eq!(back, w);
+    }
 
     #[test]
     fn weighted_average_normalises_the_weights() {

@@ -12,6 +12,7 @@
 //! `scripts/check_export.py` rebuilds the models in PyTorch from these two files alone and
 //! checks them against agc's outputs (the fixtures of `tests/export_parity.rs`).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::module::Module as _;
@@ -122,9 +123,17 @@ pub fn export_run(run: &Path, out: &Path, device: &Device) -> Result<ExportSumma
             describe(kind, config, meta_dim, &files)?,
         );
     }
-    let ensemble: serde_json::Value = match run.metrics()? {
-        Some(metrics) => json!(metrics.ensemble_weights),
-        None => json!(config.ensemble),
+    // One shape whichever the source: `{"model": weight}`, the weights summing to 1.
+    let ensemble: BTreeMap<ModelKind, f64> = if let Some(metrics) = run.metrics()? {
+        metrics.ensemble_weights
+    } else {
+        let total: f64 = config.ensemble.iter().map(|m| m.weight).sum();
+        config
+            .ensemble
+            .iter()
+            .filter(|_| total > 0.0)
+            .map(|m| (m.model, m.weight / total))
+            .collect()
     };
     let description = json!({
         "format": FORMAT,

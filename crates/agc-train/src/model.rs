@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::TrainError;
 
 /// Which model of the method a run trains.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ModelKind {
     /// `MetaResNet` on the whole (preprocessed) image.

@@ -22,7 +22,7 @@ use burn::prelude::Device;
 use rayon::prelude::*;
 
 use crate::artefacts::{PredictionRow, read_rows, write_rows};
-use crate::ensemble::weighted_average;
+use crate::ensemble::{EnsembleMember, weighted_average};
 use crate::error::{Result, TrainError, io};
 use crate::model::{ModelKind, Net};
 use crate::report::draw_overlay;
@@ -112,7 +112,7 @@ pub struct Predictor {
     config: PipelineConfig,
     encoder: MetadataEncoder,
     nets: Vec<(ModelKind, Vec<Net>)>,
-    ensemble: Vec<(ModelKind, f64)>,
+    ensemble: Vec<EnsembleMember>,
     device: Device,
     progress: Reporter,
 }
@@ -135,23 +135,18 @@ impl Predictor {
             }
         }
         let trained: Vec<ModelKind> = nets.iter().map(|n| n.0).collect();
-        let fitted: Option<Vec<(ModelKind, f64)>> = run.metrics()?.and_then(|metrics| {
-            metrics
-                .ensemble_weights
-                .iter()
-                .map(|(k, w)| k.parse::<ModelKind>().ok().map(|k| (k, *w)))
-                .collect()
-        });
+        // The weights the run used (metrics.json), else the configured ones.
+        let used = run.metrics()?.map(|m| m.ensemble_members());
         let TrainedRun {
             config, encoder, ..
         } = run;
-        let mut ensemble = fitted
+        let mut ensemble = used
             .filter(|w| !w.is_empty())
             .unwrap_or_else(|| config.ensemble.clone());
-        ensemble.retain(|(k, w)| trained.contains(k) && *w > 0.0);
-        let total: f64 = ensemble.iter().map(|m| m.1).sum();
+        ensemble.retain(|m| trained.contains(&m.model) && m.weight > 0.0);
+        let total: f64 = ensemble.iter().map(|m| m.weight).sum();
         for m in &mut ensemble {
-            m.1 /= total;
+            m.weight /= total;
         }
         Ok(Self {
             timings: std::sync::Mutex::default(),
@@ -184,7 +179,7 @@ impl Predictor {
     }
 
     /// The ensemble's members and normalised weights.
-    pub fn ensemble(&self) -> &[(ModelKind, f64)] {
+    pub fn ensemble(&self) -> &[EnsembleMember] {
         &self.ensemble
     }
 
@@ -487,9 +482,9 @@ impl Predictor {
         let members: Vec<&[f32]> = self
             .ensemble
             .iter()
-            .map(|(k, _)| scores.get(k).map(Vec::as_slice))
+            .map(|m| scores.get(&m.model).map(Vec::as_slice))
             .collect::<Option<_>>()?;
-        let weights: Vec<f64> = self.ensemble.iter().map(|m| m.1).collect();
+        let weights: Vec<f64> = self.ensemble.iter().map(|m| m.weight).collect();
         Some(weighted_average(&members, &weights))
     }
 

@@ -13,14 +13,14 @@ use crate::layout::{OVERLAY_GRID_PNG, REPORT_HTML, REPORT_MD, ROC_OOF_PNG, ROC_T
 use crate::plot::{
     Curve, draw_rect, draw_text, grid_image, heat_overlay, roc_image, roc_svg, save_png, thumbnail,
 };
-use crate::scores::{Metrics, ModelPredictions};
+use crate::scores::{Metrics, ModelPredictions, ModelScore, Scored};
 
 fn fmt_auc(v: Option<f64>) -> String {
     v.map_or_else(|| "–".into(), |v| format!("{v:.4}"))
 }
 
 /// A model's row of the results table: pooled and mean-of-folds OOF AUC, test AUC, its CI.
-fn score_cells(s: &crate::scores::ModelScore) -> [String; 4] {
+fn score_cells(s: &ModelScore) -> [String; 4] {
     [
         fmt_auc(s.oof_auc),
         fmt_auc(s.oof_auc_fold_mean),
@@ -49,8 +49,8 @@ pub struct ReportInput<'a> {
     pub dir: &'a Path,
     /// The scores.
     pub metrics: &'a Metrics,
-    /// Each model's predictions, by name.
-    pub predictions: &'a [(String, ModelPredictions)],
+    /// The predictions of the baseline, each model and the ensemble.
+    pub predictions: &'a [(Scored, ModelPredictions)],
     /// Training labels, in the order of the out-of-fold predictions.
     pub labels: &'a [u8],
     /// Test labels, where known (synthetic data).
@@ -348,7 +348,7 @@ fn html_results(metrics: &Metrics) -> String {
         writeln!(
             h,
             "<tr><td>{}</td><td>{}</td></tr>",
-            escape(name),
+            escape(name.name()),
             score_cells(s).join("</td><td>")
         )
         .expect("writing to a String");
@@ -358,7 +358,7 @@ fn html_results(metrics: &Metrics) -> String {
         let w: Vec<String> = metrics
             .ensemble_weights
             .iter()
-            .map(|(k, w)| format!("{} {w:.2}", escape(k)))
+            .map(|(k, w)| format!("{k} {w:.2}"))
             .collect();
         writeln!(h, "<p>Ensemble weights: {}.</p>", w.join(", ")).expect("writing to a String");
         if !metrics.ensemble_note.is_empty() {
@@ -409,7 +409,7 @@ fn curves<'a>(input: &'a ReportInput<'_>) -> (Vec<Curve<'a>>, Option<Vec<Curve<'
         .predictions
         .iter()
         .map(|(n, p)| Curve {
-            name: n,
+            name: n.name(),
             scores: &p.oof,
             labels: input.labels,
         })
@@ -420,7 +420,7 @@ fn curves<'a>(input: &'a ReportInput<'_>) -> (Vec<Curve<'a>>, Option<Vec<Curve<'
             .iter()
             .filter(|(_, p)| p.test.len() == labels.len())
             .map(|(n, p)| Curve {
-                name: n,
+                name: n.name(),
                 scores: &p.test,
                 labels,
             })
@@ -429,21 +429,10 @@ fn curves<'a>(input: &'a ReportInput<'_>) -> (Vec<Curve<'a>>, Option<Vec<Curve<'
     (oof, test)
 }
 
-/// The models of `metrics` in report order: the metadata-only baseline first, the ensemble
-/// last.
-fn ordered(metrics: &Metrics) -> Vec<(&String, &crate::scores::ModelScore)> {
-    let order = [
-        "metadata",
-        "resnet",
-        "attnresnet",
-        "chipnet",
-        "cropnet",
-        "oracle_cropnet",
-        "ensemble",
-    ];
-    let mut rows: Vec<_> = metrics.models.iter().collect();
-    rows.sort_by_key(|(n, _)| order.iter().position(|o| o == n).unwrap_or(order.len()));
-    rows
+/// The rows of `metrics` in report order ([`Scored`]'s): the metadata-only baseline first, the
+/// ensemble last.
+fn ordered(metrics: &Metrics) -> impl Iterator<Item = (&Scored, &ModelScore)> {
+    metrics.models.iter()
 }
 
 /// Text for HTML.

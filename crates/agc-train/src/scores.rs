@@ -9,8 +9,67 @@ use agc_data::{Folds, read_labels};
 use serde::{Deserialize, Serialize};
 
 use crate::artefacts::{BoxRow, read_csv_rows};
+use crate::ensemble::EnsembleMember;
 use crate::error::{Result, TrainError};
 use crate::metrics::{bootstrap_auc, roc_auc};
+use crate::model::ModelKind;
+
+/// What a row of a run's results scores: the metadata-only baseline, one model, or the
+/// ensemble; in report order (the baseline first, the ensemble last). Written as its name
+/// (`metadata`, a model's name, `ensemble`) in `metrics.json` and the reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum Scored {
+    /// The logistic regression on the metadata alone ([`crate::baseline`]).
+    Baseline,
+    /// One model, its folds averaged.
+    Model(ModelKind),
+    /// The run's ensemble.
+    Ensemble,
+}
+
+impl Scored {
+    /// Its name in `metrics.json` and the reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Baseline => "metadata",
+            Self::Model(kind) => kind.name(),
+            Self::Ensemble => "ensemble",
+        }
+    }
+}
+
+impl std::fmt::Display for Scored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Scored {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "metadata" => Ok(Self::Baseline),
+            "ensemble" => Ok(Self::Ensemble),
+            model => model.parse().map(Self::Model),
+        }
+    }
+}
+
+impl From<Scored> for String {
+    fn from(s: Scored) -> Self {
+        s.name().to_string()
+    }
+}
+
+impl TryFrom<String> for Scored {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
 
 /// A model's out-of-fold and test predictions.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,12 +81,15 @@ pub struct ModelPredictions {
 }
 
 /// AUCs of one model.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelScore {
     /// AUC of all out-of-fold predictions together.
     pub oof_auc: Option<f64>,
     /// Mean of the per-fold validation AUCs (the seed's figure).
     pub oof_auc_fold_mean: Option<f64>,
+    /// Each fold's validation AUC, in fold order (`None` for a fold with one class).
+    #[serde(default)]
+    pub fold_aucs: Vec<Option<f64>>,
     /// AUC on the test labels, where known.
     pub test_auc: Option<f64>,
     /// Bootstrap 95 % interval of the test AUC.
@@ -44,14 +106,15 @@ impl ModelScore {
         test_labels: Option<&[u8]>,
         seed: u64,
     ) -> Self {
-        let fold_aucs: Vec<f64> = (0..folds.k)
-            .filter_map(|f| {
+        let fold_aucs: Vec<Option<f64>> = (0..folds.k)
+            .map(|f| {
                 let rows = folds.valid(f);
                 let s: Vec<f32> = rows.iter().map(|&r| p.oof[r]).collect();
                 let y: Vec<u8> = rows.iter().map(|&r| labels[r]).collect();
                 roc_auc(&s, &y)
             })
             .collect();
+        let defined: Vec<f64> = fold_aucs.iter().flatten().copied().collect();
         let (test_auc, test_auc_ci95) = match test_labels {
             Some(y) if p.test.len() == y.len() => (
                 roc_auc(&p.test, y),
@@ -61,8 +124,9 @@ impl ModelScore {
         };
         Self {
             oof_auc: roc_auc(&p.oof, labels),
-            oof_auc_fold_mean: (!fold_aucs.is_empty())
-                .then(|| fold_aucs.iter().sum::<f64>() / fold_aucs.len() as f64),
+            oof_auc_fold_mean: (!defined.is_empty())
+                .then(|| defined.iter().sum::<f64>() / defined.len() as f64),
+            fold_aucs,
             test_auc,
             test_auc_ci95,
         }
@@ -119,10 +183,11 @@ impl AttentionStats {
 /// `RUN/metrics.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
-    /// Scores per model (`resnet`, `chipnet`, `cropnet`, `oracle_cropnet`, `ensemble`, ...).
-    pub models: BTreeMap<String, ModelScore>,
-    /// The ensemble's members and normalised weights.
-    pub ensemble_weights: BTreeMap<String, f64>,
+    /// Scores of the baseline, each model and the ensemble (keyed `metadata`, `resnet`,
+    /// `chipnet`, `cropnet`, `oracle_cropnet`, `ensemble`, ...).
+    pub models: BTreeMap<Scored, ModelScore>,
+    /// The ensemble's members and normalised weights (`{"resnet": 0.5, ...}`).
+    pub ensemble_weights: BTreeMap<ModelKind, f64>,
     /// How the ensemble's weights were chosen, with the out-of-fold AUCs that decided it
     /// (members in the order of the configuration's `ensemble`).
     #[serde(default)]
@@ -137,6 +202,21 @@ pub struct Metrics {
     pub wall_seconds: f64,
     /// Training images, positives among them, test images.
     pub images: ImageCounts,
+}
+
+impl Metrics {
+    /// The ensemble's members with their normalised weights, in report order.
+    pub fn ensemble_members(&self) -> Vec<EnsembleMember> {
+        self.ensemble_weights
+            .iter()
+            .map(|(&model, &weight)| EnsembleMember { model, weight })
+            .collect()
+    }
+
+    /// The test AUC of `scored`, where known.
+    pub fn test_auc(&self, scored: Scored) -> Option<f64> {
+        self.models.get(&scored).and_then(|s| s.test_auc)
+    }
 }
 
 /// Sizes of the data.
@@ -234,6 +314,62 @@ pub fn evaluate_file(predictions: &Path, labels: &Path) -> Result<(usize, f64)> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_are_keyed_by_what_they_score_in_the_format_runs_have_written() {
+        // metrics.json as runs before these types wrote it: string keys, no fold AUCs.
+        let score = r#"{"oof_auc": 0.8, "oof_auc_fold_mean": 0.81, "test_auc": null, "test_auc_ci95": null}"#;
+        let text = format!(
+            r#"{{"models": {{"metadata": {score}, "resnet": {score}, "oracle_cropnet": {score},
+              "ensemble": {score}}}, "ensemble_weights": {{"resnet": 0.25, "cropnet": 0.75}},
+              "attention": null, "wall_seconds": 1.0, "images": {{"train": 4,
+              "train_positives": 2, "test": 0, "test_labelled": false}}}}"#
+        );
+        let metrics: Metrics = serde_json::from_str(&text).expect("an old metrics.json");
+        let keys: Vec<Scored> = metrics.models.keys().copied().collect();
+        assert_eq!(
+            keys,
+            [
+                Scored::Baseline,
+                Scored::Model(ModelKind::Resnet),
+                Scored::Model(ModelKind::OracleCropnet),
+                Scored::Ensemble
+            ],
+            "report order: the baseline first, the ensemble last"
+        );
+        assert_eq!(
+            metrics.ensemble_members(),
+            [
+                EnsembleMember::new(ModelKind::Resnet, 0.25),
+                EnsembleMember::new(ModelKind::Cropnet, 0.75)
+            ]
+        );
+        let again = serde_json::to_value(&metrics).expect("json");
+        assert!(again["models"]["oracle_cropnet"].is_object());
+        assert_eq!(again["ensemble_weights"]["cropnet"], 0.75);
+        // A key that names nothing is an error, not a silent fallback.
+        let unknown = text.replace(r#""cropnet": 0.75"#, r#""vgg": 0.75"#);
+        assert!(serde_json::from_str::<Metrics>(&unknown).is_err());
+        let unknown = text.replace(r#""resnet": {"#, r#""vgg": {"#);
+        let err = serde_json::from_str::<Metrics>(&unknown).expect_err("vgg");
+        assert!(err.to_string().contains("vgg"), "{err}");
+    }
+
+    #[test]
+    fn each_folds_auc_is_kept_and_a_one_class_fold_is_none() {
+        let folds = Folds {
+            k: 2,
+            fold_of: vec![0, 0, 0, 0, 1, 1, 1, 1],
+        };
+        let labels = [0, 1, 0, 1, 0, 0, 0, 0];
+        let p = ModelPredictions {
+            oof: vec![0.1, 0.9, 0.2, 0.15, 0.5, 0.6, 0.7, 0.8],
+            test: Vec::new(),
+        };
+        let s = ModelScore::of(&p, &folds, &labels, None, 0);
+        assert_eq!(s.fold_aucs, [Some(0.75), None]);
+        assert_eq!(s.oof_auc_fold_mean, Some(0.75));
+    }
 
     #[test]
     fn evaluate_refuses_missing_repeated_and_nan_predictions() {

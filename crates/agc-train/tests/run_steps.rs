@@ -30,7 +30,7 @@ fn config(data: &Path) -> PipelineConfig {
     config.image_size = 32;
     config.folds = 2;
     config.models = vec![ModelKind::Resnet];
-    config.ensemble = vec![(ModelKind::Resnet, 1.0)];
+    config.ensemble = vec![(ModelKind::Resnet, 1.0).into()];
     config.schedules.for_each(|s| {
         s.max_epochs = 1;
         s.patience = 1;

@@ -8,6 +8,7 @@ use agc_core::BoxConfig;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::ensemble::EnsembleMember;
 use crate::error::{Result, TrainError, io};
 use crate::model::{ModelKind, ModelSpec};
 use crate::train::TrainConfig;
@@ -130,7 +131,7 @@ pub struct PipelineConfig {
     /// boxes).
     pub models: Vec<ModelKind>,
     /// Ensemble members and weights (normalised to sum to 1).
-    pub ensemble: Vec<(ModelKind, f64)>,
+    pub ensemble: Vec<EnsembleMember>,
     /// Fit the ensemble weights on the out-of-fold predictions instead.
     pub fit_ensemble: bool,
 }
@@ -155,7 +156,10 @@ impl PipelineConfig {
             schedules: Schedules::default(),
             boxes: BoxConfig::new(),
             models: vec![ModelKind::Resnet, ModelKind::Chipnet, ModelKind::Cropnet],
-            ensemble: vec![(ModelKind::Resnet, 0.5), (ModelKind::Cropnet, 0.5)],
+            ensemble: vec![
+                EnsembleMember::new(ModelKind::Resnet, 0.5),
+                EnsembleMember::new(ModelKind::Cropnet, 0.5),
+            ],
             fit_ensemble: false,
         }
     }
@@ -417,27 +421,7 @@ impl PipelineConfig {
                 ));
             }
         }
-        for &(kind, w) in &self.ensemble {
-            if !self.models.contains(&kind) && kind != ModelKind::OracleCropnet {
-                bad(format!(
-                    "ensemble member {kind} is not among the models ({}): the ensemble would \
-                     fail after everything else has trained; add it to models or drop it from \
-                     the ensemble",
-                    names(&self.models)
-                ));
-            }
-            if !(w.is_finite() && w >= 0.0) {
-                bad(format!(
-                    "ensemble weight of {kind} is {w}: must be non-negative"
-                ));
-            }
-        }
-        if !self.fit_ensemble
-            && !self.ensemble.is_empty()
-            && self.ensemble.iter().map(|m| m.1).sum::<f64>() <= 0.0
-        {
-            bad("ensemble weights are all zero".into());
-        }
+        self.ensemble_problems(&mut bad);
         let b = &self.boxes;
         if !(b.k.is_finite() && b.margin.is_finite() && b.margin >= 0.0) {
             bad(format!(
@@ -455,6 +439,35 @@ impl PipelineConfig {
             Ok(())
         } else {
             Err(TrainError::Config(problems.join("; ")))
+        }
+    }
+
+    /// Problems of the ensemble's members and weights.
+    fn ensemble_problems(&self, bad: &mut impl FnMut(String)) {
+        for &EnsembleMember {
+            model: kind,
+            weight: w,
+        } in &self.ensemble
+        {
+            if !self.models.contains(&kind) && kind != ModelKind::OracleCropnet {
+                bad(format!(
+                    "ensemble member {kind} is not among the models ({}): the ensemble would \
+                     fail after everything else has trained; add it to models or drop it from \
+                     the ensemble",
+                    names(&self.models)
+                ));
+            }
+            if !(w.is_finite() && w >= 0.0) {
+                bad(format!(
+                    "ensemble weight of {kind} is {w}: must be non-negative"
+                ));
+            }
+        }
+        if !self.fit_ensemble
+            && !self.ensemble.is_empty()
+            && self.ensemble.iter().map(|m| m.weight).sum::<f64>() <= 0.0
+        {
+            bad("ensemble weights are all zero".into());
         }
     }
 

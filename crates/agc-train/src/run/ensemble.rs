@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::{Run, lock};
-use crate::ensemble::{EnsembleChoice, choose_weights, weighted_average};
+use crate::ensemble::{EnsembleChoice, EnsembleMember, choose_weights, weighted_average};
 use crate::error::{Result, TrainError};
 use crate::layout::RunLayout;
 use crate::model::ModelKind;
@@ -24,10 +24,10 @@ impl Run {
         let started = Instant::now();
         let mut members = Vec::new();
         let mut missing = Vec::new();
-        for &(kind, w) in &self.config.ensemble {
-            match self.predictions(kind)? {
-                Some(p) => members.push((kind, w, p)),
-                None => missing.push(kind),
+        for &EnsembleMember { model, weight } in &self.config.ensemble {
+            match self.predictions(model)? {
+                Some(p) => members.push((model, weight, p)),
+                None => missing.push(model),
             }
         }
         if let Some(&kind) = missing.first() {
@@ -74,7 +74,7 @@ impl Run {
             weights: members
                 .iter()
                 .zip(&weights)
-                .map(|(m, &w)| (m.0, w))
+                .map(|(m, &w)| EnsembleMember::new(m.0, w))
                 .collect(),
             choice,
             predictions: combined,
@@ -111,7 +111,7 @@ struct SubmissionInputs<'a> {
     listed: usize,
     /// Test images left after the unreadable ones were left out.
     kept: usize,
-    ensemble: &'a [(ModelKind, f64)],
+    ensemble: &'a [EnsembleMember],
     models: &'a [ModelKind],
     layout: &'a RunLayout,
 }
@@ -148,7 +148,7 @@ fn why_no_submission(s: &SubmissionInputs) -> Option<String> {
 #[derive(Debug, Clone)]
 pub struct Ensemble {
     /// The members and the weights used (summing to 1).
-    pub weights: Vec<(ModelKind, f64)>,
+    pub weights: Vec<EnsembleMember>,
     /// How the weights were chosen, with the out-of-fold AUCs that decided it.
     pub choice: EnsembleChoice,
     /// The combined out-of-fold and test predictions.
@@ -158,7 +158,7 @@ pub struct Ensemble {
 impl Ensemble {
     /// [`EnsembleChoice::describe`] with the members' names: which weights were used and why.
     pub fn note(&self) -> String {
-        let names: Vec<&str> = self.weights.iter().map(|(k, _)| k.name()).collect();
+        let names: Vec<&str> = self.weights.iter().map(|m| m.model.name()).collect();
         self.choice.describe(&names)
     }
 }
@@ -172,7 +172,10 @@ mod tests {
     fn each_reason_for_no_submission_is_named() {
         let test_csv = Path::new("data/test.csv");
         let layout = RunLayout::new("runs/r");
-        let both = [(ModelKind::Resnet, 0.5), (ModelKind::Cropnet, 0.5)];
+        let both = [
+            EnsembleMember::new(ModelKind::Resnet, 0.5),
+            EnsembleMember::new(ModelKind::Cropnet, 0.5),
+        ];
         let models = [ModelKind::Resnet];
         let inputs = SubmissionInputs {
             test_csv: Some(test_csv),

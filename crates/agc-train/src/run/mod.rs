@@ -53,6 +53,7 @@ pub use prepare::prepare;
 pub use trained::{BestCheckpoints, TrainedRun};
 
 use crate::artefacts::{FoldRow, read_rows};
+use crate::ensemble::EnsembleMember;
 use crate::error::{Result, TrainError, read_json};
 use crate::layout::RunLayout;
 use crate::model::ModelKind;
@@ -239,7 +240,7 @@ impl Run {
 
     /// Changes the ensemble's members and weights (or asks for fitted weights) for
     /// [`Run::ensemble`]; the saved configuration is not changed.
-    pub fn set_ensemble(&mut self, members: Vec<(ModelKind, f64)>, fit: bool) {
+    pub fn set_ensemble(&mut self, members: Vec<EnsembleMember>, fit: bool) {
         self.config.ensemble = members;
         self.config.fit_ensemble = fit;
     }

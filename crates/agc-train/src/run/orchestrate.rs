@@ -11,7 +11,7 @@ use crate::artefacts::{read_attention, read_csv_rows};
 use crate::error::{Result, TrainError};
 use crate::model::ModelKind;
 use crate::report::{Overlay, ReportInput, SignFlags, write_html, write_report};
-use crate::scores::{ImageCounts, Metrics, ModelPredictions};
+use crate::scores::{ImageCounts, Metrics, ModelPredictions, Scored};
 
 /// Runs every step that is not complete yet: the configured models (ChipNet before CropNet,
 /// the oracle CropNet too when the data has true boxes), the crop step before CropNet, the
@@ -25,7 +25,7 @@ pub fn run_all(run: &Run, devices: &[Device]) -> Result<Metrics> {
         return Err(TrainError::Config("no device to run on".into()));
     };
     // What the metadata alone gives, beside every model (fast: a logistic regression per fold).
-    let mut predictions = vec![("metadata".to_string(), run.metadata_baseline()?)];
+    let mut predictions = vec![(Scored::Baseline, run.metadata_baseline()?)];
     for kind in run.config.pipeline_models(run.has_true_boxes()) {
         match kind {
             ModelKind::Cropnet => run.crop(device)?,
@@ -33,13 +33,13 @@ pub fn run_all(run: &Run, devices: &[Device]) -> Result<Metrics> {
             _ => {}
         }
         tracing::info!("training {kind}");
-        predictions.push((kind.name().to_string(), run.train(kind, devices)?));
+        predictions.push((Scored::Model(kind), run.train(kind, devices)?));
     }
     let ensemble = if run.config.ensemble.is_empty() {
         None
     } else {
         let ensemble = run.ensemble()?;
-        predictions.push(("ensemble".to_string(), ensemble.predictions.clone()));
+        predictions.push((Scored::Ensemble, ensemble.predictions.clone()));
         Some(ensemble)
     };
     let _claim = super::lock::claim(&run.layout.lock("report"), "writing the metrics and report")?;
@@ -75,21 +75,16 @@ impl Run {
     /// A malformed `boxes.csv` or `steps.json`, or an unwritable file.
     pub fn write_metrics(
         &self,
-        predictions: &[(String, ModelPredictions)],
+        predictions: &[(Scored, ModelPredictions)],
         ensemble: Option<&super::Ensemble>,
     ) -> Result<Metrics> {
         let metrics = Metrics {
             models: predictions
                 .iter()
-                .map(|(name, p)| (name.clone(), self.score(p)))
+                .map(|(scored, p)| (*scored, self.score(p)))
                 .collect(),
             ensemble_weights: ensemble
-                .map(|e| {
-                    e.weights
-                        .iter()
-                        .map(|(k, w)| (k.name().to_string(), *w))
-                        .collect()
-                })
+                .map(|e| e.weights.iter().map(|m| (m.model, m.weight)).collect())
                 .unwrap_or_default(),
             ensemble_choice: ensemble.map(|e| e.choice.clone()),
             ensemble_note: ensemble.map(super::Ensemble::note).unwrap_or_default(),
@@ -114,7 +109,7 @@ impl Run {
     pub fn write_report(
         &self,
         metrics: &Metrics,
-        predictions: &[(String, ModelPredictions)],
+        predictions: &[(Scored, ModelPredictions)],
     ) -> Result<std::path::PathBuf> {
         let overlays = if self.layout.boxes().is_file() {
             self.overlays(0, 16)?

@@ -205,7 +205,7 @@ fn check_data(config: &PipelineConfig, data: &DataDir) -> Result<()> {
             || config
                 .ensemble
                 .iter()
-                .any(|m| m.0 == ModelKind::OracleCropnet))
+                .any(|m| m.model == ModelKind::OracleCropnet))
     {
         return Err(TrainError::Config(
             "the oracle CropNet needs true lesion boxes (lesion_x0.. columns) for every image"
