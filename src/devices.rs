@@ -2,7 +2,7 @@
 //! `wgpu:integrated:N`, `wgpu:cpu`, lists of GPUs of one kind), and the guards around Burn's GPU
 //! backends, which panic where a driver, an adapter or memory is missing.
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use burn::prelude::Device;
 
 /// A parsed `--device`.
@@ -185,6 +185,59 @@ pub fn is_out_of_memory(why: &str) -> bool {
     ]
     .iter()
     .any(|m| why.contains(m))
+}
+
+/// Runs `work` on the devices of `device`, after checking that each one computes. On GPUs, a
+/// failure inside Burn (which panics) becomes an error naming the device; one that ran out of
+/// memory says so with `batch_hint` (the flags that lower the batch sizes, with their values).
+///
+/// # Errors
+/// A device that does not compute, `work`'s own error, or its panic on a GPU.
+pub fn run_on<T>(
+    device: &DeviceArg,
+    batch_hint: &str,
+    work: impl FnOnce(&[Device]) -> Result<T>,
+) -> Result<T> {
+    let devices = device.devices();
+    let names = device.names();
+    for (d, name) in devices.iter().zip(&names) {
+        probe(d).with_context(|| {
+            let what = if name.starts_with("wgpu") {
+                " (the adapters wgpu found are listed below, if any; `wgpu:cpu` is a software \
+                 one)"
+            } else {
+                ""
+            };
+            format!("--device {name}: the device is not usable{what}")
+        })?;
+    }
+    if *device == DeviceArg::Cpu {
+        return work(&devices);
+    }
+    match catching_panics(std::panic::AssertUnwindSafe(|| work(&devices))) {
+        Ok(result) => result,
+        Err(why) if is_out_of_memory(&why) => {
+            // CubeCL's report walks every kernel that was skipped; the lines that say what ran
+            // out are enough.
+            let mut said: Vec<&str> = why
+                .lines()
+                .map(str::trim)
+                .filter(|l| is_out_of_memory(l))
+                .collect();
+            said.dedup();
+            bail!(
+                "--device {}: the GPU ran out of memory ({}). Lower {batch_hint}, then run the \
+                 same command again: the run resumes from its last finished epoch (a model with \
+                 epochs trained keeps its training batch size).",
+                names.join(","),
+                said.join("; ")
+            )
+        }
+        Err(why) => bail!(
+            "--device {}: the computation failed: {why}",
+            names.join(",")
+        ),
+    }
 }
 
 /// Runs one small computation on `device`, so that a device that cannot work fails before any

@@ -15,7 +15,8 @@ use crate::plot::{
 };
 use crate::scores::{Metrics, ModelPredictions, ModelScore, Scored};
 
-fn fmt_auc(v: Option<f64>) -> String {
+/// An AUC (or an IoU) to four decimals, `–` where undefined.
+pub fn fmt_auc(v: Option<f64>) -> String {
     v.map_or_else(|| "–".into(), |v| format!("{v:.4}"))
 }
 

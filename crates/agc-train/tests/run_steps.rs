@@ -209,3 +209,28 @@ fn a_fold_held_by_another_worker_is_refused_by_name_or_waited_for() {
     assert_eq!(p.oof.len(), 24);
     assert!(run.unfinished_folds(ModelKind::Resnet).is_empty());
 }
+
+#[test]
+fn cropnet_asks_for_the_crop_step_and_the_oracle_cuts_its_own_crops() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = data(dir.path());
+    let mut config = config(&data);
+    config.models = vec![ModelKind::Cropnet];
+    config.ensemble = Vec::new();
+    let run = Run::start(&dir.path().join("run"), &config, &silent()).expect("starts");
+    let device = Device::flex().autodiff();
+    let err = run
+        .train(ModelKind::Cropnet, std::slice::from_ref(&device))
+        .expect_err("no crops yet");
+    assert!(
+        matches!(err, TrainError::MissingStep { ref step, .. } if step == "agc crop"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("run `agc crop` first"), "{err}");
+    // The true-box crops need no model, so training the oracle CropNet cuts them.
+    let p = run
+        .train_one_fold(ModelKind::OracleCropnet, 0, &[device])
+        .expect("the oracle cuts its crops and trains");
+    assert!(p.is_none(), "one of two folds");
+    assert!(run.layout.crops(agc_train::layout::Crops::Oracle).is_dir());
+}

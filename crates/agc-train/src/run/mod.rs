@@ -34,6 +34,7 @@ pub mod ensemble;
 pub mod lock;
 pub mod models;
 pub mod orchestrate;
+pub mod overrides;
 pub mod prepare;
 pub mod trained;
 
@@ -49,6 +50,7 @@ use serde::{Deserialize, Serialize};
 pub use config::{PipelineConfig, Schedules};
 pub use ensemble::Ensemble;
 pub use orchestrate::run_all;
+pub use overrides::{ConfigSource, Overrides, resolve};
 pub use prepare::prepare;
 pub use trained::{BestCheckpoints, TrainedRun};
 

@@ -93,8 +93,12 @@ impl Run {
 
     fn train_fold(&self, kind: ModelKind, f: usize, devices: &[Device]) -> Result<FoldOutcome> {
         let (images, test_images) = match kind {
-            ModelKind::Cropnet => self.crop_images(Crops::Fold(f), "crop")?,
-            ModelKind::OracleCropnet => self.crop_images(Crops::Oracle, "crop --oracle")?,
+            ModelKind::Cropnet => self.crop_images(Crops::Fold(f), "agc crop")?,
+            ModelKind::OracleCropnet => {
+                // The true-box crops need no model: cut here (a no-op once they are cut).
+                self.oracle_crops()?;
+                self.crop_images(Crops::Oracle, "agc crop --oracle")?
+            }
             _ => {
                 let (train, test) = self.images_of(kind);
                 (train.clone(), test.cloned())

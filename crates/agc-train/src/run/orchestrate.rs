@@ -27,10 +27,8 @@ pub fn run_all(run: &Run, devices: &[Device]) -> Result<Metrics> {
     // What the metadata alone gives, beside every model (fast: a logistic regression per fold).
     let mut predictions = vec![(Scored::Baseline, run.metadata_baseline()?)];
     for kind in run.config.pipeline_models(run.has_true_boxes()) {
-        match kind {
-            ModelKind::Cropnet => run.crop(device)?,
-            ModelKind::OracleCropnet => run.oracle_crops()?,
-            _ => {}
+        if kind == ModelKind::Cropnet {
+            run.crop(device)?;
         }
         tracing::info!("training {kind}");
         predictions.push((Scored::Model(kind), run.train(kind, devices)?));
