@@ -11,7 +11,7 @@ use agc_data::decode;
 use crate::error::{Result, TrainError};
 use crate::layout::{OVERLAY_GRID_PNG, REPORT_HTML, REPORT_MD, ROC_OOF_PNG, ROC_TEST_PNG};
 use crate::plot::{
-    Curve, draw_rect, draw_text, grid_image, heat_overlay, roc_image, roc_svg, save_png, thumbnail,
+    Curve, draw_rect, draw_text, grid_image, heat_overlay, roc_bitmap, roc_svg, save_png, thumbnail,
 };
 use crate::scores::{Metrics, ModelPredictions};
 
@@ -102,7 +102,10 @@ pub fn write_report(input: &ReportInput<'_>) -> Result<PathBuf> {
     let dir = input.dir;
     let metrics = input.metrics;
     let (oof_curves, test_curves) = curves(input);
-    save_png(&roc_image(&oof_curves, 480), &dir.join(ROC_OOF_PNG))?;
+    save_png(
+        &roc_bitmap(&oof_curves, "ROC, out of fold", 480)?,
+        &dir.join(ROC_OOF_PNG),
+    )?;
     let mut md = String::from("# agc run report\n\n");
     writeln!(
         md,
@@ -158,7 +161,10 @@ pub fn write_report(input: &ReportInput<'_>) -> Result<PathBuf> {
     }
     writeln!(md, "\n![ROC, out-of-fold]({ROC_OOF_PNG})").expect("writing to a String");
     if let Some(test_curves) = &test_curves {
-        save_png(&roc_image(test_curves, 480), &dir.join(ROC_TEST_PNG))?;
+        save_png(
+            &roc_bitmap(test_curves, "ROC, test", 480)?,
+            &dir.join(ROC_TEST_PNG),
+        )?;
         writeln!(md, "![ROC, test]({ROC_TEST_PNG})").expect("writing to a String");
     }
     if !input.overlays.is_empty() {
