@@ -729,7 +729,7 @@ fn fmt(v: Option<f64>) -> String {
 }
 
 fn print_results(run: &Run, metrics: &Metrics, started: Instant) {
-    println!("\n{}", results_table(metrics));
+    println!("\n{}", results_table(metrics).markdown());
     if let Some(a) = &metrics.attention {
         println!(
             "attention boxes: median IoU with the true boxes {} (test {}), fallbacks {:.1} %",
