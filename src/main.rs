@@ -225,7 +225,7 @@ fn start(a: &RunArgs, device: &Device, progress: &Reporter) -> Result<Run> {
 }
 
 fn print_results(run: &Run, metrics: &Metrics, started: Instant) {
-    println!("\n{}", results_table(metrics));
+    println!("\n{}", results_table(metrics).markdown());
     if let Some(a) = &metrics.attention {
         println!(
             "attention boxes: median IoU with the true boxes {} (test {}), fallbacks {:.1} %",

@@ -1,5 +1,7 @@
-//! Report figures without a plotting library: ROC curves, attention heat maps over images,
-//! rectangles, thumbnails, tile grids, and text in a built-in 5×7 bitmap font.
+//! Report figures. ROC curves are drawn once, with plotters, for any backend: as SVG for
+//! `report.html` and as a bitmap for `report.md`'s PNGs, their text in the bundled DejaVu Sans.
+//! On photographs: attention heat maps, rectangles, thumbnails, tile grids, and labels in a
+//! built-in 5×7 bitmap font.
 //!
 //! Conventions: images are `image::RgbImage` (8-bit RGB, row-major, origin top-left, x to the
 //! right, y down); rectangles are `[x0, y0, x1, y1)` with exclusive ends; drawing clips to the
@@ -8,8 +10,15 @@
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use image::{ImageFormat, Rgb, RgbImage};
+use plotters::coord::Shift;
+use plotters::prelude::{
+    BitMapBackend, ChartBuilder, Color, DrawingArea, DrawingBackend, IntoDrawingArea, LineSeries,
+    Palette, Palette99, PathElement, SVGBackend, SeriesLabelPosition,
+};
+use plotters::style::FontStyle;
 
 /// Why a figure could not be saved.
 #[derive(Debug, thiserror::Error)]
@@ -31,22 +40,7 @@ pub enum PlotError {
     Draw(String),
 }
 
-/// Curve colours, in order; curve `i` gets `PALETTE[i % PALETTE.len()]`.
-const PALETTE: [[u8; 3]; 8] = [
-    [31, 119, 180],
-    [214, 39, 40],
-    [44, 160, 44],
-    [255, 127, 14],
-    [148, 103, 189],
-    [140, 86, 75],
-    [227, 119, 194],
-    [23, 190, 207],
-];
-
 const WHITE: [u8; 3] = [255, 255, 255];
-const BLACK: [u8; 3] = [0, 0, 0];
-const GRID: [u8; 3] = [225, 225, 225];
-const DIAGONAL: [u8; 3] = [150, 150, 150];
 const PAD: [u8; 3] = [48, 48, 48];
 
 /// Glyph width and height in font pixels; characters advance by `GLYPH_W + 1`.
@@ -101,43 +95,6 @@ fn fill(image: &mut RgbImage, x: i64, y: i64, w: u32, h: u32, colour: [u8; 3]) {
             put(image, x + dx, y + dy, colour);
         }
     }
-}
-
-/// Draws a straight line between two points in pixel coordinates, `thickness` pixels wide (the
-/// pen square extends right and down for even widths). With `dash = Some((on, off))` only
-/// `on` of every `on + off` samples (about one per pixel) are drawn.
-fn draw_line(
-    image: &mut RgbImage,
-    from: [f64; 2],
-    to: [f64; 2],
-    colour: [u8; 3],
-    thickness: u32,
-    dash: Option<(usize, usize)>,
-) {
-    let steps = (to[0] - from[0])
-        .abs()
-        .max((to[1] - from[1]).abs())
-        .ceil()
-        .max(1.0) as usize;
-    let back = i64::from(thickness.saturating_sub(1) / 2);
-    for i in 0..=steps {
-        if let Some((on, off)) = dash
-            && i % (on + off).max(1) >= on
-        {
-            continue;
-        }
-        let t = i as f64 / steps as f64;
-        let x = (from[0] + t * (to[0] - from[0])).round() as i64;
-        let y = (from[1] + t * (to[1] - from[1])).round() as i64;
-        fill(image, x - back, y - back, thickness, thickness, colour);
-    }
-}
-
-/// The width in pixels of `text` drawn by [`draw_text`] at `scale` (its longest line; each
-/// character advances 6 × `scale` pixels; the last column is spacing).
-pub fn text_width(text: &str, scale: u32) -> u32 {
-    let longest = text.lines().map(|l| l.chars().count()).max().unwrap_or(0);
-    longest as u32 * (GLYPH_W + 1) * scale
 }
 
 /// Draws `text` with its top-left corner at `(x, y)` in the built-in 5×7 font, each font pixel
@@ -252,81 +209,6 @@ pub struct Curve<'a> {
     pub scores: &'a [f32],
     /// One label per sample: 1 positive, anything else negative.
     pub labels: &'a [u8],
-}
-
-/// A `size`×`size` figure of ROC curves: white background, a square plot with axes, ticks and a
-/// light grid every 0.2, the chance diagonal dashed grey, each curve a 2-px polyline in its
-/// palette colour, axis labels "FPR" (x) and "TPR" (y), and a legend in the lower right with a
-/// colour swatch and `"name 0.912"` (the trapezoid AUC of the curve's points) per curve.
-pub fn roc_image(curves: &[Curve], size: u32) -> RgbImage {
-    let mut img = RgbImage::from_pixel(size, size, Rgb(WHITE));
-    let scale = (size / 320).max(1);
-    let (cw, ch) = ((GLYPH_W + 1) * scale, (GLYPH_H + 1) * scale);
-    // Left and bottom hold tick and axis labels, top the "TPR" label; `left + right == top +
-    // bottom` keeps the plot square.
-    let (left, bottom, top) = (4 * cw + 6, 3 * ch + 6, 2 * ch + 6);
-    let right = (top + bottom).saturating_sub(left);
-    let extent = (size.saturating_sub(left + right)).min(size.saturating_sub(top + bottom));
-    let extent = extent.max(2);
-    let (x0, y0, span) = (f64::from(left), f64::from(top), f64::from(extent - 1));
-    let to_px = |p: [f64; 2]| [x0 + p[0] * span, y0 + (1.0 - p[1]) * span];
-    let text = |img: &mut RgbImage, x: u32, y: u32, t: &str| {
-        draw_text(img, x, y, t, BLACK, scale);
-    };
-
-    for k in 0..=5 {
-        let v = f64::from(k) * 0.2;
-        let (label, [gx, gy]) = (format!("{v:.1}"), to_px([v, v]));
-        if (1..5).contains(&k) {
-            draw_line(&mut img, [gx, y0], [gx, y0 + span], GRID, 1, None);
-            draw_line(&mut img, [x0, gy], [x0 + span, gy], GRID, 1, None);
-        }
-        let half = text_width(&label, scale) / 2;
-        text(
-            &mut img,
-            (gx as u32).saturating_sub(half),
-            top + extent + 4,
-            &label,
-        );
-        let lx = left.saturating_sub(2 * half + 4);
-        text(&mut img, lx, (gy as u32).saturating_sub(ch / 2), &label);
-    }
-    let (origin, dash) = (to_px([0.0, 0.0]), Some((6, 4)));
-    draw_line(&mut img, origin, to_px([1.0, 1.0]), DIAGONAL, 1, dash);
-    draw_line(&mut img, origin, to_px([1.0, 0.0]), BLACK, 1, None);
-    draw_line(&mut img, origin, to_px([0.0, 1.0]), BLACK, 1, None);
-    let fx = (left + extent / 2).saturating_sub(text_width("FPR", scale) / 2);
-    text(&mut img, fx, top + extent + 4 + ch + ch / 2, "FPR");
-    let tx = left.saturating_sub(text_width("TPR", scale) / 2);
-    text(&mut img, tx, top.saturating_sub(2 * ch), "TPR");
-
-    let mut entries = Vec::with_capacity(curves.len());
-    for (i, curve) in curves.iter().enumerate() {
-        let colour = PALETTE[i % PALETTE.len()];
-        let points = roc_points(curve.scores, curve.labels);
-        for w in points.windows(2) {
-            draw_line(&mut img, to_px(w[0]), to_px(w[1]), colour, 2, None);
-        }
-        let auc = trapezoid_auc(&points);
-        entries.push((format!("{} {auc:.3}", curve.name), colour));
-    }
-    if !entries.is_empty() {
-        let line = ch + 2 * scale;
-        let text_w = entries.iter().map(|(t, _)| text_width(t, scale)).max();
-        let w = text_w.unwrap_or(0) + ch + 3 * cw / 2;
-        let h = entries.len() as u32 * line + 2 * scale;
-        let bx = (left + extent).saturating_sub(w + 4);
-        let by = (top + extent).saturating_sub(h + 4);
-        fill(&mut img, i64::from(bx), i64::from(by), w, h, WHITE);
-        draw_rect(&mut img, [bx, by, bx + w, by + h], DIAGONAL, 1);
-        for (k, (label, colour)) in entries.iter().enumerate() {
-            let ey = by + 2 * scale + k as u32 * line;
-            let (sx, sy, swatch) = (i64::from(bx + cw / 2), i64::from(ey), ch - scale);
-            fill(&mut img, sx, sy, swatch, swatch, *colour);
-            text(&mut img, bx + cw + ch, ey, label);
-        }
-    }
-    img
 }
 
 /// A jet-like colour for `t` in 0..1 (clamped): dark blue → blue → cyan → yellow → red → dark red.
@@ -477,64 +359,118 @@ pub fn save_png(image: &RgbImage, path: &Path) -> Result<(), PlotError> {
     Ok(())
 }
 
-/// ROC curves as an SVG document (`side`×`side` px), drawn with plotters: each curve with its
-/// AUC in the legend, and the chance diagonal.
+/// DejaVu Sans 2.37 (from Debian's `fonts-dejavu-core`; its licence is
+/// `assets/DejaVuSans-LICENSE.txt`): the text of the ROC charts, in the SVG as in the bitmap.
+const CHART_FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+
+/// Registers [`CHART_FONT`] as plotters' `sans-serif` family (all styles fall back to it), once
+/// per process. plotters measures text with it in every backend and draws bitmap text with it.
+fn register_chart_font() -> Result<(), PlotError> {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    let registered = *REGISTERED.get_or_init(|| {
+        plotters::style::register_font("sans-serif", FontStyle::Normal, CHART_FONT).is_ok()
+    });
+    if registered {
+        Ok(())
+    } else {
+        Err(PlotError::Draw(
+            "the bundled chart font (DejaVu Sans) cannot be read".into(),
+        ))
+    }
+}
+
+/// Draws a ROC chart on `root`, the one drawing for every backend: white background, `title`
+/// on top, axes "false positive rate" (x) and "true positive rate" (y) from 0 to 1 with a
+/// light mesh, the chance diagonal in light grey, curve `i` as a 2-px line in
+/// `Palette99::pick(i)`, and a legend in the lower right with `"name (0.912)"` (the
+/// trapezoid AUC of the curve's points) per curve.
+fn draw_roc<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    curves: &[Curve],
+    title: &str,
+) -> Result<(), PlotError> {
+    // plotters' colours, not this module's RGB triples.
+    use plotters::prelude::{BLACK, WHITE};
+    let fail = |e: &dyn std::fmt::Display| PlotError::Draw(e.to_string());
+    register_chart_font()?;
+    root.fill(&WHITE).map_err(|e| fail(&e))?;
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 16))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(44)
+        .build_cartesian_2d(0f64..1f64, 0f64..1f64)
+        .map_err(|e| fail(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("false positive rate")
+        .y_desc("true positive rate")
+        .draw()
+        .map_err(|e| fail(&e))?;
+    chart
+        .draw_series(LineSeries::new([(0.0, 0.0), (1.0, 1.0)], BLACK.mix(0.3)))
+        .map_err(|e| fail(&e))?;
+    for (i, c) in curves.iter().enumerate() {
+        let points = roc_points(c.scores, c.labels);
+        let colour = Palette99::pick(i).to_rgba();
+        let label = format!("{} ({:.3})", c.name, trapezoid_auc(&points));
+        chart
+            .draw_series(LineSeries::new(
+                points.into_iter().map(|[x, y]| (x, y)),
+                colour.stroke_width(2),
+            ))
+            .map_err(|e| fail(&e))?
+            .label(label)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK.mix(0.3))
+        .draw()
+        .map_err(|e| fail(&e))?;
+    root.present().map_err(|e| fail(&e))
+}
+
+/// ROC curves as an SVG document (`side`×`side` px), for `report.html`: the drawing of
+/// [`roc_bitmap`], through plotters' SVG backend.
 ///
 /// # Errors
 /// A drawing error of plotters (named).
 pub fn roc_svg(curves: &[Curve], title: &str, side: u32) -> Result<String, PlotError> {
-    use plotters::prelude::*;
-    let fail = |e: &dyn std::fmt::Display| PlotError::Draw(e.to_string());
     let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (side, side)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| fail(&e))?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 16))
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(44)
-            .build_cartesian_2d(0f64..1f64, 0f64..1f64)
-            .map_err(|e| fail(&e))?;
-        chart
-            .configure_mesh()
-            .x_desc("false positive rate")
-            .y_desc("true positive rate")
-            .draw()
-            .map_err(|e| fail(&e))?;
-        chart
-            .draw_series(LineSeries::new([(0.0, 0.0), (1.0, 1.0)], BLACK.mix(0.3)))
-            .map_err(|e| fail(&e))?;
-        for (i, c) in curves.iter().enumerate() {
-            let points = roc_points(c.scores, c.labels);
-            let colour = Palette99::pick(i).to_rgba();
-            let label = format!("{} ({:.3})", c.name, trapezoid_auc(&points));
-            chart
-                .draw_series(LineSeries::new(
-                    points.into_iter().map(|[x, y]| (x, y)),
-                    colour.stroke_width(2),
-                ))
-                .map_err(|e| fail(&e))?
-                .label(label)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2))
-                });
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK.mix(0.3))
-            .draw()
-            .map_err(|e| fail(&e))?;
-        root.present().map_err(|e| fail(&e))?;
-    }
+    draw_roc(
+        &SVGBackend::with_string(&mut svg, (side, side)).into_drawing_area(),
+        curves,
+        title,
+    )?;
     Ok(svg)
+}
+
+/// ROC curves as a `side`×`side` image, for `report.md` (saved with [`save_png`]): the drawing
+/// of [`roc_svg`], through plotters' bitmap backend.
+///
+/// # Errors
+/// A drawing error of plotters (named).
+pub fn roc_bitmap(curves: &[Curve], title: &str, side: u32) -> Result<RgbImage, PlotError> {
+    let mut rgb = vec![0; 3 * side as usize * side as usize];
+    draw_roc(
+        &BitMapBackend::with_buffer(&mut rgb, (side, side)).into_drawing_area(),
+        curves,
+        title,
+    )?;
+    RgbImage::from_raw(side, side, rgb)
+        .ok_or_else(|| PlotError::Draw(format!("no {side}×{side} RGB image from the bitmap")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const BLACK: [u8; 3] = [0, 0, 0];
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-12
@@ -579,29 +515,106 @@ mod tests {
         assert_eq!(roc_points(&[0.3], &[1, 0]), vec![[0.0, 0.0], [1.0, 1.0]]);
     }
 
-    #[test]
-    fn roc_image_has_the_size_and_draws_each_curve_colour() {
-        let (scores, labels) = ([0.9f32, 0.6, 0.5, 0.2, 0.1], [1u8, 0, 1, 0, 0]);
-        let curves = [
+    /// Two curves of AUC 5/6 and 3/4 (by hand: pairs of a positive above a negative).
+    fn two_curves<'a>(scores: &'a [f32], labels: &'a [u8]) -> [Curve<'a>; 2] {
+        [
             Curve {
                 name: "chipnet",
-                scores: &scores,
-                labels: &labels,
+                scores,
+                labels,
             },
             Curve {
                 name: "cropnet",
                 scores: &scores[..4],
                 labels: &labels[..4],
             },
-        ];
-        let img = roc_image(&curves, 400);
+        ]
+    }
+    const SCORES: [f32; 5] = [0.9, 0.6, 0.5, 0.2, 0.1];
+    const LABELS: [u8; 5] = [1, 0, 1, 0, 0];
+
+    fn palette(i: usize) -> [u8; 3] {
+        let (r, g, b) = Palette99::pick(i).rgb();
+        [r, g, b]
+    }
+
+    #[test]
+    fn roc_bitmap_has_the_size_and_draws_each_curve_colour_and_the_text() {
+        let img = roc_bitmap(&two_curves(&SCORES, &LABELS), "ROC", 400).expect("drawn");
         assert_eq!(img.dimensions(), (400, 400));
-        for colour in &PALETTE[..2] {
-            let n = img.pixels().filter(|p| p.0 == *colour).count();
+        for colour in [palette(0), palette(1)] {
+            let n = img.pixels().filter(|p| p.0 == colour).count();
             assert!(n > 50, "colour {colour:?} drawn on {n} pixels");
         }
-        assert!(!img.pixels().any(|p| p.0 == PALETTE[2]));
-        assert!(img.pixels().any(|p| p.0 == GRID));
+        assert!(!img.pixels().any(|p| p.0 == palette(2)));
+        // The font renders: the title's glyphs darken the band above the plot.
+        let dark = (0..400)
+            .flat_map(|x| (0..24).map(move |y| (x, y)))
+            .filter(|&(x, y)| img.get_pixel(x, y).0.iter().all(|&c| c < 100))
+            .count();
+        assert!(dark > 20, "{dark} dark pixels in the title band");
+    }
+
+    /// `(colour, vertices)` of each `<polyline>` in `svg`.
+    fn polylines(svg: &str) -> Vec<(String, Vec<(u32, u32)>)> {
+        let attribute = |tag: &str, name: &str| {
+            let start = tag.find(&format!(" {name}=\"")).expect(name) + name.len() + 3;
+            tag[start..]
+                .split('"')
+                .next()
+                .expect("closing quote")
+                .to_string()
+        };
+        svg.split("<polyline")
+            .skip(1)
+            .map(|tag| {
+                let tag = tag.split("/>").next().expect("tag end");
+                let points = attribute(tag, "points")
+                    .split_whitespace()
+                    .map(|p| {
+                        let (x, y) = p.split_once(',').expect("x,y");
+                        (x.parse().expect("x"), y.parse().expect("y"))
+                    })
+                    .collect();
+                (attribute(tag, "stroke"), points)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn svg_and_bitmap_are_one_drawing() {
+        let curves = two_curves(&SCORES, &LABELS);
+        let svg = roc_svg(&curves, "ROC, test", 400).expect("SVG");
+        let img = roc_bitmap(&curves, "ROC, test", 400).expect("bitmap");
+        for text in [
+            "ROC, test",
+            "chipnet (0.833)",
+            "cropnet (0.750)",
+            "true positive rate",
+        ] {
+            assert!(svg.contains(text), "{text:?} not in the SVG");
+        }
+        // Every vertex of a curve or legend line in the SVG is drawn in a curve colour in the
+        // bitmap: the same layout, the legend (placed by its measured text) included.
+        let colours = [palette(0), palette(1)];
+        let hex = colours.map(|[r, g, b]| format!("#{r:02X}{g:02X}{b:02X}"));
+        let lines: Vec<_> = polylines(&svg)
+            .into_iter()
+            .filter(|(stroke, _)| hex.contains(stroke))
+            .collect();
+        assert_eq!(lines.len(), 4, "two curves and two legend lines");
+        for (stroke, points) in &lines {
+            for &(x, y) in points {
+                // A line's last pixel may fall one short of its end point.
+                let near = (x - 1..=x + 1)
+                    .flat_map(|u| (y - 1..=y + 1).map(move |v| (u, v)))
+                    .any(|(u, v)| colours.contains(&img.get_pixel(u, v).0));
+                assert!(
+                    near,
+                    "{stroke} vertex ({x}, {y}) is not drawn in the bitmap"
+                );
+            }
+        }
     }
 
     fn grey(w: u32, h: u32, v: u8) -> RgbImage {
@@ -715,7 +728,6 @@ mod tests {
         assert_eq!(img.get_pixel(6, 1).0, BLACK);
         assert_eq!(img.get_pixel(8, 3).0, WHITE);
         assert_eq!(img.get_pixel(10, 5).0, BLACK);
-        assert_eq!(text_width("ab\nabc", 2), 36);
         let (mut a, mut b) = (grey(12, 16, 0), grey(12, 16, 0));
         draw_text(&mut a, 0, 0, "q", WHITE, 2);
         draw_text(&mut b, 0, 0, "Q", WHITE, 2);
@@ -726,7 +738,7 @@ mod tests {
     fn save_png_round_trips_without_partial_file() {
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = dir.path().join("figs").join("roc.png");
-        let img = roc_image(&[], 123);
+        let img = roc_bitmap(&[], "ROC", 123).expect("drawn");
         save_png(&img, &path).expect("saved");
         let back = image::open(&path).expect("readable PNG").to_rgb8();
         assert_eq!(back.dimensions(), (123, 123));
