@@ -34,4 +34,6 @@ pub use imageio::{
 };
 pub use metadata::{MetadataEncoder, Record, Split, read_labels, read_metadata, read_score_inputs};
 pub use progress::{Progress, Reporter, Silent, Task};
-pub use synth::{Family, Signs, SynthConfig, SynthReport, SynthSplit, generate, sample};
+pub use synth::{
+    Family, Signs, SignsRow, SignsTable, SynthConfig, SynthReport, SynthSplit, generate, sample,
+};

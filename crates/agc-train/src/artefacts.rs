@@ -93,6 +93,23 @@ impl BoxRow {
     }
 }
 
+/// One fold of `models/<model>/folds.json`: how its training went.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FoldSummary {
+    /// The fold.
+    pub fold: usize,
+    /// The epoch whose checkpoint is kept (1-based), if any.
+    pub best_epoch: Option<usize>,
+    /// Its validation AUC.
+    pub best_valid_auc: Option<f64>,
+    /// Epochs trained.
+    pub epochs: usize,
+    /// Why training stopped.
+    pub stop_reason: String,
+    /// Seconds of training.
+    pub seconds: f64,
+}
+
 /// A row of `skipped.csv`: an image left out because it could not be read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SkippedRow {

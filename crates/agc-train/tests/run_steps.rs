@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use agc_data::progress::silent;
 use agc_data::{SynthConfig, generate};
-use agc_train::artefacts::{FoldRow, SkippedRow, TestRow, read_rows};
+use agc_train::artefacts::{FoldRow, FoldSummary, SkippedRow, TestRow, read_rows};
 use agc_train::run::{PipelineConfig, Run, lock, prepare};
 use agc_train::{ModelKind, TrainError};
 use burn::prelude::Device;
@@ -162,6 +162,16 @@ fn unreadable_images_are_listed_or_left_out_and_recorded() {
     let p = opened.train(ModelKind::Resnet, &[device]).expect("trains");
     assert_eq!((p.oof.len(), p.test.len()), (23, 7));
     assert!(p.oof.iter().chain(&p.test).all(|v| v.is_finite()));
+    let folds: Vec<FoldSummary> = serde_json::from_slice(
+        &std::fs::read(run.join("models/resnet/folds.json")).expect("folds.json"),
+    )
+    .expect("one summary per fold");
+    assert_eq!(folds.iter().map(|f| f.fold).collect::<Vec<_>>(), [0, 1]);
+    assert!(
+        folds
+            .iter()
+            .all(|f| f.epochs == 1 && f.best_epoch == Some(1))
+    );
     opened.ensemble().expect("ensemble");
     let submission: Vec<TestRow> = read_rows(&run.join("models/resnet/test.csv")).expect("test");
     assert!(submission.iter().all(|r| r.image_name != "SYN_test_000001"));

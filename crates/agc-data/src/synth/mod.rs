@@ -39,7 +39,6 @@
 #![allow(clippy::many_single_char_names)]
 
 use std::f32::consts::PI;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use image::{Rgb, RgbImage};
@@ -1032,22 +1031,123 @@ fn write_csv(path: &Path, records: &[Record], with_target: bool) -> Result<()> {
 
 /// `signs.csv`: `image_name,target,<the family's signs>` (0 or 1), training images first.
 fn write_signs(path: &Path, family: Family, rows: &[(String, Option<u8>, Signs)]) -> Result<()> {
-    let mut text = format!(
-        "{},{},{}\n",
-        columns::IMAGE,
-        columns::TARGET,
-        family.sign_names().join(",")
-    );
-    for (name, target, signs) in rows {
-        let flags: Vec<_> = signs
-            .flags()
+    SignsTable {
+        names: family
+            .sign_names()
             .iter()
-            .map(|&f| u8::from(f).to_string())
-            .collect();
-        writeln!(text, "{name},{},{}", target.unwrap_or(0), flags.join(","))
-            .expect("writing to a String");
+            .map(ToString::to_string)
+            .collect(),
+        rows: rows
+            .iter()
+            .map(|(name, target, signs)| SignsRow {
+                image_name: name.clone(),
+                target: target.unwrap_or(0),
+                flags: signs.flags().to_vec(),
+            })
+            .collect(),
     }
-    write_atomic(path, text.as_bytes())
+    .write(path)
+}
+
+/// `signs.csv` of a synthetic data set: `image_name,target,<sign>...`, each sign 0 or 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignsTable {
+    /// The sign names: the columns after `image_name` and `target`.
+    pub names: Vec<String>,
+    /// One row per image.
+    pub rows: Vec<SignsRow>,
+}
+
+/// One image of [`SignsTable`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignsRow {
+    /// The image.
+    pub image_name: String,
+    /// Its label.
+    pub target: u8,
+    /// Whether it shows each sign, in [`SignsTable::names`] order.
+    pub flags: Vec<bool>,
+}
+
+impl SignsTable {
+    /// Writes the table atomically.
+    ///
+    /// # Errors
+    /// An unwritable file.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let csv_error = |e: csv::Error| DataError::Csv {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        };
+        let mut writer = csv::Writer::from_writer(Vec::new());
+        let header = [columns::IMAGE, columns::TARGET]
+            .into_iter()
+            .chain(self.names.iter().map(String::as_str));
+        writer.write_record(header).map_err(csv_error)?;
+        for row in &self.rows {
+            let cells = [row.image_name.clone(), row.target.to_string()]
+                .into_iter()
+                .chain(row.flags.iter().map(|&f| u8::from(f).to_string()));
+            writer.write_record(cells).map_err(csv_error)?;
+        }
+        let bytes = writer.into_inner().map_err(|e| DataError::Csv {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        write_atomic(path, &bytes)
+    }
+
+    /// Reads a table written by [`Self::write`].
+    ///
+    /// # Errors
+    /// An unreadable file, a header that is not `image_name,target,<sign>...` with at least
+    /// one sign, or a cell that is not 0 or 1 (named with its row and column).
+    pub fn read(path: &Path) -> Result<Self> {
+        let csv_error = |e: csv::Error| DataError::Csv {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        };
+        let mut reader = csv::Reader::from_path(path).map_err(csv_error)?;
+        let header: Vec<String> = reader
+            .headers()
+            .map_err(csv_error)?
+            .iter()
+            .map(str::to_string)
+            .collect();
+        if header.len() < 3 || header[0] != columns::IMAGE || header[1] != columns::TARGET {
+            return Err(DataError::Csv {
+                path: path.to_path_buf(),
+                message: format!(
+                    "the header {:?} is not image_name,target,<sign>...",
+                    header.join(",")
+                ),
+            });
+        }
+        let mut rows = Vec::new();
+        for (i, record) in reader.records().enumerate() {
+            let record = record.map_err(csv_error)?;
+            let bit = |c: usize| match record.get(c).map(str::trim) {
+                Some("0") => Ok(false),
+                Some("1") => Ok(true),
+                other => Err(DataError::BadValue {
+                    path: path.to_path_buf(),
+                    row: i + 1,
+                    column: header[c].clone(),
+                    value: other.unwrap_or_default().to_string(),
+                    message: "a sign or target is 0 or 1".into(),
+                }),
+            };
+            rows.push(SignsRow {
+                image_name: record.get(0).unwrap_or_default().trim().to_string(),
+                target: u8::from(bit(1)?),
+                flags: (2..header.len()).map(bit).collect::<Result<_>>()?,
+            });
+        }
+        Ok(Self {
+            names: header[2..].to_vec(),
+            rows,
+        })
+    }
 }
 
 fn write_labels(path: &Path, records: &[Record]) -> Result<()> {
@@ -1237,6 +1337,19 @@ mod tests {
             );
             assert_eq!(*line, expected);
         }
+        // The table reads back as written; a cell that is not 0 or 1 is named.
+        let table = SignsTable::read(&dir.path().join("signs.csv")).expect("reads");
+        assert_eq!(table.names, ["veil", "globules", "freckles"]);
+        assert_eq!(table.rows.len(), 18);
+        let first = sample(&config, SynthSplit::Train, 0);
+        assert_eq!(table.rows[0].flags, first.signs.flags());
+        let bad = dir.path().join("bad_signs.csv");
+        std::fs::write(&bad, signs.replacen(lines[1], "ISIC_x,1,0,2,0", 1)).expect("write");
+        let err = SignsTable::read(&bad).expect_err("a 2").to_string();
+        assert!(
+            err.contains("bad_signs.csv") && err.contains("globules") && err.contains("\"2\""),
+            "{err}"
+        );
         assert_eq!(
             labels.iter().filter(|l| l.1 == 1).count(),
             report.test_positives

@@ -9,7 +9,7 @@ use agc_data::ImageCache;
 use burn::prelude::Device;
 
 use super::{Run, lock};
-use crate::artefacts::{OofRow, SubmissionRow, TestRow, read_rows, write_rows};
+use crate::artefacts::{FoldSummary, OofRow, SubmissionRow, TestRow, read_rows, write_rows};
 use crate::error::{Result, TrainError, read_json};
 use crate::layout::{Crops, FoldLayout, PredictionFiles};
 use crate::model::ModelKind;
@@ -164,14 +164,14 @@ impl Run {
             }
             let fold_seconds: f64 = outcome.state.history.iter().map(|h| h.seconds).sum();
             seconds += fold_seconds;
-            summary.push(serde_json::json!({
-                "fold": f,
-                "best_epoch": outcome.state.best_epoch.map(|e| e + 1),
-                "best_valid_auc": outcome.state.best_auc,
-                "epochs": outcome.state.history.len(),
-                "stop_reason": outcome.state.stop_reason,
-                "seconds": fold_seconds,
-            }));
+            summary.push(FoldSummary {
+                fold: f,
+                best_epoch: outcome.state.best_epoch.map(|e| e + 1),
+                best_valid_auc: outcome.state.best_auc,
+                epochs: outcome.state.history.len(),
+                stop_reason: outcome.state.stop_reason.clone(),
+                seconds: fold_seconds,
+            });
         }
         agc_data::fsutil::write_json(&self.layout.fold_summary(kind), &summary)?;
         let predictions = ModelPredictions { oof, test };

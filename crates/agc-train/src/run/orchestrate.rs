@@ -7,7 +7,7 @@ use std::path::Path;
 use burn::prelude::Device;
 
 use super::{Run, true_square};
-use crate::artefacts::{read_attention, read_csv_rows};
+use crate::artefacts::read_attention;
 use crate::error::{Result, TrainError};
 use crate::model::ModelKind;
 use crate::report::{Overlay, ReportInput, SignFlags, write_html, write_report};
@@ -122,7 +122,7 @@ impl Run {
             test_labels: self.test_labels.as_deref(),
             folds: self.folds.k,
             backbone: &self.config.model.backbone,
-            signs: self.sign_flags()?,
+            signs: self.sign_flags(),
             overlays,
         };
         let path = write_report(&input)?;
@@ -214,34 +214,34 @@ impl Run {
 
     /// Which class signs each scored image shows, from the data's `signs.csv` (synthetic data):
     /// the test images when their labels are known, else the training images.
-    fn sign_flags(&self) -> Result<Option<SignFlags>> {
+    fn sign_flags(&self) -> Option<SignFlags> {
         let path = self.config.data.join("signs.csv");
         if !path.is_file() {
-            return Ok(None);
+            return None;
         }
-        let (header, rows) = read_csv_rows(&path)?;
-        if header.len() < 3 || header[0] != "image_name" || header[1] != "target" {
-            tracing::warn!(
-                "{}: not a signs table (image_name,target,<sign>...); the report goes without it",
-                path.display()
-            );
-            return Ok(None);
-        }
-        let by_name: BTreeMap<&str, Vec<bool>> = rows
+        let table = match agc_data::SignsTable::read(&path) {
+            Ok(table) => table,
+            Err(e) => {
+                tracing::warn!("{e}; the report goes without the signs table");
+                return None;
+            }
+        };
+        let by_name: BTreeMap<&str, &Vec<bool>> = table
+            .rows
             .iter()
-            .map(|r| (r[0].as_str(), r[2..].iter().map(|v| v == "1").collect()))
+            .map(|r| (r.image_name.as_str(), &r.flags))
             .collect();
         let on_test = self.test_labels.is_some();
         let records = if on_test { &self.test } else { &self.train };
         let flags = records
             .iter()
-            .map(|r| by_name.get(r.image_name.as_str()).cloned())
+            .map(|r| by_name.get(r.image_name.as_str()).map(|f| (*f).clone()))
             .collect::<Option<Vec<_>>>();
-        Ok(flags.map(|flags| SignFlags {
+        flags.map(|flags| SignFlags {
             on_test,
-            names: header[2..].to_vec(),
+            names: table.names,
             flags,
-        }))
+        })
     }
 }
 
