@@ -11,6 +11,39 @@ pub enum TrainError {
     /// A configuration value cannot be used.
     #[error("configuration: {0}")]
     Config(String),
+    /// A setting (a configuration key or a command-line flag) has a value that cannot be used.
+    #[error("{setting} {value}: {message}")]
+    Setting {
+        /// The setting, as the configuration or the command line names it.
+        setting: String,
+        /// Its value, as given.
+        value: String,
+        /// Why it cannot be used, and what would do.
+        message: String,
+    },
+    /// Settings checked together before anything is written: every problem found, each naming
+    /// its setting and value.
+    #[error("configuration: {}", .0.join("; "))]
+    Settings(Vec<String>),
+    /// A folder holds something this command must not overwrite or mix with.
+    #[error("{} {message}", path.display())]
+    Occupied {
+        /// The folder or file.
+        path: PathBuf,
+        /// What it holds, and what to do instead.
+        message: String,
+    },
+    /// The data cannot make this run or be scored: too few images, positives, patient ids or
+    /// true boxes; images missing or unreadable.
+    #[error("{0}")]
+    Dataset(String),
+    /// There is no device to work on.
+    #[error("no device to work on")]
+    NoDevice,
+    /// Data-parallel training stopped on this device because another device failed (whose own
+    /// error says why).
+    #[error("stopped because another device failed")]
+    StoppedByAnotherDevice,
     /// Reading or writing data failed.
     #[error(transparent)]
     Data(#[from] agc_data::DataError),

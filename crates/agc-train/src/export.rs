@@ -244,10 +244,10 @@ pub struct MetadataVocabulary {
 pub fn export_run(run: &Path, out: &Path, device: &Device) -> Result<ExportSummary> {
     let run = TrainedRun::open(run)?;
     if out.exists() {
-        return Err(TrainError::Config(format!(
-            "{} exists: export into a new folder",
-            out.display()
-        )));
+        return Err(TrainError::Occupied {
+            path: out.to_path_buf(),
+            message: "exists: export into a new folder".into(),
+        });
     }
     let (config, encoder, meta_dim) = (&run.config, &run.encoder, run.meta_dim());
     let partial = agc_data::fsutil::partial_path(out);

@@ -161,13 +161,13 @@ impl ModelSpec {
     /// # Errors
     /// If the preset name is unknown.
     pub fn backbone_config(&self) -> Result<ResNetConfig, TrainError> {
-        ResNetConfig::preset(&self.backbone).ok_or_else(|| {
-            TrainError::Config(format!(
-                "unknown backbone {:?} (expected tiny, small, resnet18, resnet34, resnet50, \
-                 resnet101 or resnet152; wN for one basic block per stage at width N ≥ 1, e.g. \
-                 w64; NAME-wN for a preset at width N, e.g. resnet18-w32)",
-                self.backbone
-            ))
+        ResNetConfig::preset(&self.backbone).ok_or_else(|| TrainError::Setting {
+            setting: "backbone".into(),
+            value: format!("{:?}", self.backbone),
+            message: "unknown (expected tiny, small, resnet18, resnet34, resnet50, resnet101 \
+                          or resnet152; wN for one basic block per stage at width N ≥ 1, e.g. \
+                          w64; NAME-wN for a preset at width N, e.g. resnet18-w32)"
+                .into(),
         })
     }
 

@@ -167,7 +167,11 @@ impl Predictor {
     /// If `n` is 0.
     pub fn with_batch_size(mut self, n: usize) -> Result<Self> {
         if n == 0 {
-            return Err(TrainError::Config("--batch-size must be at least 1".into()));
+            return Err(TrainError::Setting {
+                setting: "--batch-size".into(),
+                value: "0".into(),
+                message: "must be at least 1".into(),
+            });
         }
         self.config.schedules.for_each(|s| s.eval_batch_size = n);
         Ok(self)
@@ -645,10 +649,10 @@ impl Predictor {
                 s.unseen = unseen;
                 return Ok(s);
             }
-            return Err(TrainError::Config(format!(
-                "{} holds the predictions of other images: choose another --out",
-                path.display()
-            )));
+            return Err(TrainError::Occupied {
+                path,
+                message: "holds the predictions of other images: choose another --out".into(),
+            });
         }
         let chunk = options.chunk.max(1);
         let parts = out.join("parts");
@@ -681,7 +685,7 @@ impl Predictor {
                 })
                 .collect();
             if !bad.is_empty() && !options.skip_bad {
-                return Err(TrainError::Config(format!(
+                return Err(TrainError::Dataset(format!(
                     "{} images cannot be read:\n  {}\npass --skip-bad-images to leave them out \
                      (the images before them are saved and will not be scored again)",
                     bad.len(),
@@ -802,7 +806,7 @@ pub fn collect_inputs(paths: &[PathBuf]) -> Result<Vec<Input>> {
         }
     }
     if inputs.is_empty() {
-        return Err(TrainError::Config(format!(
+        return Err(TrainError::Dataset(format!(
             "no JPEG or PNG images in {}",
             paths
                 .iter()
@@ -813,7 +817,7 @@ pub fn collect_inputs(paths: &[PathBuf]) -> Result<Vec<Input>> {
     }
     let mut seen = HashSet::new();
     if let Some(dup) = inputs.iter().find(|i| !seen.insert(i.name.clone())) {
-        return Err(TrainError::Config(format!(
+        return Err(TrainError::Dataset(format!(
             "two images are named {:?}: each output row is keyed by the image's name",
             dup.name
         )));

@@ -245,10 +245,14 @@ impl PipelineConfig {
             "seed" => Ok(Self::new(data)),
             "demo" => Ok(Self::demo(data)),
             "cpu" => Ok(Self::cpu(data)),
-            other => Err(TrainError::Config(format!(
-                "no preset {other:?}; the presets are {}",
-                Self::PRESETS.join(", ")
-            ))),
+            other => Err(TrainError::Setting {
+                setting: "preset".into(),
+                value: format!("{other:?}"),
+                message: format!(
+                    "no such preset; the presets are {}",
+                    Self::PRESETS.join(", ")
+                ),
+            }),
         }
     }
 
@@ -356,7 +360,7 @@ impl PipelineConfig {
     /// value stops the run before anything is written or trained rather than after hours.
     ///
     /// # Errors
-    /// [`TrainError::Config`] listing every problem, each naming the setting and its value.
+    /// [`TrainError::Settings`] listing every problem, each naming the setting and its value.
     pub fn validate(&self) -> Result<()> {
         let mut problems = Vec::new();
         let mut bad = |p: String| problems.push(p);
@@ -414,11 +418,7 @@ impl PipelineConfig {
             .filter(|&k| k != ModelKind::OracleCropnet)
         {
             if let Err(e) = self.schedules.of(kind).check() {
-                bad(format!(
-                    "schedules.{}: {}",
-                    schedule_name(kind),
-                    e.to_string().trim_start_matches("configuration: ")
-                ));
+                bad(format!("schedules.{}: {}", schedule_name(kind), e));
             }
         }
         self.ensemble_problems(&mut bad);
@@ -438,7 +438,7 @@ impl PipelineConfig {
         if problems.is_empty() {
             Ok(())
         } else {
-            Err(TrainError::Config(problems.join("; ")))
+            Err(TrainError::Settings(problems))
         }
     }
 
@@ -474,7 +474,7 @@ impl PipelineConfig {
     /// Problems of the architecture settings.
     fn model_problems(&self, bad: &mut impl FnMut(String)) {
         if let Err(e) = self.model.backbone_config() {
-            bad(e.to_string().trim_start_matches("configuration: ").into());
+            bad(e.to_string());
         }
         if let Some(w) = &self.model.weights
             && !w.is_file()

@@ -129,7 +129,7 @@ impl Run {
     /// Records without a true box, unreadable originals, unwritable caches.
     pub fn oracle_crops(&self) -> Result<()> {
         if !self.has_true_boxes() {
-            return Err(TrainError::Config(
+            return Err(TrainError::Dataset(
                 "the oracle CropNet needs true lesion boxes (lesion_x0.. columns) for every \
                  image"
                     .into(),

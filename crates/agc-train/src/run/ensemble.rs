@@ -37,19 +37,27 @@ impl Run {
             });
         }
         if members.is_empty() {
-            return Err(TrainError::Config("the ensemble has no members".into()));
+            return Err(TrainError::Setting {
+                setting: "ensemble".into(),
+                value: "[]".into(),
+                message: "has no members".into(),
+            });
         }
         let oofs: Vec<&[f32]> = members.iter().map(|m| m.2.oof.as_slice()).collect();
         let given: Vec<f64> = members.iter().map(|m| m.1).collect();
         if given.iter().any(|&w| !(w.is_finite() && w >= 0.0)) {
-            return Err(TrainError::Config(format!(
-                "ensemble weights must be non-negative, got {given:?}"
-            )));
+            return Err(TrainError::Setting {
+                setting: "ensemble weights".into(),
+                value: format!("{given:?}"),
+                message: "must be non-negative".into(),
+            });
         }
         if !self.config.fit_ensemble && given.iter().sum::<f64>() <= 0.0 {
-            return Err(TrainError::Config(format!(
-                "ensemble weights must not all be zero, got {given:?}"
-            )));
+            return Err(TrainError::Setting {
+                setting: "ensemble weights".into(),
+                value: format!("{given:?}"),
+                message: "must not all be zero".into(),
+            });
         }
         let choice = choose_weights(&oofs, &self.labels, &given, self.config.fit_ensemble)
             .ok_or_else(|| {

@@ -67,11 +67,15 @@ impl Run {
         devices: &[Device],
     ) -> Result<Option<ModelPredictions>> {
         if fold >= self.folds.k {
-            return Err(TrainError::Config(format!(
-                "--fold {fold}: the run has {} folds (0 to {})",
-                self.folds.k,
-                self.folds.k - 1
-            )));
+            return Err(TrainError::Setting {
+                setting: "--fold".into(),
+                value: fold.to_string(),
+                message: format!(
+                    "the run has {} folds (0 to {})",
+                    self.folds.k,
+                    self.folds.k - 1
+                ),
+            });
         }
         let what = format!("training {kind} fold {fold}");
         let claim = lock::claim_or_refuse(&self.fold_lock(kind, fold), &what)?;

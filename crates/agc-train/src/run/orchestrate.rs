@@ -22,7 +22,7 @@ use crate::scores::{ImageCounts, Metrics, ModelPredictions, Scored};
 /// The first step that fails.
 pub fn run_all(run: &Run, devices: &[Device]) -> Result<Metrics> {
     let Some(device) = devices.first() else {
-        return Err(TrainError::Config("no device to run on".into()));
+        return Err(TrainError::NoDevice);
     };
     // What the metadata alone gives, beside every model (fast: a logistic regression per fold).
     let mut predictions = vec![(Scored::Baseline, run.metadata_baseline()?)];
@@ -138,11 +138,15 @@ impl Run {
     /// A fold out of range, the crop step not run, or malformed artefacts.
     pub fn overlays(&self, fold: usize, count: usize) -> Result<Vec<Overlay>> {
         if fold >= self.folds.k {
-            return Err(TrainError::Config(format!(
-                "fold {fold}: the run has {} folds (0 to {})",
-                self.folds.k,
-                self.folds.k - 1
-            )));
+            return Err(TrainError::Setting {
+                setting: "fold".into(),
+                value: fold.to_string(),
+                message: format!(
+                    "the run has {} folds (0 to {})",
+                    self.folds.k,
+                    self.folds.k - 1
+                ),
+            });
         }
         let att_path = self.layout.attention(fold);
         let Some(boxes) = self.boxes()? else {

@@ -41,19 +41,27 @@ impl ConfigSource {
             let base = PipelineConfig::preset(preset, self.data.clone().unwrap_or_default())?;
             let config = PipelineConfig::read_over(path, &base)?;
             if config.data.as_os_str().is_empty() {
-                return Err(TrainError::Config(format!(
-                    "{}: no \"data\" directory: give one there or with --data",
-                    path.display()
-                )));
+                return Err(TrainError::Setting {
+                    setting: "data".into(),
+                    value: "missing".into(),
+                    message: format!(
+                        "{} gives no data directory: give one there or with --data",
+                        path.display()
+                    ),
+                });
             }
             config
         } else if self.data.is_none() && self.preset.is_none() && saved.is_file() {
             PipelineConfig::read(&saved)?
         } else {
             let Some(data) = &self.data else {
-                return Err(TrainError::Config(
-                    "--data is required (or --config, or an --out that holds a run)".into(),
-                ));
+                return Err(TrainError::Setting {
+                    setting: "--data".into(),
+                    value: "missing".into(),
+                    message: "give the data directory (or --config, or an --out that holds a \
+                              run)"
+                        .into(),
+                });
             };
             PipelineConfig::preset(preset, data.clone())?
         };
@@ -283,8 +291,11 @@ mod tests {
             out: out.clone(),
             ..ConfigSource::default()
         };
-        let err = nothing.resolve().expect_err("no data").to_string();
-        assert!(err.contains("--data is required"), "{err}");
+        let err = nothing.resolve().expect_err("no data");
+        assert!(
+            matches!(err, TrainError::Setting { ref setting, .. } if setting == "--data"),
+            "{err}"
+        );
         let data = ConfigSource {
             data: Some("photos".into()),
             preset: Some("cpu".into()),
@@ -304,7 +315,7 @@ mod tests {
         }
         .resolve()
         .expect_err("no data in it");
-        assert!(err.to_string().contains("no \"data\""), "{err}");
+        assert!(err.to_string().contains("gives no data directory"), "{err}");
         let over = ConfigSource {
             config: Some(partial),
             ..data

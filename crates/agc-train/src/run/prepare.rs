@@ -114,12 +114,14 @@ fn compare(layout: &RunLayout, given: &PipelineConfig) -> Result<()> {
         }
         return Ok(());
     }
-    Err(TrainError::Config(format!(
-        "{} holds a run made with other settings:\n  {}\nresume it with the saved settings \
-         (the same flags, or none but --out), or choose a new --out",
-        config_path.display(),
-        saved.differences(given).join("\n  ")
-    )))
+    Err(TrainError::Occupied {
+        path: config_path.clone(),
+        message: format!(
+            "holds a run made with other settings:\n  {}\nresume it with the saved settings \
+             (the same flags, or none but --out), or choose a new --out",
+            saved.differences(given).join("\n  ")
+        ),
+    })
 }
 
 /// `given` (which differs from `saved` in batch sizes only), except that each model with
@@ -145,13 +147,17 @@ fn batch_sizes_for_untrained(
         }
         let model_dir = layout.model_dir(kind);
         if folds.iter().any(|f| !f.finished) {
-            return Err(TrainError::Config(format!(
-                "--batch-size {asked}: {kind} has {epochs} epochs trained at batch size {was} \
-                 and is not finished; it resumes only at {was}, so that config.json says how \
-                 it was trained (give --batch-size {was}, or delete {} to train it again at \
-                 {asked})",
-                model_dir.display()
-            )));
+            return Err(TrainError::Setting {
+                setting: "--batch-size".into(),
+                value: asked.to_string(),
+                message: format!(
+                    "{kind} has {epochs} epochs trained at batch size {was} and is not \
+                     finished; it resumes only at {was}, so that config.json says how it was \
+                     trained (give --batch-size {was}, or delete {} to train it again at \
+                     {asked})",
+                    model_dir.display()
+                ),
+            });
         }
         taken.schedules.of_mut(kind).batch_size = was;
         tracing::info!(
@@ -167,13 +173,13 @@ fn batch_sizes_for_untrained(
 fn check_data(config: &PipelineConfig, data: &DataDir) -> Result<()> {
     let train_csv = config.data.join("train.csv");
     if data.train.is_empty() {
-        return Err(TrainError::Config(format!(
+        return Err(TrainError::Dataset(format!(
             "{} has a header but no images",
             train_csv.display()
         )));
     }
     if let Some(r) = data.train.iter().find(|r| r.target.is_none()) {
-        return Err(TrainError::Config(format!(
+        return Err(TrainError::Dataset(format!(
             "{}: image {:?} has no target (every training image needs a label 0 or 1)",
             train_csv.display(),
             r.image_name
@@ -182,7 +188,7 @@ fn check_data(config: &PipelineConfig, data: &DataDir) -> Result<()> {
     if config.group_by_patient {
         let missing = data.train.iter().filter(|r| r.patient_id.is_none()).count();
         if missing > 0 {
-            return Err(TrainError::Config(format!(
+            return Err(TrainError::Dataset(format!(
                 "--group-by-patient needs a patient_id for every image, but {missing} of {} \
                  rows of {} have none (the first: {:?}); add the patient_id column or drop \
                  --group-by-patient",
@@ -207,7 +213,7 @@ fn check_data(config: &PipelineConfig, data: &DataDir) -> Result<()> {
                 .iter()
                 .any(|m| m.model == ModelKind::OracleCropnet))
     {
-        return Err(TrainError::Config(
+        return Err(TrainError::Dataset(
             "the oracle CropNet needs true lesion boxes (lesion_x0.. columns) for every image"
                 .into(),
         ));
@@ -221,7 +227,7 @@ fn check_data(config: &PipelineConfig, data: &DataDir) -> Result<()> {
                     .take(10)
                     .map(|p| p.display().to_string())
                     .collect();
-                return Err(TrainError::Config(format!(
+                return Err(TrainError::Dataset(format!(
                     "{} {split:?} images are missing: {}{}; fix the data or pass \
                      --skip-bad-images to leave them out",
                     missing.len(),
@@ -244,7 +250,7 @@ fn check_labels(config: &PipelineConfig, labels: &[u8], skipped: usize) -> Resul
         String::new()
     };
     if positives < config.folds || negatives < config.folds {
-        return Err(TrainError::Config(format!(
+        return Err(TrainError::Dataset(format!(
             "{} training images{left} hold {positives} positives and {negatives} negatives: \
              each of the {} folds needs at least one of each for a validation AUC; use fewer \
              --folds or more data",

@@ -108,14 +108,25 @@ impl TrainConfig {
     }
 
     pub(crate) fn check(&self) -> Result<()> {
-        let bad = |what: &str| Err(TrainError::Config(what.to_string()));
+        let bad = |setting: &str, value: String, message: &str| {
+            Err(TrainError::Setting {
+                setting: setting.into(),
+                value,
+                message: message.into(),
+            })
+        };
         if self.max_epochs == 0 {
-            return bad("max_epochs must be at least 1");
+            return bad("max_epochs", "0".into(), "must be at least 1");
         }
-        if self.batch_size < 2 || self.eval_batch_size == 0 {
+        if self.batch_size < 2 {
             return bad(
-                "batch_size must be at least 2 (batch norm) and eval_batch_size at least 1",
+                "batch_size",
+                self.batch_size.to_string(),
+                "must be at least 2 (batch norm)",
             );
+        }
+        if self.eval_batch_size == 0 {
+            return bad("eval_batch_size", "0".into(), "must be at least 1");
         }
         for (name, value) in [
             ("lr_backbone", self.lr_backbone),
@@ -123,19 +134,20 @@ impl TrainConfig {
             ("lr_decay", self.lr_decay),
         ] {
             if !(value.is_finite() && value > 0.0) {
-                return Err(TrainError::Config(format!(
-                    "{name} {value}: must be a finite number above 0"
-                )));
+                return bad(name, value.to_string(), "must be a finite number above 0");
             }
         }
         if !(self.adam_epsilon.is_finite() && self.adam_epsilon > 0.0) {
-            return Err(TrainError::Config(format!(
-                "adam_epsilon {}: must be a finite number above 0",
-                self.adam_epsilon
-            )));
+            return bad(
+                "adam_epsilon",
+                self.adam_epsilon.to_string(),
+                "must be a finite number above 0",
+            );
         }
         if self.test_from == TestFrom::LastEpochs && self.patience == 0 {
             return bad(
+                "patience",
+                "0".into(),
                 "test_from = last_epochs averages the last `patience` epochs: set patience",
             );
         }
@@ -159,7 +171,7 @@ impl Images {
     /// If `meta` or `targets` do not have one entry per cache row.
     pub fn new(cache: Arc<ImageCache>, meta: Vec<Vec<f32>>, targets: Vec<f32>) -> Result<Self> {
         if meta.len() != cache.len() || targets.len() != cache.len() {
-            return Err(TrainError::Config(format!(
+            return Err(TrainError::Dataset(format!(
                 "{} metadata rows and {} labels for a cache of {} images",
                 meta.len(),
                 targets.len(),

@@ -34,9 +34,6 @@ pub(super) struct Replica {
     pub(super) seen: usize,
 }
 
-/// What a device that stopped because another one failed reports.
-pub(super) const STOPPED_BY_ANOTHER: &str = "stopped: another device failed";
-
 /// The all-reduce (mean) of data-parallel training, between threads of one process: every
 /// device hands in the gradients of a parameter group and takes back the mean over all devices,
 /// on its own device. The last device to arrive computes the mean.
@@ -93,7 +90,7 @@ impl GradientExchange {
     /// Hands in `peer`'s gradients of the parameters of `net` and returns the mean over all
     /// devices, on `peer`'s device.
     fn mean(&self, peer: usize, grads: GradientsParams, net: &Net) -> Result<GradientsParams> {
-        let stopped = || TrainError::Devices(STOPPED_BY_ANOTHER.into());
+        let stopped = || TrainError::StoppedByAnotherDevice;
         let mut state = self.lock();
         if state.aborted {
             return Err(stopped());
@@ -237,11 +234,9 @@ pub(super) fn data_parallel_steps(
             })
             .collect();
         // The first device that failed on its own says why; the others only saw the abort.
-        let stopped_by_another =
-            |e: &TrainError| matches!(e, TrainError::Devices(m) if m == STOPPED_BY_ANOTHER);
         let first_error = outcomes
             .iter()
-            .position(|o| matches!(o, Err(e) if !stopped_by_another(e)));
+            .position(|o| matches!(o, Err(e) if !matches!(e, TrainError::StoppedByAnotherDevice)));
         match first_error {
             Some(i) => Err(outcomes
                 .into_iter()
