@@ -156,7 +156,7 @@ fn pipeline_writes_every_artefact_and_resumes_as_a_no_op() {
     assert_eq!(header, ["image_name", "target"]);
     assert_eq!(sub.len(), 24);
 
-    // metrics.json as the issue specifies.
+    // metrics.json: every model's scores, the ensemble's weights, the attention boxes.
     let metrics: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("metrics.json")).expect("metrics"))
             .expect("json");

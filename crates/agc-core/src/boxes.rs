@@ -1,6 +1,6 @@
 //! From an attention map to a square crop box, and from the resized image back to the original.
 //!
-//! The steps (DESIGN.md, "From attention to a crop"):
+//! The steps (docs/method.md, step 3):
 //! 1. upsample the `grid_h`×`grid_w` map bilinearly to the image size (half-pixel centres, like
 //!    OpenCV's `INTER_LINEAR` and PyTorch's `align_corners=False`);
 //! 2. threshold at `mean + k·std` of the upsampled map;

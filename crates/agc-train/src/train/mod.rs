@@ -3,13 +3,14 @@
 //! best and last checkpoints, resumption, and out-of-fold and test predictions with test-time
 //! augmentation.
 //!
-//! The loop is written out rather than run through Burn's `Learner`: Burn 0.21 has no parameter
-//! groups, steps its learning-rate schedulers per iteration, computes AUC per batch, and does not
-//! checkpoint its early-stopping state (see `shared/BURN-0.21.md` §3). Here every epoch is a pure
-//! function of the state saved after the previous one (weights, both optimizers' moments, the
-//! history) and of seeds derived from the run seed, the fold and the epoch, so a run killed at
-//! any point resumes from its last finished epoch and ends with the same predictions as one that
-//! was never stopped.
+//! The loop is written out rather than run through Burn's `Learner`: it was written on Burn 0.21,
+//! which had no parameter groups, stepped its learning-rate schedulers per iteration, computed
+//! AUC per batch and did not checkpoint its early-stopping state; Burn 0.22 adds parameter
+//! groups, but the resumable state and its tests stay agc's (docs/architecture.md). Every epoch
+//! is a pure function of the state saved after the previous one (weights, both optimizers'
+//! moments, the history) and of seeds derived from the run seed, the fold and the epoch, so a run
+//! killed at any point resumes from its last finished epoch and ends with the same predictions
+//! as one that was never stopped.
 //!
 //! The module is split by concern: `fold` (the epoch loop of one fold, resumption, the fold's
 //! predictions), `optim` (the two Adam optimizers, one per learning-rate group), `parallel`
