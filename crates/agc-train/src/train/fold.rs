@@ -14,7 +14,6 @@ use rand_chacha::ChaCha8Rng;
 use crate::checkpoint;
 use crate::error::{Result, TrainError, read_json};
 use crate::layout::FoldLayout;
-use crate::loss::Loss;
 use crate::metrics::roc_auc;
 use crate::model::Net;
 
@@ -25,29 +24,6 @@ use super::{EpochRecord, FoldOutcome, FoldPredictions, FoldState, FoldTask, Test
 
 pub(super) fn epoch_seed(seed: u64, epoch: usize) -> u64 {
     sample_seed(seed, epoch as u64, u64::MAX)
-}
-
-fn mean_loss(loss: &Loss, probabilities: &[f32], labels: &[u8]) -> f64 {
-    if probabilities.is_empty() {
-        return f64::NAN;
-    }
-    let total: f64 = probabilities
-        .iter()
-        .zip(labels)
-        .map(|(&p, &y)| {
-            let p = f64::from(p).clamp(1e-7, 1.0 - 1e-7);
-            let (pt, bce) = if y == 1 {
-                (p, -p.ln())
-            } else {
-                (1.0 - p, -(1.0 - p).ln())
-            };
-            match *loss {
-                Loss::Focal { alpha, gamma } => alpha * (1.0 - pt).powf(gamma) * bce,
-                Loss::Bce => bce,
-            }
-        })
-        .sum();
-    total / probabilities.len() as f64
 }
 
 /// Trains (or resumes, or just reloads) one model on one fold.
@@ -225,7 +201,9 @@ pub fn train_fold(task: &FoldTask<'_>, devices: &[Device]) -> Result<FoldOutcome
             } else {
                 f64::NAN
             },
-            valid_loss: mean_loss(&config.loss, &valid.probabilities, &valid_labels),
+            valid_loss: config
+                .loss
+                .mean_of_probabilities(&valid.probabilities, &valid_labels),
             valid_auc,
             lr_backbone,
             seconds: started.elapsed().as_secs_f64(),
