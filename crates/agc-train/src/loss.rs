@@ -55,6 +55,43 @@ impl Loss {
             }
         }
     }
+
+    /// The mean loss of predicted probabilities: [`Self::forward`] on their logits, in `f64`
+    /// on the host, for predictions that come back as probabilities (the validation loss of
+    /// every epoch). Each probability is clamped to `[1e-7, 1 − 1e-7]`, so a saturated one costs
+    /// at most `−ln 1e-7 ≈ 16.1` where the logits would give more; elsewhere the two agree to
+    /// float rounding (tested). `NaN` for no probabilities.
+    ///
+    /// # Panics
+    /// If there is not one target per probability.
+    pub fn mean_of_probabilities(&self, probabilities: &[f32], targets: &[u8]) -> f64 {
+        assert_eq!(
+            probabilities.len(),
+            targets.len(),
+            "one target per probability"
+        );
+        if probabilities.is_empty() {
+            return f64::NAN;
+        }
+        let total: f64 = probabilities
+            .iter()
+            .zip(targets)
+            .map(|(&p, &y)| {
+                let p = f64::from(p).clamp(1e-7, 1.0 - 1e-7);
+                // p_t: the probability given to the true class.
+                let (p_t, bce) = if y == 1 {
+                    (p, -p.ln())
+                } else {
+                    (1.0 - p, -(1.0 - p).ln())
+                };
+                match *self {
+                    Self::Focal { alpha, gamma } => alpha * (1.0 - p_t).powf(gamma) * bce,
+                    Self::Bce => bce,
+                }
+            })
+            .sum();
+        total / probabilities.len() as f64
+    }
 }
 
 #[cfg(test)]
@@ -98,6 +135,48 @@ mod tests {
         let easy = loss(Loss::default(), &[4.0], &[1.0]) / loss(Loss::Bce, &[4.0], &[1.0]);
         let hard = loss(Loss::default(), &[-4.0], &[1.0]) / loss(Loss::Bce, &[-4.0], &[1.0]);
         assert!(easy < 1e-3 && hard > 0.9, "easy {easy}, hard {hard}");
+    }
+
+    /// The validation loss (of probabilities) is the training loss (of logits): for every loss,
+    /// on each example alone (so that no mistake hides in a mean) and on the batch.
+    #[test]
+    fn the_loss_of_probabilities_is_the_loss_of_their_logits() {
+        let dev = Device::flex();
+        let logits: Vec<f32> = (0..12).map(|i| (i as f32 * 0.77).sin() * 2.0).collect();
+        let targets: Vec<u8> = (0..12).map(|i| u8::from(i % 3 != 1)).collect();
+        // Probabilities as the validation gets them: the sigmoid of the logits, in f32.
+        let probabilities =
+            burn::tensor::activation::sigmoid(Tensor::<1>::from_floats(logits.as_slice(), &dev))
+                .into_data()
+                .try_to_vec::<f32>()
+                .expect("f32");
+        let labels: Vec<f32> = targets.iter().map(|&y| f32::from(y)).collect();
+        for l in [
+            Loss::Bce,
+            Loss::default(),
+            Loss::Focal {
+                alpha: 0.25,
+                gamma: 1.5,
+            },
+            Loss::Focal {
+                alpha: 3.0,
+                gamma: 0.0,
+            },
+        ] {
+            let mut cases: Vec<std::ops::Range<usize>> =
+                (0..logits.len()).map(|i| i..i + 1).collect();
+            cases.push(0..logits.len());
+            for range in cases {
+                let training = f64::from(loss(l, &logits[range.clone()], &labels[range.clone()]));
+                let validation =
+                    l.mean_of_probabilities(&probabilities[range.clone()], &targets[range.clone()]);
+                assert!(
+                    (training - validation).abs() < 1e-6,
+                    "{l:?} on {range:?}: training {training}, validation {validation}"
+                );
+            }
+        }
+        assert!(Loss::Bce.mean_of_probabilities(&[], &[]).is_nan());
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //! killed at any point resumes from its last finished epoch and ends with the same predictions
 //! as one that was never stopped.
 //!
-//! The module is split by concern: `fold` (the epoch loop of one fold, resumption, the fold's
+//! The module is split by concern: `fold` (the epoch loop of one fold as a `FoldRun`:
+//! resumption, each epoch's training, validation, checkpoints and early stop, the fold's
 //! predictions), `optim` (the two Adam optimizers, one per learning-rate group), `parallel`
 //! (data-parallel steps and the gradient exchange between devices), [`predict`](mod@predict) (inference
 //! with test-time augmentation).
@@ -207,7 +208,8 @@ pub struct EpochRecord {
     pub epoch: usize,
     /// Mean training loss.
     pub train_loss: f64,
-    /// Validation loss (on the plain images).
+    /// Validation loss (on the plain images): the training loss on the predicted probabilities
+    /// ([`Loss::mean_of_probabilities`]).
     pub valid_loss: f64,
     /// Validation ROC AUC (on the plain images).
     pub valid_auc: f64,
