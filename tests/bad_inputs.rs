@@ -248,7 +248,9 @@ fn a_batch_larger_than_a_fold_is_named_and_a_smaller_one_resumes_the_run() {
     args[at] = "32";
     let err = agc_fails(&args);
     assert!(
-        err.contains("fewer than one batch of 32") && err.contains("fold0"),
+        err.contains("batch_size 32")
+            && err.contains("fewer than one batch")
+            && err.contains("fold0"),
         "{err}"
     );
     // The prepared run takes a smaller batch (and says so in config.json); other changes are

@@ -8,9 +8,6 @@ use crate::checkpoint::CheckpointError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TrainError {
-    /// A configuration value cannot be used.
-    #[error("configuration: {0}")]
-    Config(String),
     /// A setting (a configuration key or a command-line flag) has a value that cannot be used.
     #[error("{setting} {value}: {message}")]
     Setting {

@@ -79,15 +79,18 @@ fn check_devices<'d>(task: &FoldTask<'_>, devices: &'d [Device]) -> Result<&'d D
     let config = task.config;
     config.check()?;
     let Some(device) = devices.first() else {
-        return Err(TrainError::Config("no device to train on".into()));
+        return Err(TrainError::NoDevice);
     };
     if !config.batch_size.is_multiple_of(devices.len()) || config.batch_size / devices.len() < 2 {
-        return Err(TrainError::Config(format!(
-            "batch_size {} cannot be split evenly across {} devices with at least 2 images on \
-             each (batch norm)",
-            config.batch_size,
-            devices.len()
-        )));
+        return Err(TrainError::Setting {
+            setting: "batch_size".into(),
+            value: config.batch_size.to_string(),
+            message: format!(
+                "cannot be split evenly across {} devices with at least 2 images on each \
+                 (batch norm)",
+                devices.len()
+            ),
+        });
     }
     Ok(device)
 }
@@ -237,13 +240,16 @@ impl<'r, 'a> FoldRun<'r, 'a> {
         let lrs = [config.lr_backbone * decay, config.lr_head * decay];
         let steps = dataset.len() / config.batch_size;
         if steps == 0 {
-            return Err(TrainError::Config(format!(
-                "{}: the fold trains on {} images, fewer than one batch of {}; lower \
-                 --batch-size (a prepared run takes a new one when it resumes) or use fewer folds",
-                self.task.dir.display(),
-                dataset.len(),
-                config.batch_size
-            )));
+            return Err(TrainError::Setting {
+                setting: "batch_size".into(),
+                value: config.batch_size.to_string(),
+                message: format!(
+                    "{}: the fold trains on {} images, fewer than one batch; lower --batch-size \
+                     (a prepared run takes a new one when it resumes) or use fewer folds",
+                    self.task.dir.display(),
+                    dataset.len()
+                ),
+            });
         }
         let bar = self.task.progress.start(
             &format!("{} epoch {}", self.task.dir.display(), epoch + 1),
@@ -432,7 +438,9 @@ impl<'r, 'a> FoldRun<'r, 'a> {
     fn should_stop(&self) -> Option<String> {
         let (config, state) = (self.task.config, &self.state);
         let epoch = state.history.last()?.epoch;
-        let since_best = epoch - state.best_epoch.unwrap_or(epoch);
+        // Saturating: a hand-edited state.json whose best epoch lies past its history stops
+        // nothing rather than wrapping around.
+        let since_best = epoch.saturating_sub(state.best_epoch.unwrap_or(epoch));
         if since_best >= config.patience.max(1) && config.patience > 0 {
             Some(format!(
                 "no better validation AUC for {} epochs (best {:.4} at epoch {})",
