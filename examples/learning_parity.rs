@@ -169,6 +169,8 @@ fn prepare(data: &Path, out: &Path, size: u32, margin: f64, seed: u64) -> Result
     Ok(())
 }
 
+// Over 80 lines on purpose: the whole recipe of one benchmark run, setting by setting, beside
+// the PyTorch script's (scripts/learning_parity.py) so that the two can be read side by side.
 fn train(args: &TrainArgs) -> Result<()> {
     let TrainArgs {
         set,

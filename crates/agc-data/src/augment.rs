@@ -468,13 +468,47 @@ impl HairBank {
     }
 }
 
+/// Box-downscales a premultiplied `size·SUPERSAMPLE`-square canvas by SUPERSAMPLE×SUPERSAMPLE
+/// blocks and un-premultiplies it: the layer's RGBA bytes and the pixels it covers.
+fn downscale(canvas: &[[f32; 4]], size: usize) -> (Vec<u8>, Vec<u32>) {
+    let cs = size * SUPERSAMPLE;
+    let mut rgba = vec![0; size * size * 4];
+    let mut covered = Vec::new();
+    let norm = (SUPERSAMPLE * SUPERSAMPLE) as f32;
+    for y in 0..size {
+        for x in 0..size {
+            let mut acc = [0.0f32; 4];
+            for sy in 0..SUPERSAMPLE {
+                let row = (y * SUPERSAMPLE + sy) * cs + x * SUPERSAMPLE;
+                for p in &canvas[row..row + SUPERSAMPLE] {
+                    for c in 0..4 {
+                        acc[c] += p[c];
+                    }
+                }
+            }
+            let a = acc[3] / norm;
+            let a8 = (a * 255.0 + 0.5).min(255.0) as u8;
+            if a8 == 0 {
+                continue;
+            }
+            let i = y * size + x;
+            let out = &mut rgba[i * 4..i * 4 + 4];
+            for c in 0..3 {
+                out[c] = (acc[c] / norm / a + 0.5).clamp(0.0, 255.0) as u8;
+            }
+            out[3] = a8;
+            covered.push(i as u32);
+        }
+    }
+    (rgba, covered)
+}
+
 /// Draws one hair layer of `size`×`size` with `hairs` arcs.
 fn draw_layer(size: usize, hairs: usize, rng: &mut ChaCha8Rng) -> HairLayer {
-    let mut rgba = vec![0; size * size * 4];
     if hairs == 0 || size == 0 {
         return HairLayer {
             hairs,
-            rgba,
+            rgba: vec![0; size * size * 4],
             covered: Vec::new(),
         };
     }
@@ -538,35 +572,7 @@ fn draw_layer(size: usize, hairs: usize, rng: &mut ChaCha8Rng) -> HairLayer {
             }
         }
     }
-    let canvas = blur_121(&canvas, cs);
-    // Box-downscale SUPERSAMPLE×SUPERSAMPLE blocks, then un-premultiply.
-    let mut covered = Vec::new();
-    let norm = (SUPERSAMPLE * SUPERSAMPLE) as f32;
-    for y in 0..size {
-        for x in 0..size {
-            let mut acc = [0.0f32; 4];
-            for sy in 0..SUPERSAMPLE {
-                let row = (y * SUPERSAMPLE + sy) * cs + x * SUPERSAMPLE;
-                for p in &canvas[row..row + SUPERSAMPLE] {
-                    for c in 0..4 {
-                        acc[c] += p[c];
-                    }
-                }
-            }
-            let a = acc[3] / norm;
-            let a8 = (a * 255.0 + 0.5).min(255.0) as u8;
-            if a8 == 0 {
-                continue;
-            }
-            let i = y * size + x;
-            let out = &mut rgba[i * 4..i * 4 + 4];
-            for c in 0..3 {
-                out[c] = (acc[c] / norm / a + 0.5).clamp(0.0, 255.0) as u8;
-            }
-            out[3] = a8;
-            covered.push(i as u32);
-        }
-    }
+    let (rgba, covered) = downscale(&blur_121(&canvas, cs), size);
     HairLayer {
         hairs,
         rgba,

@@ -201,6 +201,9 @@ pub fn index_path(cache: &Path) -> PathBuf {
 /// Images that cannot be decoded or a square outside its image (unless `skip_bad`): all the
 /// others are decoded and kept first, and one [`DataError::BadImages`] lists every bad image.
 /// An empty job list, or a cache file that cannot be written, names the file.
+// Over 80 lines on purpose: the order of its steps (check the request, resume the partial
+// array and its progress record, decode in chunks and sync each, then the index, the array and
+// the manifest) is the cache's crash safety, and it reads best in one place.
 pub fn build_cache(jobs: &[CacheJob], path: &Path, options: &CacheOptions) -> Result<CacheReport> {
     check_request(jobs, path, options)?;
     let progress_fingerprint = fingerprint(jobs, options, false);

@@ -332,20 +332,7 @@ impl Predictor {
         let meta = self.metadata(&readable);
         let centres: Vec<CentreCrop> = good.iter().map(|(_, e)| e.geometry()).collect();
         let images = Self::images(good, size, &meta)?;
-        // ChipNet's own size, when it sees another one: decoded again, as its cache was.
-        let chip_size = self.config.image_size_of(ModelKind::Chipnet);
-        let chip_images =
-            if chip_size != size && self.nets.iter().any(|n| n.0 == ModelKind::Chipnet) {
-                let started = std::time::Instant::now();
-                let prepared = readable
-                    .par_iter()
-                    .map(|input| Self::prepare(input, None, chip_size))
-                    .collect::<Result<Vec<_>>>()?;
-                self.time(|t| t.decoding += started.elapsed().as_secs_f64());
-                Some(Self::images(prepared, chip_size, &meta)?)
-            } else {
-                None
-            };
+        let chip_images = self.chipnet_images(&readable, &meta)?;
         let mut scores: HashMap<ModelKind, Vec<f32>> = HashMap::new();
         let mut attention = FoldMaps::default();
         for (kind, nets) in &self.nets {
@@ -364,26 +351,13 @@ impl Predictor {
         }
         drop((images, chip_images));
         if let Some((_, nets)) = self.nets.iter().find(|n| n.0 == ModelKind::Cropnet) {
-            let mut mean = vec![0f32; ok.len()];
-            for (f, net) in nets.iter().enumerate() {
-                let started = std::time::Instant::now();
-                let crops: Vec<(Vec<u8>, IndexEntry)> = readable
-                    .par_iter()
-                    .enumerate()
-                    .map(|(j, input)| {
-                        let (_, orig) =
-                            self.square(attention.map(f, j), &centres[j], attention.grid);
-                        Self::prepare(input, Some(orig), size)
-                    })
-                    .collect::<Result<_>>()?;
-                self.time(|t| t.decoding += started.elapsed().as_secs_f64());
-                let crop_images = Self::images(crops, size, &meta)?;
-                let p = self.fold_prediction(ModelKind::Cropnet, f, net, &crop_images, first);
-                for (m, v) in mean.iter_mut().zip(&p.probabilities) {
-                    *m += v / nets.len() as f32;
-                }
-            }
-            scores.insert(ModelKind::Cropnet, mean);
+            let crops = CropInputs {
+                inputs: &readable,
+                centres: &centres,
+                meta: &meta,
+                attention: &attention,
+            };
+            scores.insert(ModelKind::Cropnet, self.cropnet_means(nets, &crops, first)?);
         }
         let ensemble = self.ensemble_of(&scores);
         for (j, &i) in ok.iter().enumerate() {
@@ -404,6 +378,56 @@ impl Predictor {
             }
         }
         Ok(out)
+    }
+
+    /// The images at ChipNet's own size, when it sees another one than the other models:
+    /// decoded again, as its cache was.
+    fn chipnet_images(&self, inputs: &[&Input], meta: &[Vec<f32>]) -> Result<Option<Images>> {
+        let chip_size = self.config.image_size_of(ModelKind::Chipnet);
+        if chip_size == self.config.image_size
+            || !self.nets.iter().any(|n| n.0 == ModelKind::Chipnet)
+        {
+            return Ok(None);
+        }
+        let started = std::time::Instant::now();
+        let prepared = inputs
+            .par_iter()
+            .map(|input| Self::prepare(input, None, chip_size))
+            .collect::<Result<Vec<_>>>()?;
+        self.time(|t| t.decoding += started.elapsed().as_secs_f64());
+        Ok(Some(Self::images(prepared, chip_size, meta)?))
+    }
+
+    /// The mean over CropNet's folds of their probabilities, each fold on the crops its own
+    /// fold's ChipNet chose, as in the run.
+    fn cropnet_means(
+        &self,
+        nets: &[Net],
+        crops: &CropInputs<'_>,
+        first: usize,
+    ) -> Result<Vec<f32>> {
+        let size = self.config.image_size;
+        let mut mean = vec![0f32; crops.inputs.len()];
+        for (f, net) in nets.iter().enumerate() {
+            let started = std::time::Instant::now();
+            let cut: Vec<(Vec<u8>, IndexEntry)> = crops
+                .inputs
+                .par_iter()
+                .enumerate()
+                .map(|(j, input)| {
+                    let map = crops.attention.map(f, j);
+                    let (_, orig) = self.square(map, &crops.centres[j], crops.attention.grid);
+                    Self::prepare(input, Some(orig), size)
+                })
+                .collect::<Result<_>>()?;
+            self.time(|t| t.decoding += started.elapsed().as_secs_f64());
+            let crop_images = Self::images(cut, size, crops.meta)?;
+            let p = self.fold_prediction(ModelKind::Cropnet, f, net, &crop_images, first);
+            for (m, v) in mean.iter_mut().zip(&p.probabilities) {
+                *m += v / nets.len() as f32;
+            }
+        }
+        Ok(mean)
     }
 
     /// The metadata values of `inputs` that the run never saw in training, so that its models
@@ -519,6 +543,15 @@ impl Predictor {
         }
         s.centre = Some(centre);
     }
+}
+
+/// What CropNet's folds crop: the readable inputs of a chunk, where each one's square lies in
+/// its original, their metadata vectors and each fold's ChipNet maps.
+struct CropInputs<'a> {
+    inputs: &'a [&'a Input],
+    centres: &'a [CentreCrop],
+    meta: &'a [Vec<f32>],
+    attention: &'a FoldMaps,
 }
 
 /// Each fold's ChipNet attention maps of a chunk, `grid × grid` cells per image.
@@ -675,33 +708,7 @@ impl Predictor {
                     continue;
                 }
             }
-            let scored = self.score(batch, first)?;
-            let bad: Vec<String> = scored
-                .iter()
-                .filter_map(|s| {
-                    s.error
-                        .as_ref()
-                        .map(|e| format!("{}: {e}", s.row.image_name))
-                })
-                .collect();
-            if !bad.is_empty() && !options.skip_bad {
-                return Err(TrainError::Dataset(format!(
-                    "{} images cannot be read:\n  {}\npass --skip-bad-images to leave them out \
-                     (the images before them are saved and will not be scored again)",
-                    bad.len(),
-                    bad.join("\n  ")
-                )));
-            }
-            let mut done = Vec::with_capacity(scored.len());
-            for (input, s) in batch.iter().zip(scored) {
-                let mut row = s.row;
-                if let Some(e) = &s.error {
-                    row.note = format!("left out: {e}");
-                } else if options.overlays {
-                    Self::write_overlay(input, &row, &s.map, s.centre, s.crop, out)?;
-                }
-                done.push(row);
-            }
+            let done = self.score_chunk(batch, first, out, options)?;
             write_rows(&part, &done)?;
             task.advance(done.len() as u64);
             rows.extend(done);
@@ -713,6 +720,48 @@ impl Predictor {
         s.resumed = resumed;
         s.unseen = unseen;
         Ok(s)
+    }
+
+    /// The rows of one chunk, `first..` of the list, with overlays where asked.
+    ///
+    /// # Errors
+    /// An unreadable image without `options.skip_bad` (every one of the chunk named), or as
+    /// [`Self::score`].
+    fn score_chunk(
+        &self,
+        batch: &[Input],
+        first: usize,
+        out: &Path,
+        options: &PredictOptions,
+    ) -> Result<Vec<PredictionRow>> {
+        let scored = self.score(batch, first)?;
+        let bad: Vec<String> = scored
+            .iter()
+            .filter_map(|s| {
+                s.error
+                    .as_ref()
+                    .map(|e| format!("{}: {e}", s.row.image_name))
+            })
+            .collect();
+        if !bad.is_empty() && !options.skip_bad {
+            return Err(TrainError::Dataset(format!(
+                "{} images cannot be read:\n  {}\npass --skip-bad-images to leave them out (the \
+                 images before them are saved and will not be scored again)",
+                bad.len(),
+                bad.join("\n  ")
+            )));
+        }
+        let mut done = Vec::with_capacity(scored.len());
+        for (input, s) in batch.iter().zip(scored) {
+            let mut row = s.row;
+            if let Some(e) = &s.error {
+                row.note = format!("left out: {e}");
+            } else if options.overlays {
+                Self::write_overlay(input, &row, &s.map, s.centre, s.crop, out)?;
+            }
+            done.push(row);
+        }
+        Ok(done)
     }
 
     fn write_overlay(

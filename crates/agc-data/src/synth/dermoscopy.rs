@@ -275,6 +275,8 @@ struct Lesion {
 }
 
 impl Lesion {
+    // Over 80 lines on purpose: every random draw of a lesion in one fixed order, so that a
+    // seed gives the same data set whatever else changes; split up, the order would hide.
     fn random(
         rng: &mut impl Rng,
         config: &SynthConfig,
