@@ -60,9 +60,14 @@ impl Run {
     /// own `k` the figures are [`AttentionStats::of`] the `boxes.csv` rows of `split`.
     ///
     /// # Errors
-    /// No attention maps (the crop step has not run), a malformed map file, or a map of an
-    /// image the run does not hold.
+    /// A threshold that is not finite, no attention maps (the crop step has not run), a
+    /// malformed map file, or a map of an image the run does not hold.
     pub fn box_thresholds(&self, ks: &[f64], split: BoxSplit) -> Result<Vec<ThresholdStats>> {
+        if let Some(k) = ks.iter().find(|k| !k.is_finite()) {
+            return Err(TrainError::Config(format!(
+                "box threshold k {k} must be finite"
+            )));
+        }
         let size = self.config.image_size_of(ModelKind::Chipnet) as usize;
         let (train_images, test_images) = self.images_of(ModelKind::Chipnet);
         let mut images: HashMap<(&str, &str), Truth> = HashMap::new();
