@@ -2,7 +2,7 @@
 //! `agc boxes` prints to choose the box threshold `k` without training anything again.
 //!
 //! Every map of `attention/fold<k>.csv` is boxed by the crop step's own code
-//! ([`box_row`]: [`agc_core::box_in_original`], scored against the true box squared by
+//! (`crop::box_row`: [`agc_core::box_in_original`], scored against the true box squared by
 //! [`true_square`](super::true_square) with the run's margin), once per `k`, and the rows are
 //! summarised as `boxes.csv` is ([`AttentionStats::of`]). At the run's own `k` the figures are
 //! those of its `boxes.csv`. By default only the training images are read, so a threshold
