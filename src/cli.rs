@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use agc::data::{Family, SynthConfig};
 use agc::train::predictor::PredictOptions;
-use agc::train::run::{ConfigSource, Overrides, PipelineConfig, resolve};
+use agc::train::run::{BoxSplit, ConfigSource, Overrides, PipelineConfig, resolve};
 use agc::train::{Loss, ModelKind, TestFrom};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -49,6 +49,10 @@ pub(crate) enum Command {
     Ensemble(EnsembleArgs),
     /// Draw attention maps and boxes over the original images (PNG).
     Attention(AttentionArgs),
+    /// Redraw the crop step's boxes from a run's saved attention maps at other thresholds and
+    /// print each one's median IoU with the true boxes, as boxes.csv computes it: a box
+    /// threshold chosen on the training images, without training anything again.
+    Boxes(BoxesArgs),
     /// Score new images with a trained run: every fold's models, ChipNet's box on the original,
     /// CropNet on the crop, the ensemble; writes OUT/predictions.csv (and overlays on request).
     Predict(PredictArgs),
@@ -275,6 +279,21 @@ pub(crate) struct AttentionArgs {
 }
 
 #[derive(Args, Debug)]
+pub(crate) struct BoxesArgs {
+    /// The run directory, after the crop step (its attention/fold<k>.csv).
+    #[arg(long)]
+    pub(crate) run: PathBuf,
+    /// Thresholds: a box around the upsampled map's pixels above mean + k·std; the run's other
+    /// box settings (margin, minimum side, largest component) are kept.
+    #[arg(long, num_args = 1.., default_values_t = [1.0, 1.25, 1.5, 2.0, 3.0])]
+    pub(crate) k: Vec<f64>,
+    /// Whose boxes: the training images (so that choosing k never sees a test label), the test
+    /// images, or all.
+    #[arg(long, value_enum, default_value_t = SplitArg::Train)]
+    pub(crate) split: SplitArg,
+}
+
+#[derive(Args, Debug)]
 pub(crate) struct PredictArgs {
     /// The trained run directory.
     #[arg(long)]
@@ -380,6 +399,27 @@ impl From<TestFromArg> for TestFrom {
     }
 }
 
+/// `agc boxes --split`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum SplitArg {
+    /// The training images, each under every fold's ChipNet.
+    Train,
+    /// The test images.
+    Test,
+    /// Both.
+    All,
+}
+
+impl From<SplitArg> for BoxSplit {
+    fn from(s: SplitArg) -> Self {
+        match s {
+            SplitArg::Train => BoxSplit::Train,
+            SplitArg::Test => BoxSplit::Test,
+            SplitArg::All => BoxSplit::All,
+        }
+    }
+}
+
 impl SynthArgs {
     /// The family's synthesis settings with the flags given over them.
     pub(crate) fn config(&self) -> SynthConfig {
@@ -465,6 +505,28 @@ mod tests {
     #[test]
     fn the_command_line_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn boxes_read_the_training_images_at_five_thresholds_unless_told() {
+        let parse = |args: &[&str]| {
+            let Command::Boxes(a) =
+                Cli::try_parse_from(["agc", "boxes", "--run", "r"].iter().chain(args))
+                    .expect("parses")
+                    .command
+            else {
+                panic!("boxes")
+            };
+            (a.k, BoxSplit::from(a.split))
+        };
+        assert_eq!(
+            parse(&[]),
+            (vec![1.0, 1.25, 1.5, 2.0, 3.0], BoxSplit::Train)
+        );
+        assert_eq!(
+            parse(&["--k", "2", "0.5", "--split", "all"]),
+            (vec![2.0, 0.5], BoxSplit::All)
+        );
     }
 
     #[test]

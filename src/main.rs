@@ -2,6 +2,7 @@
 //! `agc demo` runs them all on a synthetic data set.
 
 mod bars;
+mod boxes;
 mod cli;
 
 use std::path::{Path, PathBuf};
@@ -24,7 +25,6 @@ use anyhow::Result;
 use burn::prelude::Device;
 use clap::Parser;
 
-use crate::bars::Bars;
 use crate::cli::{AttentionArgs, Cli, Command, EnsembleArgs, PredictArgs, RunArgs, SynthArgs};
 
 fn main() -> Result<()> {
@@ -42,7 +42,7 @@ fn main() -> Result<()> {
     let progress: Reporter = if cli.quiet {
         agc::data::progress::silent()
     } else {
-        std::sync::Arc::new(Bars)
+        std::sync::Arc::new(bars::Bars)
     };
     let progress = &progress;
     match cli.command {
@@ -74,6 +74,7 @@ fn main() -> Result<()> {
         }
         Command::Ensemble(a) => ensemble(&a, progress),
         Command::Attention(a) => attention(&a),
+        Command::Boxes(a) => boxes::print(&a),
         Command::Predict(a) => {
             let device = parse_device(&a.device)?;
             Job::Predict(a).on(&device, progress)

@@ -272,4 +272,14 @@ fn a_batch_larger_than_a_fold_is_named_and_a_smaller_one_resumes_the_run() {
         again["schedules"]["chipnet"]["batch_size"], 8,
         "not trained yet"
     );
+    // No attention maps before the crop step: `agc boxes` names the step that makes them, and
+    // a threshold that is not a number is named first.
+    let run_arg = run.to_str().expect("utf-8");
+    let err = agc_fails(&["boxes", "--run", run_arg]);
+    assert!(err.contains("run `agc crop` first"), "{err}");
+    let err = agc_fails(&["boxes", "--run", run_arg, "--k", "1.5", "inf"]);
+    assert!(
+        err.contains("--k inf: a box threshold must be finite"),
+        "{err}"
+    );
 }

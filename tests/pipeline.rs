@@ -104,6 +104,30 @@ fn side_commands(data: &Path, run: &Path) {
         data.join("test_labels.csv").to_str().expect("utf-8"),
     ]);
     assert!(out.contains("24 images, ROC AUC"), "{out}");
+    // The boxes redrawn from the saved maps: at the run's own k (the seed's 1.5), the median
+    // IoU of the training rows of boxes.csv.
+    let out = agc(&[
+        "boxes",
+        "--run",
+        run.to_str().expect("utf-8"),
+        "--k",
+        "1.5",
+        "3",
+    ]);
+    let (header, boxes) = csv_rows(&run.join("boxes.csv"));
+    let col = |n: &str| header.iter().position(|h| h == n).expect(n);
+    let mut iou: Vec<f64> = boxes
+        .iter()
+        .filter(|b| b[col("split")] == "train")
+        .map(|b| b[col("iou")].parse().expect("an IoU"))
+        .collect();
+    iou.sort_by(f64::total_cmp);
+    let median = f64::midpoint(iou[iou.len() / 2 - 1], iou[iou.len() / 2]);
+    assert!(
+        out.contains(&format!("| 1.5 (the run's) | {median:.4} |"))
+            && out.contains("96 boxes of training images"),
+        "{out}"
+    );
 }
 
 #[test]

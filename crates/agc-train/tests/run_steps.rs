@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 
 use agc_data::progress::silent;
 use agc_data::{SynthConfig, generate};
-use agc_train::artefacts::{FoldRow, FoldSummary, SkippedRow, TestRow, read_rows};
-use agc_train::run::{PipelineConfig, Run, lock, prepare};
+use agc_train::artefacts::{BoxRow, FoldRow, FoldSummary, SkippedRow, TestRow, read_rows};
+use agc_train::run::{BoxSplit, PipelineConfig, Run, lock, prepare};
+use agc_train::scores::AttentionStats;
 use agc_train::{ModelKind, TrainError};
 use burn::prelude::Device;
 
@@ -243,4 +244,61 @@ fn cropnet_asks_for_the_crop_step_and_the_oracle_cuts_its_own_crops() {
         .expect("the oracle cuts its crops and trains");
     assert!(p.is_none(), "one of two folds");
     assert!(run.layout.crops(agc_train::layout::Crops::Oracle).is_dir());
+}
+
+#[test]
+fn box_thresholds_at_the_runs_own_k_give_the_crop_steps_figures() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = data(dir.path());
+    let mut config = config(&data);
+    // ChipNet on its own image size with the CPU preset's attention, so that even a barely
+    // trained map points somewhere; a margin, so that the true boxes are squared with it.
+    config.models = vec![ModelKind::Chipnet];
+    config.ensemble = Vec::new();
+    config.chipnet_image_size = Some(64);
+    config.model.chip = 8;
+    config.model.attention_kernel = 1;
+    config.model.field_mask = true;
+    config.model.contrast_prior = 2.0;
+    config.boxes.k = 1.25;
+    config.boxes.margin = 0.1;
+    let run = Run::start(&dir.path().join("run"), &config, &silent()).expect("starts");
+    let err = run
+        .box_thresholds(&[1.25], BoxSplit::Train)
+        .expect_err("no maps yet");
+    assert!(err.to_string().contains("run `agc crop` first"), "{err}");
+
+    let device = Device::flex().autodiff();
+    run.train(ModelKind::Chipnet, std::slice::from_ref(&device))
+        .expect("ChipNet trains");
+    run.crop(&device).expect("the crop step");
+    let rows = run.boxes().expect("boxes.csv").expect("written");
+    let of = |split: &str| {
+        let rows: Vec<BoxRow> = rows.iter().filter(|r| r.split == split).cloned().collect();
+        AttentionStats::of(&rows)
+    };
+    let sweep = |split| {
+        run.box_thresholds(&[3.0, 1.25, 0.5], split)
+            .expect("the saved maps")
+    };
+    let train = sweep(BoxSplit::Train);
+    assert_eq!(
+        train.iter().map(|t| t.k).collect::<Vec<_>>(),
+        [3.0, 1.25, 0.5]
+    );
+    assert_eq!(train[1].stats, of("train"), "the run's own k");
+    assert_eq!(
+        train[1].stats.boxes,
+        2 * 24,
+        "every training image under both folds"
+    );
+    assert!(train[1].stats.iou_median.is_some_and(|v| v > 0.0));
+    assert_eq!(train[1].stats.iou_median_test, None, "no test image read");
+    assert_eq!(sweep(BoxSplit::Test)[1].stats, of("test"));
+    assert_eq!(
+        sweep(BoxSplit::All)[1].stats,
+        run.attention_stats().expect("stats").expect("written")
+    );
+    // Another threshold draws other boxes.
+    assert_ne!(train[0].stats, train[2].stats);
 }

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use agc_core::box_in_original;
+use agc_core::{BoxConfig, CentreCrop, Rect, box_in_original};
 use agc_data::{CacheJob, DataDir, Record, build_cache};
 use burn::prelude::Device;
 
@@ -16,6 +16,53 @@ use crate::layout::Crops;
 use crate::model::ModelKind;
 use crate::scores::AttentionStats;
 use crate::train::{Images, predict_reporting};
+
+/// How a ChipNet map becomes a box: [`box_in_original`]'s settings.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BoxRule<'a> {
+    /// Side of the `grid`×`grid` map.
+    pub(crate) grid: usize,
+    /// Side of the images ChipNet saw.
+    pub(crate) size: usize,
+    /// Threshold, margin and the rest.
+    pub(crate) config: &'a BoxConfig,
+}
+
+/// One image's row of `boxes.csv`: the box `rule` draws from `map` ([`box_in_original`]), and,
+/// where the true box is known, the IoU in the original with the true box squared by the same
+/// rule and margin ([`true_square`]), to 4 decimals. The one place a box is scored, for the crop
+/// step and for [`Run::box_thresholds`](super::Run::box_thresholds) alike.
+pub(crate) fn box_row(
+    fold: usize,
+    map: &AttentionRow,
+    truth: Option<[u32; 4]>,
+    centre: &CentreCrop,
+    rule: &BoxRule<'_>,
+) -> BoxRow {
+    let (found, orig) = box_in_original(&map.map, rule.grid, rule.size, centre, rule.config);
+    let iou = truth.map(|t| {
+        let t = true_square(t, centre.width, centre.height, rule.config.margin);
+        (orig.iou(&t) * 1e4).round() / 1e4
+    });
+    BoxRow {
+        fold,
+        split: map.split.clone(),
+        image_name: map.image_name.clone(),
+        threshold: found.threshold,
+        fallback: found.fallback.map_or("", |b| b.as_str()).into(),
+        box_x: found.square.x0,
+        box_y: found.square.y0,
+        box_side: found.square.width(),
+        orig_x: orig.x0,
+        orig_y: orig.y0,
+        orig_side: orig.width(),
+        true_x0: truth.map(|b| b[0]),
+        true_y0: truth.map(|b| b[1]),
+        true_x1: truth.map(|b| b[2]),
+        true_y1: truth.map(|b| b[3]),
+        iou,
+    }
+}
 
 /// A split's name, images, readable records and their cache rows.
 type Split<'a> = (&'a str, Option<&'a Images>, &'a [Record], &'a [usize]);
@@ -79,38 +126,20 @@ impl Run {
                 })
                 .collect();
             for (i, (record, &row)) in records.iter().zip(rows).enumerate() {
-                let map = &maps.attention[i * g * g..(i + 1) * g * g];
-                attention.push(AttentionRow {
+                let map = AttentionRow {
                     split: split.into(),
                     image_name: record.image_name.clone(),
-                    map: map.to_vec(),
-                });
-                let centre = index[row].geometry();
-                let (found, orig) = box_in_original(map, g, size, &centre, &self.config.boxes);
-                let truth = record.lesion_box;
-                let iou = truth.map(|t| {
-                    let t = true_square(t, centre.width, centre.height, self.config.boxes.margin);
-                    (orig.iou(&t) * 1e4).round() / 1e4
-                });
-                boxes.push(BoxRow {
-                    fold: f,
-                    split: split.into(),
-                    image_name: record.image_name.clone(),
-                    threshold: found.threshold,
-                    fallback: found.fallback.map_or("", |b| b.as_str()).into(),
-                    box_x: found.square.x0,
-                    box_y: found.square.y0,
-                    box_side: found.square.width(),
-                    orig_x: orig.x0,
-                    orig_y: orig.y0,
-                    orig_side: orig.width(),
-                    true_x0: truth.map(|b| b[0]),
-                    true_y0: truth.map(|b| b[1]),
-                    true_x1: truth.map(|b| b[2]),
-                    true_y1: truth.map(|b| b[3]),
-                    iou,
-                });
-                jobs[row].square = Some(orig);
+                    map: maps.attention[i * g * g..(i + 1) * g * g].to_vec(),
+                };
+                let rule = BoxRule {
+                    grid: g,
+                    size,
+                    config: &self.config.boxes,
+                };
+                let b = box_row(f, &map, record.lesion_box, &index[row].geometry(), &rule);
+                jobs[row].square = Some(Rect::square(b.orig_x, b.orig_y, b.orig_side));
+                attention.push(map);
+                boxes.push(b);
             }
             build_cache(
                 &jobs,

@@ -24,10 +24,12 @@
 //!
 //! One module per step: [`prepare`](mod@prepare) (check everything, caches, folds, encoder, then
 //! `config.json`), [`models`] (train a model fold by fold), [`crop`] (attention → boxes →
-//! crops), [`ensemble`], and [`orchestrate`] which calls them in order. [`Run::open`] only
-//! reads. Every step skips what is complete, so the same command resumes a killed run, and
-//! every step claims what it writes, so several processes can share a run.
+//! crops), [`ensemble`], and [`orchestrate`] which calls them in order; [`boxes`] redraws the
+//! crop step's boxes from the saved maps at other thresholds. [`Run::open`] only reads. Every
+//! step skips what is complete, so the same command resumes a killed run, and every step claims
+//! what it writes, so several processes can share a run.
 
+pub mod boxes;
 pub mod config;
 pub mod crop;
 pub mod ensemble;
@@ -47,6 +49,7 @@ use agc_data::{
 };
 use serde::{Deserialize, Serialize};
 
+pub use boxes::{BoxSplit, ThresholdStats};
 pub use config::{PipelineConfig, Schedules};
 pub use ensemble::Ensemble;
 pub use orchestrate::run_all;
