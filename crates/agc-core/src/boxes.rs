@@ -116,8 +116,10 @@ pub struct BoxConfig {
     pub uniform_tolerance: f64,
 }
 
-/// Why a box is the whole image rather than the attention's hot region.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Why a box is the whole image rather than the attention's hot region; written as its
+/// [`Fallback::as_str`] name in CSV files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Fallback {
     /// The map holds a NaN or an infinity.
     NonFinite,

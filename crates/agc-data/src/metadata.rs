@@ -52,13 +52,34 @@ pub struct Record {
     pub lesion_box: Option<[u32; 4]>,
 }
 
-/// Which columns a file must have.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The training or the test images: which columns their metadata file must have, and the
+/// `split` column of a run's CSV files (`train`, `test`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Split {
     /// Training metadata: `target` is required.
     Train,
     /// Test metadata: no `target` needed (read if present).
     Test,
+}
+
+impl Split {
+    /// Both, training first.
+    pub const BOTH: [Self; 2] = [Self::Train, Self::Test];
+
+    /// `train` or `test`: the CSV value, and the name of the data's image folder and CSV.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Train => "train",
+            Self::Test => "test",
+        }
+    }
+}
+
+impl std::fmt::Display for Split {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// Which columns a reader needs: a split's, or those of images to score.

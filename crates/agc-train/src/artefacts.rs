@@ -4,6 +4,8 @@
 
 use std::path::Path;
 
+use agc_core::Fallback;
+use agc_data::Split;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -55,13 +57,13 @@ pub struct BoxRow {
     /// The fold whose ChipNet made the map.
     pub fold: usize,
     /// `train` or `test`.
-    pub split: String,
+    pub split: Split,
     /// The image.
     pub image_name: String,
     /// The threshold applied to the upsampled map (NaN for a map that was not finite).
     pub threshold: f32,
     /// Why the box is the whole image (`uniform`, `empty_mask`, `non_finite`), or empty.
-    pub fallback: String,
+    pub fallback: Option<Fallback>,
     /// The square box in the preprocessed image: left edge.
     pub box_x: usize,
     /// Top edge.
@@ -114,7 +116,7 @@ pub struct FoldSummary {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SkippedRow {
     /// `train` or `test`.
-    pub split: String,
+    pub split: Split,
     /// The image.
     pub image_name: String,
     /// Why it was left out.
@@ -150,8 +152,9 @@ pub struct PredictionRow {
     pub box_side: Option<usize>,
     /// The threshold applied to the mean map.
     pub threshold: Option<f32>,
-    /// Why the box is the whole centre square (`uniform`, `empty_mask`, `non_finite`).
-    pub fallback: String,
+    /// Why the box is the whole centre square (`uniform`, `empty_mask`, `non_finite`), or
+    /// empty.
+    pub fallback: Option<Fallback>,
     /// Warnings, `; `-separated (an image smaller than the models' input, upscaled; metadata
     /// values the run never saw in training, scored as unknown), or why the image was left out.
     pub note: String,
@@ -162,7 +165,7 @@ pub struct PredictionRow {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttentionRow {
     /// `train` or `test`.
-    pub split: String,
+    pub split: Split,
     /// The image.
     pub image_name: String,
     /// The attention weights.
@@ -249,7 +252,7 @@ pub fn write_attention(path: &Path, rows: &[AttentionRow]) -> Result<()> {
                 ),
             ));
         }
-        let mut record = vec![row.split.clone(), row.image_name.clone()];
+        let mut record = vec![row.split.name().to_string(), row.image_name.clone()];
         record.extend(row.map.iter().map(f32::to_string));
         writer
             .write_record(&record)
@@ -280,8 +283,13 @@ pub fn read_attention(path: &Path) -> Result<Vec<AttentionRow>> {
             .skip(2)
             .map(|v| v.parse::<f32>().map_err(|e| bad(format!("{v:?}: {e}"))))
             .collect::<Result<Vec<f32>>>()?;
+        let split = match &record[0] {
+            "train" => Split::Train,
+            "test" => Split::Test,
+            other => return Err(bad(format!("split {other:?} is neither train nor test"))),
+        };
         rows.push(AttentionRow {
-            split: record[0].to_string(),
+            split,
             image_name: record[1].to_string(),
             map,
         });
@@ -294,6 +302,39 @@ mod tests {
     use super::*;
 
     const AWKWARD: &str = "ISIC, \"quoted\"\nname";
+
+    #[test]
+    fn splits_and_fallbacks_are_read_as_runs_write_them_and_others_are_named() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("boxes.csv");
+        let header = "fold,split,image_name,threshold,fallback,box_x,box_y,box_side,orig_x,\
+                      orig_y,orig_side,true_x0,true_y0,true_x1,true_y1,iou";
+        std::fs::write(
+            &path,
+            format!("{header}\n0,train,a,0.5,,1,2,3,4,5,6,,,,,\n1,test,b,0.5,empty_mask,1,2,3,4,5,6,0,0,9,9,0.25\n"),
+        )
+        .expect("write");
+        let rows: Vec<BoxRow> = read_rows(&path).expect("boxes.csv as runs write it");
+        assert_eq!((rows[0].split, rows[0].fallback), (Split::Train, None));
+        assert_eq!(
+            (rows[1].split, rows[1].fallback),
+            (Split::Test, Some(Fallback::EmptyMask))
+        );
+        std::fs::write(
+            &path,
+            format!("{header}\n0,valid,a,0.5,,1,2,3,4,5,6,,,,,\n"),
+        )
+        .expect("write");
+        let err = read_rows::<BoxRow>(&path).expect_err("no such split");
+        assert!(err.to_string().contains("valid"), "{err}");
+        std::fs::write(
+            &path,
+            format!("{header}\n0,test,a,0.5,lost,1,2,3,4,5,6,,,,,\n"),
+        )
+        .expect("write");
+        let err = read_rows::<BoxRow>(&path).expect_err("no such fallback");
+        assert!(err.to_string().contains("lost"), "{err}");
+    }
 
     #[test]
     fn awkward_image_names_survive_every_artefact() {
@@ -319,10 +360,10 @@ mod tests {
         assert!(back[1].prediction.is_nan());
         let boxes = vec![BoxRow {
             fold: 0,
-            split: "test".into(),
+            split: Split::Test,
             image_name: AWKWARD.into(),
             threshold: 0.5,
-            fallback: String::new(),
+            fallback: None,
             box_x: 1,
             box_y: 2,
             box_side: 3,
@@ -339,7 +380,7 @@ mod tests {
         write_rows(&path, &boxes).expect("write");
         assert_eq!(read_rows::<BoxRow>(&path).expect("read"), boxes);
         let att = vec![AttentionRow {
-            split: "train".into(),
+            split: Split::Train,
             image_name: AWKWARD.into(),
             map: vec![0.5, 0.25, 0.125, 0.125],
         }];

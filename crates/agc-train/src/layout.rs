@@ -16,6 +16,8 @@
 
 use std::path::{Path, PathBuf};
 
+use agc_data::Split;
+
 use crate::checkpoint;
 use crate::model::ModelKind;
 
@@ -206,7 +208,7 @@ impl RunLayout {
     }
 
     /// The crop cache of `split` (`train` or `test`) in [`RunLayout::crops`].
-    pub fn crop_cache(&self, which: Crops, split: &str) -> PathBuf {
+    pub fn crop_cache(&self, which: Crops, split: Split) -> PathBuf {
         self.crops(which).join(format!("{split}.npy"))
     }
 
@@ -265,7 +267,7 @@ mod tests {
             "baselines/metadata/oof.csv"
         );
         assert_eq!(
-            rel(run.crop_cache(Crops::Fold(1), "train")),
+            rel(run.crop_cache(Crops::Fold(1), Split::Train)),
             "crops/fold1/train.npy"
         );
         assert_eq!(rel(run.crops(Crops::Oracle)), "crops/oracle");

@@ -372,7 +372,7 @@ impl Predictor {
                 s.row.box_y = Some(orig.y0);
                 s.row.box_side = Some(orig.width());
                 s.row.threshold = Some(found.threshold);
-                s.row.fallback = found.fallback.map_or("", |b| b.as_str()).into();
+                s.row.fallback = found.fallback;
                 s.crop = Some(orig);
                 s.map = map;
             }
@@ -916,7 +916,7 @@ fn empty_row(name: &str) -> PredictionRow {
         box_y: None,
         box_side: None,
         threshold: None,
-        fallback: String::new(),
+        fallback: None,
         note: String::new(),
     }
 }

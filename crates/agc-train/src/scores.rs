@@ -166,11 +166,11 @@ impl AttentionStats {
                 f64::midpoint(v[n / 2 - 1], v[n / 2])
             })
         };
-        let fallbacks = rows.iter().filter(|r| !r.fallback.is_empty()).count();
+        let fallbacks = rows.iter().filter(|r| r.fallback.is_some()).count();
         Self {
             boxes: rows.len(),
             iou_median: median(&|_| true),
-            iou_median_test: median(&|r| r.split == "test"),
+            iou_median_test: median(&|r| r.split == agc_data::Split::Test),
             fallback_rate: if rows.is_empty() {
                 0.0
             } else {

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use agc_data::progress::silent;
-use agc_data::{SynthConfig, generate};
+use agc_data::{Split, SynthConfig, generate};
 use agc_train::artefacts::{BoxRow, FoldRow, FoldSummary, SkippedRow, TestRow, read_rows};
 use agc_train::run::{BoxSplit, PipelineConfig, Run, lock, prepare};
 use agc_train::scores::AttentionStats;
@@ -273,7 +273,7 @@ fn box_thresholds_at_the_runs_own_k_give_the_crop_steps_figures() {
         .expect("ChipNet trains");
     run.crop(&device).expect("the crop step");
     let rows = run.boxes().expect("boxes.csv").expect("written");
-    let of = |split: &str| {
+    let of = |split: Split| {
         let rows: Vec<BoxRow> = rows.iter().filter(|r| r.split == split).cloned().collect();
         AttentionStats::of(&rows)
     };
@@ -286,7 +286,7 @@ fn box_thresholds_at_the_runs_own_k_give_the_crop_steps_figures() {
         train.iter().map(|t| t.k).collect::<Vec<_>>(),
         [3.0, 1.25, 0.5]
     );
-    assert_eq!(train[1].stats, of("train"), "the run's own k");
+    assert_eq!(train[1].stats, of(Split::Train), "the run's own k");
     assert_eq!(
         train[1].stats.boxes,
         2 * 24,
@@ -294,7 +294,7 @@ fn box_thresholds_at_the_runs_own_k_give_the_crop_steps_figures() {
     );
     assert!(train[1].stats.iou_median.is_some_and(|v| v > 0.0));
     assert_eq!(train[1].stats.iou_median_test, None, "no test image read");
-    assert_eq!(sweep(BoxSplit::Test)[1].stats, of("test"));
+    assert_eq!(sweep(BoxSplit::Test)[1].stats, of(Split::Test));
     assert_eq!(
         sweep(BoxSplit::All)[1].stats,
         run.attention_stats().expect("stats").expect("written")

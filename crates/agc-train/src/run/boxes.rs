@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 
 use agc_core::{BoxConfig, CentreCrop};
+use agc_data::Split;
 
 use super::Run;
 use super::crop::{BoxRule, box_row};
@@ -35,11 +36,11 @@ pub enum BoxSplit {
 }
 
 impl BoxSplit {
-    /// Whether a row of `split` (`train` or `test`) is measured.
-    fn takes(self, split: &str) -> bool {
+    /// Whether a row of `split` is measured.
+    fn takes(self, split: Split) -> bool {
         match self {
-            Self::Train => split == "train",
-            Self::Test => split == "test",
+            Self::Train => split == Split::Train,
+            Self::Test => split == Split::Test,
             Self::All => true,
         }
     }
@@ -72,10 +73,15 @@ impl Run {
         }
         let size = self.config.image_size_of(ModelKind::Chipnet) as usize;
         let (train_images, test_images) = self.images_of(ModelKind::Chipnet);
-        let mut images: HashMap<(&str, &str), Truth> = HashMap::new();
+        let mut images: HashMap<(Split, &str), Truth> = HashMap::new();
         let splits = [
-            ("train", Some(train_images), &self.train, &self.train_rows),
-            ("test", test_images, &self.test, &self.test_rows),
+            (
+                Split::Train,
+                Some(train_images),
+                &self.train,
+                &self.train_rows,
+            ),
+            (Split::Test, test_images, &self.test, &self.test_rows),
         ];
         for (name, cache, records, rows) in splits {
             let Some(cache) = cache.filter(|_| split.takes(name)) else {
@@ -108,7 +114,7 @@ impl Run {
                 message,
             };
             for (line, map) in read_attention(&path)?.iter().enumerate() {
-                if !split.takes(&map.split) {
+                if !split.takes(map.split) {
                     continue;
                 }
                 let line = line + 2;
@@ -119,8 +125,7 @@ impl Run {
                         map.map.len()
                     )));
                 }
-                let Some((truth, centre)) =
-                    images.get(&(map.split.as_str(), map.image_name.as_str()))
+                let Some((truth, centre)) = images.get(&(map.split, map.image_name.as_str()))
                 else {
                     return Err(bad(format!(
                         "line {line}: {} image {:?} is not in the run (was the data changed?)",
@@ -150,8 +155,8 @@ mod tests {
 
     #[test]
     fn a_split_takes_its_own_rows() {
-        assert!(BoxSplit::Train.takes("train") && !BoxSplit::Train.takes("test"));
-        assert!(BoxSplit::Test.takes("test") && !BoxSplit::Test.takes("train"));
-        assert!(BoxSplit::All.takes("train") && BoxSplit::All.takes("test"));
+        assert!(BoxSplit::Train.takes(Split::Train) && !BoxSplit::Train.takes(Split::Test));
+        assert!(BoxSplit::Test.takes(Split::Test) && !BoxSplit::Test.takes(Split::Train));
+        assert!(BoxSplit::All.takes(Split::Train) && BoxSplit::All.takes(Split::Test));
     }
 }

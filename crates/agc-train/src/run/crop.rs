@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use agc_core::{BoxConfig, CentreCrop, Rect, box_in_original};
-use agc_data::{CacheJob, DataDir, Record, build_cache};
+use agc_data::{CacheJob, DataDir, Record, Split, build_cache};
 use burn::prelude::Device;
 
 use super::prepare::cache_options;
@@ -46,10 +46,10 @@ pub(crate) fn box_row(
     });
     BoxRow {
         fold,
-        split: map.split.clone(),
+        split: map.split,
         image_name: map.image_name.clone(),
         threshold: found.threshold,
-        fallback: found.fallback.map_or("", |b| b.as_str()).into(),
+        fallback: found.fallback,
         box_x: found.square.x0,
         box_y: found.square.y0,
         box_side: found.square.width(),
@@ -65,7 +65,7 @@ pub(crate) fn box_row(
 }
 
 /// A split's name, images, readable records and their cache rows.
-type Split<'a> = (&'a str, Option<&'a Images>, &'a [Record], &'a [usize]);
+type SplitInputs<'a> = (Split, Option<&'a Images>, &'a [Record], &'a [usize]);
 
 impl Run {
     /// The crop step: each fold's ChipNet maps every training and test image, the maps become
@@ -100,9 +100,14 @@ impl Run {
         let mut attention = Vec::new();
         let mut boxes = Vec::new();
         let (train_images, test_images) = self.images_of(ModelKind::Chipnet);
-        let splits: [Split<'_>; 2] = [
-            ("train", Some(train_images), &self.train, &self.train_rows),
-            ("test", test_images, &self.test, &self.test_rows),
+        let splits: [SplitInputs<'_>; 2] = [
+            (
+                Split::Train,
+                Some(train_images),
+                &self.train,
+                &self.train_rows,
+            ),
+            (Split::Test, test_images, &self.test, &self.test_rows),
         ];
         for (split, images, records, rows) in splits {
             let Some(images) = images else { continue };
@@ -127,7 +132,7 @@ impl Run {
                 .collect();
             for (i, (record, &row)) in records.iter().zip(rows).enumerate() {
                 let map = AttentionRow {
-                    split: split.into(),
+                    split,
                     image_name: record.image_name.clone(),
                     map: maps.attention[i * g * g..(i + 1) * g * g].to_vec(),
                 };
@@ -166,8 +171,8 @@ impl Run {
         }
         let _claim = lock::claim(&self.layout.lock("oracle"), "the oracle crops")?;
         let splits = [
-            ("train", Some(&self.train_images), &self.data.train),
-            ("test", self.test_images.as_ref(), &self.data.test),
+            (Split::Train, Some(&self.train_images), &self.data.train),
+            (Split::Test, self.test_images.as_ref(), &self.data.test),
         ];
         for (split, images, records) in splits {
             let Some(images) = images else { continue };

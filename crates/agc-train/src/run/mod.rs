@@ -45,7 +45,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use agc_data::{
-    DataDir, DataDirOptions, Folds, ImageCache, MetadataEncoder, Record, Reporter, read_labels,
+    DataDir, DataDirOptions, Folds, ImageCache, MetadataEncoder, Record, Reporter, Split,
+    read_labels,
 };
 use serde::{Deserialize, Serialize};
 
@@ -259,8 +260,8 @@ impl Run {
     }
 
     /// The folder of the original `train` or `test` images.
-    pub fn images_folder(&self, split: &str) -> &Path {
-        if split == "train" {
+    pub fn images_folder(&self, split: Split) -> &Path {
+        if split == Split::Train {
             &self.data.train_images
         } else {
             &self.data.test_images

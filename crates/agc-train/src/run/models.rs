@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use agc_data::ImageCache;
+use agc_data::{ImageCache, Split};
 use burn::prelude::Device;
 
 use super::{Run, lock};
@@ -270,7 +270,7 @@ impl Run {
 
     /// The crop cache `which` as training (and test) images.
     fn crop_images(&self, which: Crops, step: &str) -> Result<(Images, Option<Images>)> {
-        let open = |split: &str, base: &Images| -> Result<Images> {
+        let open = |split: Split, base: &Images| -> Result<Images> {
             let path = self.layout.crop_cache(which, split);
             if !path.is_file() {
                 return Err(TrainError::MissingStep {
@@ -281,11 +281,11 @@ impl Run {
             let cache = Arc::new(ImageCache::open(&path)?);
             Images::new(cache, base.meta.to_vec(), base.targets.to_vec())
         };
-        let train = open("train", &self.train_images)?;
+        let train = open(Split::Train, &self.train_images)?;
         let test = self
             .test_images
             .as_ref()
-            .map(|t| open("test", t))
+            .map(|t| open(Split::Test, t))
             .transpose()?;
         Ok((train, test))
     }

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+use agc_data::Split;
 use burn::prelude::Device;
 
 use super::{Run, true_square};
@@ -161,13 +162,13 @@ impl Run {
                 step: "agc crop".into(),
             });
         }
-        let by_key: HashMap<(&str, &str), _> = boxes
+        let by_key: HashMap<(Split, &str), _> = boxes
             .iter()
             .filter(|b| b.fold == fold)
-            .map(|b| ((b.split.as_str(), b.image_name.as_str()), b))
+            .map(|b| ((b.split, b.image_name.as_str()), b))
             .collect();
-        let entries = |split: &str| {
-            let images = if split == "train" {
+        let entries = |split: Split| {
+            let images = if split == Split::Train {
                 Some(&self.train_images)
             } else {
                 self.test_images.as_ref()
@@ -180,14 +181,14 @@ impl Run {
                     .collect::<HashMap<_, _>>()
             })
         };
-        let (train_index, test_index) = (entries("train"), entries("test"));
+        let (train_index, test_index) = (entries(Split::Train), entries(Split::Test));
         let mut overlays = Vec::new();
         let mut rows = read_attention(&att_path)?;
         // Test images first.
-        rows.sort_by_key(|r| r.split != "test");
+        rows.sort_by_key(|r| r.split != Split::Test);
         for row in rows.into_iter().take(count) {
-            let key = (row.split.as_str(), row.image_name.as_str());
-            let index = if row.split == "train" {
+            let key = (row.split, row.image_name.as_str());
+            let index = if row.split == Split::Train {
                 &train_index
             } else {
                 &test_index
@@ -200,10 +201,7 @@ impl Run {
             };
             let centre = entry.geometry();
             overlays.push(Overlay {
-                path: agc_data::DataDir::image_path(
-                    self.images_folder(&row.split),
-                    &row.image_name,
-                ),
+                path: agc_data::DataDir::image_path(self.images_folder(row.split), &row.image_name),
                 map: row.map,
                 centre,
                 crop: agc_core::Rect::square(b.orig_x, b.orig_y, b.orig_side),

@@ -59,7 +59,7 @@ pub fn prepare(dir: &Path, config: &PipelineConfig, progress: &Reporter) -> Resu
         .filter(|r| {
             !skipped
                 .iter()
-                .any(|s| s.split == "train" && s.image_name == r.image_name)
+                .any(|s| s.split == Split::Train && s.image_name == r.image_name)
         })
         .cloned()
         .collect();
@@ -277,10 +277,8 @@ fn build_caches(
             size,
             ..cache_options(config, progress)
         };
-        for (split, name, records) in [
-            (Split::Train, "train", &data.train),
-            (Split::Test, "test", &data.test),
-        ] {
+        for (split, records) in [(Split::Train, &data.train), (Split::Test, &data.test)] {
+            let name = split.name();
             if records.is_empty() {
                 continue;
             }
@@ -302,7 +300,7 @@ fn build_caches(
                 let cache = ImageCache::open(&path)?;
                 for entry in cache.index().iter().filter(|e| !e.is_ok()) {
                     skipped.push(SkippedRow {
-                        split: name.into(),
+                        split,
                         image_name: entry.image_name.clone(),
                         reason: entry.skipped.clone(),
                     });
