@@ -956,6 +956,41 @@ mod tests {
     }
 
     #[test]
+    fn the_ensemble_and_the_mean_map_combine_as_the_run_does() {
+        let mut predictor = modelless_predictor();
+        assert_eq!(predictor.ensemble_of(&HashMap::new()), None, "no ensemble");
+        predictor.ensemble = vec![
+            EnsembleMember::new(ModelKind::Resnet, 0.25),
+            EnsembleMember::new(ModelKind::Cropnet, 0.75),
+        ];
+        let scores = HashMap::from([
+            (ModelKind::Resnet, vec![0.2, 0.6]),
+            (ModelKind::Cropnet, vec![0.4, 1.0]),
+        ]);
+        let e = predictor.ensemble_of(&scores).expect("both members scored");
+        assert_eq!(
+            e,
+            weighted_average(&[&[0.2, 0.6], &[0.4, 1.0]], &[0.25, 0.75])
+        );
+        assert!(
+            (e[0] - 0.35).abs() < 1e-7 && (e[1] - 0.9).abs() < 1e-7,
+            "{e:?}"
+        );
+        let one = HashMap::from([(ModelKind::Resnet, vec![0.2, 0.6])]);
+        assert_eq!(predictor.ensemble_of(&one), None, "a member without scores");
+        // Two folds' 2×2 maps of two images: image 1's mean map.
+        let maps = FoldMaps {
+            maps: vec![
+                vec![0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0],
+                vec![0.0, 0.0, 0.0, 0.0, 0.0, 0.5, 0.5, 0.0],
+            ],
+            grid: 2,
+        };
+        assert_eq!(maps.map(1, 1), [0.0, 0.5, 0.5, 0.0]);
+        assert_eq!(maps.mean(1), [0.5, 0.25, 0.25, 0.0]);
+    }
+
+    #[test]
     fn unseen_metadata_is_counted_named_and_noted_on_its_rows() {
         let predictor = modelless_predictor();
         let input = |name: &str, side, sex, site| Input {

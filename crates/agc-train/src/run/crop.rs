@@ -224,3 +224,59 @@ impl Run {
         Ok(self.boxes()?.map(|rows| AttentionStats::of(&rows)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agc_core::Fallback;
+
+    fn map(hot: &[usize]) -> AttentionRow {
+        let mut map = vec![0.01f32; 49];
+        for &i in hot {
+            map[i] = 1.0;
+        }
+        AttentionRow {
+            split: Split::Test,
+            image_name: "x".into(),
+            map,
+        }
+    }
+
+    #[test]
+    fn a_box_row_carries_the_hot_chip_to_the_original_and_scores_it_against_the_squared_truth() {
+        // A 448×336 photograph: its centre square is 336 px from x = 56, seen at 112 px, so one
+        // of the 7×7 chips (16 px) is 48 original pixels.
+        let centre = CentreCrop::centre_square(448, 336);
+        let config = BoxConfig::new();
+        let rule = BoxRule {
+            grid: 7,
+            size: 112,
+            config: &config,
+        };
+        // The chip in row 2, column 3: x 48..64, y 32..48 in the 112-px image.
+        let truth = [56 + 3 * 48, 2 * 48, 56 + 4 * 48, 3 * 48];
+        let row = box_row(1, &map(&[2 * 7 + 3]), Some(truth), &centre, &rule);
+        assert_eq!((row.fold, row.split, row.fallback), (1, Split::Test, None));
+        let inside = |x: usize, y: usize, side: usize| {
+            (x..x + side).contains(&(56 + 3 * 48 + 24)) && (y..y + side).contains(&(2 * 48 + 24))
+        };
+        assert!(inside(row.orig_x, row.orig_y, row.orig_side), "{row:?}");
+        let expected = Rect::square(row.orig_x, row.orig_y, row.orig_side).iou(&true_square(
+            truth,
+            448,
+            336,
+            config.margin,
+        ));
+        assert_eq!(row.iou, Some((expected * 1e4).round() / 1e4));
+        assert!(row.iou.expect("truth known") > 0.3, "{row:?}");
+        assert_eq!(row.truth(), Some(truth));
+        // Without a true box there is no IoU; a flat map falls back to the whole square.
+        let flat = box_row(0, &map(&[]), None, &centre, &rule);
+        assert_eq!((flat.fallback, flat.iou), (Some(Fallback::Uniform), None));
+        assert_eq!(
+            (flat.orig_x, flat.orig_y, flat.orig_side),
+            (56, 0, 336),
+            "the whole centre square"
+        );
+    }
+}
