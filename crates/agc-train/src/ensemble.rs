@@ -26,7 +26,7 @@ impl EnsembleMember {
 }
 
 impl EnsembleMember {
-    /// Members written `model=weight,model=weight` (as `--weights` takes them).
+    /// Members written `model=weight,model=weight` (as `agc ensemble --members` takes them).
     ///
     /// # Errors
     /// A part without `=`, an unknown model or a weight that is not a number, named.

@@ -8,7 +8,7 @@
 //! - [`weighted_average`] and [`fit_weights`] for ensembles; atomic [`checkpoint`]s;
 //! - [`run`]: a run directory and its steps (prepare, train, crop, ensemble, report), with
 //!   [`artefacts`] for its CSV files and [`scores`] for what it measures;
-//! - [`plot`]: ROC curves and attention overlays as PNG.
+//! - [`plot`]: ROC curves (PNG and SVG) and attention overlays.
 
 pub mod artefacts;
 pub mod baseline;
