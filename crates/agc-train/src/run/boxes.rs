@@ -56,6 +56,33 @@ pub struct ThresholdStats {
 }
 
 impl Run {
+    /// Each image of `split`'s true box (where known) and where the square ChipNet saw lies in
+    /// its original, by split and name.
+    fn truths(&self, split: BoxSplit) -> HashMap<(Split, &str), Truth> {
+        let (train_images, test_images) = self.images_of(ModelKind::Chipnet);
+        let splits = [
+            (
+                Split::Train,
+                Some(train_images),
+                &self.train,
+                &self.train_rows,
+            ),
+            (Split::Test, test_images, &self.test, &self.test_rows),
+        ];
+        let mut images = HashMap::new();
+        for (name, cache, records, rows) in splits {
+            let Some(cache) = cache.filter(|_| split.takes(name)) else {
+                continue;
+            };
+            let index = cache.cache.index();
+            for (r, &row) in records.iter().zip(rows) {
+                let geometry = index[row].geometry();
+                images.insert((name, r.image_name.as_str()), (r.lesion_box, geometry));
+            }
+        }
+        images
+    }
+
     /// The boxes of the saved attention maps of the images of `split`, drawn at each threshold
     /// of `ks` with the run's other box settings, summarised as `boxes.csv` is: at the run's
     /// own `k` the figures are [`AttentionStats::of`] the `boxes.csv` rows of `split`.
@@ -72,27 +99,7 @@ impl Run {
             });
         }
         let size = self.config.image_size_of(ModelKind::Chipnet) as usize;
-        let (train_images, test_images) = self.images_of(ModelKind::Chipnet);
-        let mut images: HashMap<(Split, &str), Truth> = HashMap::new();
-        let splits = [
-            (
-                Split::Train,
-                Some(train_images),
-                &self.train,
-                &self.train_rows,
-            ),
-            (Split::Test, test_images, &self.test, &self.test_rows),
-        ];
-        for (name, cache, records, rows) in splits {
-            let Some(cache) = cache.filter(|_| split.takes(name)) else {
-                continue;
-            };
-            let index = cache.cache.index();
-            for (r, &row) in records.iter().zip(rows) {
-                let geometry = index[row].geometry();
-                images.insert((name, r.image_name.as_str()), (r.lesion_box, geometry));
-            }
-        }
+        let images = self.truths(split);
         let configs: Vec<BoxConfig> = ks
             .iter()
             .map(|&k| BoxConfig {
