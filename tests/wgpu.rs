@@ -152,6 +152,14 @@ fn step_limit() -> Duration {
     Duration::from_secs(secs)
 }
 
+/// What the training thread reports.
+enum Progress {
+    /// Step N (from 1) is done.
+    Step(usize),
+    /// The losses and the final weights.
+    Done(Vec<f32>, Vec<f32>),
+}
+
 /// [`train_steps`] on a thread of its own, each step timed and printed, failing with the step
 /// that did not finish within [`step_limit`] instead of hanging (the stalled thread is left
 /// behind; the test process ends with the test).
@@ -161,10 +169,10 @@ fn guarded_train_steps(device: Device, name: &str) -> (Vec<f32>, Vec<f32>) {
     let worker = {
         let tx = tx.clone();
         std::thread::spawn(move || {
-            let result = train_steps(&device, |step| {
-                let _ = tx.send(Ok(step));
+            let (losses, weights) = train_steps(&device, |step| {
+                let _ = tx.send(Progress::Step(step));
             });
-            let _ = tx.send(Err(result));
+            let _ = tx.send(Progress::Done(losses, weights));
         })
     };
     drop(tx);
@@ -172,7 +180,7 @@ fn guarded_train_steps(device: Device, name: &str) -> (Vec<f32>, Vec<f32>) {
     let mut last = start;
     for step in 1..=10 {
         match rx.recv_timeout(limit) {
-            Ok(Ok(done)) => {
+            Ok(Progress::Step(done)) => {
                 assert_eq!(done, step);
                 let now = Instant::now();
                 eprintln!(
@@ -182,7 +190,7 @@ fn guarded_train_steps(device: Device, name: &str) -> (Vec<f32>, Vec<f32>) {
                 );
                 last = now;
             }
-            Ok(Err(_)) => unreachable!("the steps end after the tenth"),
+            Ok(Progress::Done(..)) => unreachable!("the steps end after the tenth"),
             Err(mpsc::RecvTimeoutError::Timeout) => panic!(
                 "{name}: training step {step} of 10 did not finish within {} s ({:.0} s since \
                  the start; AGC_TEST_STEP_TIMEOUT_S sets the limit). Step 1 compiles and \
@@ -198,7 +206,7 @@ fn guarded_train_steps(device: Device, name: &str) -> (Vec<f32>, Vec<f32>) {
         }
     }
     match rx.recv_timeout(limit) {
-        Ok(Err(result)) => result,
+        Ok(Progress::Done(losses, weights)) => (losses, weights),
         _ => panic!(
             "{name}: the final weights did not come back within {} s",
             limit.as_secs()
