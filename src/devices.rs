@@ -86,6 +86,8 @@ impl Gpu {
     /// For a backend this build lacks; [`parse_device`] refuses those.
     #[must_use]
     pub fn device(self) -> Device {
+        #[cfg(any(feature = "wgpu", feature = "cuda"))]
+        configure_cubecl();
         match self {
             #[cfg(feature = "cuda")]
             Self::Cuda(i) => Device::cuda(i),
@@ -103,6 +105,44 @@ impl Gpu {
             other => unreachable!("parse_device refuses {} without its feature", other.name()),
         }
     }
+}
+
+/// The variable naming the folder where CubeCL keeps what it learns about a GPU between runs
+/// (the kernel each autotuned operation picked, per shape). Unset, CubeCL chooses:
+/// `target/environment` of the outermost Cargo workspace around the working directory, or the
+/// user's cache directory (`~/.cache/cubecl` on Linux) outside one.
+pub const GPU_CACHE_VAR: &str = "AGC_GPU_CACHE";
+
+/// Settles CubeCL's configuration once, before the first GPU device is made: CubeCL's own files
+/// (`cubecl.toml`, or the `[cubecl]` section of `burn.toml`) and `CUBECL_*` variables as CubeCL
+/// reads them, with [`GPU_CACHE_VAR`]'s folder, when set, as the home of its persistent cache.
+/// Says in the log where that cache is, since the first run on a device compiles and times
+/// every candidate kernel of every autotuned operation, which takes minutes on a software
+/// device with a recent Mesa (docs/gpu.md, "Training that stalls"), and later runs do not.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn configure_cubecl() {
+    use burn::cubecl::config::{CubeClRuntimeConfig, RuntimeConfig, cache::CacheConfig};
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let mut config = CubeClRuntimeConfig::from_current_dir().override_from_env();
+        if let Some(dir) = std::env::var_os(GPU_CACHE_VAR).filter(|d| !d.is_empty()) {
+            config.environment.path = CacheConfig::Directory(dir.into());
+        }
+        let cache = config.environment.path.root();
+        let level = format!("{:?}", config.autotune.level).to_lowercase();
+        let cached = !config.autotune.disable_cache;
+        if CubeClRuntimeConfig::try_set(config) {
+            tracing::info!(
+                "GPU kernels are compiled and autotuned (level {level}) on their first use; \
+                 the choices are {} (set {GPU_CACHE_VAR} to move them)",
+                if cached {
+                    format!("kept in {}", cache.display())
+                } else {
+                    "not kept (CUBECL_AUTOTUNE_CACHE is off)".into()
+                }
+            );
+        }
+    });
 }
 
 /// `cpu`, a GPU, or a comma-separated list of distinct GPUs of one kind (`cuda:0,cuda:1`).

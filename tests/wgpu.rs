@@ -16,10 +16,17 @@ use agc::core::{ChipGrid, ChipNetConfig, ResNetConfig, initialize_params};
 use agc::devices::{DeviceArg, Gpu, parse_device};
 use burn::prelude::*;
 use burn::tensor::Distribution;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The name of the device under test, as `--device` gives it.
+fn gpu_name() -> String {
+    std::env::var("AGC_TEST_DEVICE").unwrap_or_else(|_| "wgpu:cpu".into())
+}
 
 /// The device under test, and how much wider than on wgpu its tolerances are.
 fn gpu() -> (Device, f32) {
-    let name = std::env::var("AGC_TEST_DEVICE").unwrap_or_else(|_| "wgpu:cpu".into());
+    let name = gpu_name();
     match parse_device(&name) {
         Ok(DeviceArg::Gpus(gpus)) if gpus.len() == 1 => {
             let scale = if matches!(gpus[0], Gpu::Cuda(_)) {
@@ -97,8 +104,8 @@ fn wgpu_resnet18_forward_matches_flex() {
 }
 
 /// Ten Adam steps of a tiny ChipNet on a fixed batch, on `device`: the losses and the final
-/// weights of the attention's first convolution.
-fn train_steps(device: &Device) -> (Vec<f32>, Vec<f32>) {
+/// weights of the attention's first convolution. `done(step)` is called after each step.
+fn train_steps(device: &Device, mut done: impl FnMut(usize)) -> (Vec<f32>, Vec<f32>) {
     use burn::optim::{AdamConfig, GradientsParams};
     // The same initial weights on both devices: drawn on the CPU (with autodiff, so that they
     // are tracked), then forked (moved as fresh leaves). Burn draws a fresh model's weights when
@@ -123,13 +130,88 @@ fn train_steps(device: &Device) -> (Vec<f32>, Vec<f32>) {
     let mut optim = AdamConfig::new().init();
     let loss = agc::train::Loss::Bce;
     let mut losses = Vec::new();
-    for _ in 0..10 {
+    for step in 1..=10 {
         let value = loss.forward(model.forward(images.clone()).logit, labels.clone());
         losses.push(value.clone().into_scalar::<f32>());
         let grads = GradientsParams::from_grads(value.backward(), &model);
         model = optim.step(1e-3, model, grads);
+        done(step);
     }
     (losses, values(model.attention.conv1.weight.val()))
+}
+
+/// How long one training step may take before the test calls it a stall:
+/// `AGC_TEST_STEP_TIMEOUT_S` seconds, 300 by default: CI's lavapipe (Mesa 22) takes about a
+/// minute for the first step, which compiles and autotunes every kernel; Mesa 25's took 6.5 min
+/// with a cold autotune cache (docs/gpu.md, "Training that stalls").
+fn step_limit() -> Duration {
+    let secs = std::env::var("AGC_TEST_STEP_TIMEOUT_S").map_or(300, |s| {
+        s.parse()
+            .unwrap_or_else(|_| panic!("AGC_TEST_STEP_TIMEOUT_S={s:?}: a number of seconds"))
+    });
+    Duration::from_secs(secs)
+}
+
+/// What the training thread reports.
+enum Progress {
+    /// Step N (from 1) is done.
+    Step(usize),
+    /// The losses and the final weights.
+    Done(Vec<f32>, Vec<f32>),
+}
+
+/// [`train_steps`] on a thread of its own, each step timed and printed, failing with the step
+/// that did not finish within [`step_limit`] instead of hanging (the stalled thread is left
+/// behind; the test process ends with the test).
+fn guarded_train_steps(device: Device, name: &str) -> (Vec<f32>, Vec<f32>) {
+    let limit = step_limit();
+    let (tx, rx) = mpsc::channel();
+    let worker = {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let (losses, weights) = train_steps(&device, |step| {
+                let _ = tx.send(Progress::Step(step));
+            });
+            let _ = tx.send(Progress::Done(losses, weights));
+        })
+    };
+    drop(tx);
+    let start = Instant::now();
+    let mut last = start;
+    for step in 1..=10 {
+        match rx.recv_timeout(limit) {
+            Ok(Progress::Step(done)) => {
+                assert_eq!(done, step);
+                let now = Instant::now();
+                eprintln!(
+                    "{name}: step {step} took {:.1} s ({:.1} s in all)",
+                    (now - last).as_secs_f64(),
+                    (now - start).as_secs_f64()
+                );
+                last = now;
+            }
+            Ok(Progress::Done(..)) => unreachable!("the steps end after the tenth"),
+            Err(mpsc::RecvTimeoutError::Timeout) => panic!(
+                "{name}: training step {step} of 10 did not finish within {} s ({:.0} s since \
+                 the start; AGC_TEST_STEP_TIMEOUT_S sets the limit). Step 1 compiles and \
+                 autotunes every kernel; a later step that stalls points at the device or \
+                 its driver (docs/gpu.md, \"Training that stalls\")",
+                limit.as_secs(),
+                start.elapsed().as_secs_f64()
+            ),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                // The thread panicked: its own message says why.
+                std::panic::resume_unwind(worker.join().expect_err("the thread ended early"))
+            }
+        }
+    }
+    match rx.recv_timeout(limit) {
+        Ok(Progress::Done(losses, weights)) => (losses, weights),
+        _ => panic!(
+            "{name}: the final weights did not come back within {} s",
+            limit.as_secs()
+        ),
+    }
 }
 
 /// Training on the GPU follows Flex step for step. Tolerances: 1e-4 on the loss (measured on
@@ -137,9 +219,9 @@ fn train_steps(device: &Device) -> (Vec<f32>, Vec<f32>) {
 /// (measured: 2e-5).
 #[test]
 fn wgpu_train_steps_match_flex() {
-    let (flex_losses, flex_weights) = train_steps(&Device::flex().autodiff());
+    let (flex_losses, flex_weights) = train_steps(&Device::flex().autodiff(), |_| ());
     let (gpu, scale) = gpu();
-    let (gpu_losses, gpu_weights) = train_steps(&gpu.autodiff());
+    let (gpu_losses, gpu_weights) = guarded_train_steps(gpu.autodiff(), &gpu_name());
     assert!(
         gpu_losses[9] < 0.5 * gpu_losses[0],
         "the loss falls on wgpu: {gpu_losses:?}"
