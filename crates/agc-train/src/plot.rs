@@ -191,15 +191,6 @@ pub fn roc_points(scores: &[f32], labels: &[u8]) -> Vec<[f64; 2]> {
     points
 }
 
-/// The area under a polyline of `[x, y]` points by the trapezoid rule (the ROC AUC when the
-/// points come from [`roc_points`]); 0 for fewer than two points.
-pub fn trapezoid_auc(points: &[[f64; 2]]) -> f64 {
-    points
-        .windows(2)
-        .map(|w| (w[1][0] - w[0][0]) * (w[0][1] + w[1][1]) / 2.0)
-        .sum()
-}
-
 /// One ROC curve of a figure: a model's scores and the binary labels they are judged against.
 #[derive(Debug, Clone, Copy)]
 pub struct Curve<'a> {
@@ -382,8 +373,8 @@ fn register_chart_font() -> Result<(), PlotError> {
 /// Draws a ROC chart on `root`, the one drawing for every backend: white background, `title`
 /// on top, axes "false positive rate" (x) and "true positive rate" (y) from 0 to 1 with a
 /// light mesh, the chance diagonal in light grey, curve `i` as a 2-px line in
-/// `Palette99::pick(i)`, and a legend in the lower right with `"name (0.912)"` (the
-/// trapezoid AUC of the curve's points) per curve.
+/// `Palette99::pick(i)`, and a legend in the lower right with `"name (0.912)"` (the curve's
+/// AUC, as the results tables give it; `–` where a class is missing) per curve.
 fn draw_roc<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     curves: &[Curve],
@@ -413,7 +404,10 @@ fn draw_roc<DB: DrawingBackend>(
     for (i, c) in curves.iter().enumerate() {
         let points = roc_points(c.scores, c.labels);
         let colour = Palette99::pick(i).to_rgba();
-        let label = format!("{} ({:.3})", c.name, trapezoid_auc(&points));
+        // The AUC of the results tables (`crate::roc_auc`), so legend and table agree.
+        let auc = crate::roc_auc(c.scores, c.labels)
+            .map_or_else(|| "–".to_string(), |a| format!("{a:.3}"));
+        let label = format!("{} ({auc})", c.name);
         chart
             .draw_series(LineSeries::new(
                 points.into_iter().map(|[x, y]| (x, y)),
@@ -474,6 +468,15 @@ mod tests {
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-12
+    }
+
+    /// The area under the drawn polyline by the trapezoid rule: what the curve of
+    /// [`roc_points`] shows, to be held to the AUC the tables and the legend give.
+    fn trapezoid_auc(points: &[[f64; 2]]) -> f64 {
+        points
+            .windows(2)
+            .map(|w| (w[1][0] - w[0][0]) * (w[0][1] + w[1][1]) / 2.0)
+            .sum()
     }
 
     #[test]
