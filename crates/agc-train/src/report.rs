@@ -103,7 +103,10 @@ pub fn results_table(metrics: &Metrics) -> Table {
     ];
     Table {
         header: header.map(String::from).to_vec(),
-        rows: ordered(metrics)
+        // `Scored`'s order is the report's: the baseline first, the ensemble last.
+        rows: metrics
+            .models
+            .iter()
             .map(|(name, s)| {
                 let mut row = vec![name.to_string()];
                 row.extend(score_cells(s));
@@ -172,9 +175,9 @@ impl Summary {
         let mut notes = Vec::new();
         if !metrics.ensemble_weights.is_empty() {
             let w: Vec<String> = metrics
-                .ensemble_weights
+                .ensemble_members()
                 .iter()
-                .map(|(k, w)| format!("{k} {w:.2}"))
+                .map(ToString::to_string)
                 .collect();
             notes.push(format!("Ensemble weights: {}.", w.join(", ")));
             if !metrics.ensemble_note.is_empty() {
@@ -474,12 +477,6 @@ fn curves<'a>(input: &'a ReportInput<'_>) -> (Vec<Curve<'a>>, Option<Vec<Curve<'
             .collect()
     });
     (oof, test)
-}
-
-/// The rows of `metrics` in report order ([`Scored`]'s): the metadata-only baseline first, the
-/// ensemble last.
-fn ordered(metrics: &Metrics) -> impl Iterator<Item = (&Scored, &ModelScore)> {
-    metrics.models.iter()
 }
 
 /// Text for HTML.

@@ -59,18 +59,8 @@ impl Run {
     /// Each image of `split`'s true box (where known) and where the square ChipNet saw lies in
     /// its original, by split and name.
     fn truths(&self, split: BoxSplit) -> HashMap<(Split, &str), Truth> {
-        let (train_images, test_images) = self.images_of(ModelKind::Chipnet);
-        let splits = [
-            (
-                Split::Train,
-                Some(train_images),
-                &self.train,
-                &self.train_rows,
-            ),
-            (Split::Test, test_images, &self.test, &self.test_rows),
-        ];
         let mut images = HashMap::new();
-        for (name, cache, records, rows) in splits {
+        for (name, cache, records, rows) in self.chipnet_splits() {
             let Some(cache) = cache.filter(|_| split.takes(name)) else {
                 continue;
             };

@@ -542,7 +542,8 @@ fn schedule_name(kind: ModelKind) -> &'static str {
     }
 }
 
-fn names(kinds: &[ModelKind]) -> String {
+/// The models' names, comma-separated, as `--models` takes them.
+pub(super) fn names(kinds: &[ModelKind]) -> String {
     kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join(",")
 }
 

@@ -64,10 +64,26 @@ pub(crate) fn box_row(
     }
 }
 
-/// A split's name, images, readable records and their cache rows.
-type SplitInputs<'a> = (Split, Option<&'a Images>, &'a [Record], &'a [usize]);
+/// A split, ChipNet's images of it (none for a run without test images), its readable records
+/// and their cache rows.
+pub(crate) type SplitInputs<'a> = (Split, Option<&'a Images>, &'a [Record], &'a [usize]);
 
 impl Run {
+    /// The training and the test split as ChipNet sees them: what the crop step maps and what
+    /// [`Run::box_thresholds`](super::Run::box_thresholds) reads back.
+    pub(crate) fn chipnet_splits(&self) -> [SplitInputs<'_>; 2] {
+        let (train_images, test_images) = self.images_of(ModelKind::Chipnet);
+        [
+            (
+                Split::Train,
+                Some(train_images),
+                &self.train,
+                &self.train_rows,
+            ),
+            (Split::Test, test_images, &self.test, &self.test_rows),
+        ]
+    }
+
     /// The crop step: each fold's ChipNet maps every training and test image, the maps become
     /// boxes in the originals, and the originals are cropped into the fold's crop cache.
     /// Writes `attention/fold<k>.csv`, `crops/fold<k>/` and, last, `boxes.csv`.
@@ -99,17 +115,7 @@ impl Run {
         let net = self.checkpoints().load(ModelKind::Chipnet, f, device)?;
         let mut attention = Vec::new();
         let mut boxes = Vec::new();
-        let (train_images, test_images) = self.images_of(ModelKind::Chipnet);
-        let splits: [SplitInputs<'_>; 2] = [
-            (
-                Split::Train,
-                Some(train_images),
-                &self.train,
-                &self.train_rows,
-            ),
-            (Split::Test, test_images, &self.test, &self.test_rows),
-        ];
-        for (split, images, records, rows) in splits {
+        for (split, images, records, rows) in self.chipnet_splits() {
             let Some(images) = images else { continue };
             let bar = self.progress.start(
                 &format!("fold {f}: attention maps of the {split} images"),

@@ -140,12 +140,11 @@ fn why_no_submission(s: &SubmissionInputs) -> Option<String> {
         ));
     }
     if s.ensemble.is_empty() {
-        let names: Vec<&str> = s.models.iter().map(|k| k.name()).collect();
         return Some(format!(
             "the ensemble writes it, and this run has none (--models {} keeps fewer than two \
              of its members, or the configuration names none); each model's test predictions \
              are in {}",
-            names.join(","),
+            super::config::names(s.models),
             s.layout.root().join("models/MODEL/test.csv").display()
         ));
     }

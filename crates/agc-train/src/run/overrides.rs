@@ -180,16 +180,14 @@ impl PipelineConfig {
         if self.ensemble.len() == before {
             return None;
         }
-        let names = |kinds: &mut dyn Iterator<Item = ModelKind>, sep: &str| {
-            kinds.map(ModelKind::name).collect::<Vec<_>>().join(sep)
-        };
+        let kept: Vec<&str> = self.ensemble.iter().map(|m| m.model.name()).collect();
         Some(format!(
             "--models {}: the ensemble keeps {}",
-            names(&mut self.models.iter().copied(), ","),
-            if self.ensemble.is_empty() {
+            super::config::names(&self.models),
+            if kept.is_empty() {
                 "no members (no ensemble)".to_string()
             } else {
-                names(&mut self.ensemble.iter().map(|m| m.model), " and ")
+                kept.join(" and ")
             }
         ))
     }
