@@ -2,8 +2,10 @@
 //! of `uint8` (the SIIM-ISIC seed's format, readable with `np.load(..., mmap_mode="r")`), with an
 //! index CSV of each image's geometry in its original.
 //!
-//! [`build_cache`] makes the preprocessing cache (centre squares) and the crop caches (given
-//! squares); both use all cores, show a progress bar, never write the originals, and resume:
+//! [`build_caches`] makes the preprocessing caches (centre squares, every size from one decode
+//! of each original) and the crop caches (given squares, every fold's from one decode);
+//! [`build_cache`] makes one. They use all cores, show a progress bar, never write the
+//! originals, and each cache resumes on its own:
 //!
 //! - the array is filled in `<cache>.npy.partial`, chunk by chunk; after each chunk,
 //!   `<cache>.npy.progress.json` records what is done (written atomically), so a killed run
@@ -195,133 +197,312 @@ pub fn index_path(cache: &Path) -> PathBuf {
     cache.with_extension("index.csv")
 }
 
-/// Builds (or completes, or confirms) the cache `path` (`.npy`) from `jobs`.
+/// Builds (or completes, or confirms) the cache `path` (`.npy`) from `jobs`: [`build_caches`]
+/// with one cache.
+///
+/// # Errors
+/// As [`build_caches`].
+pub fn build_cache(jobs: &[CacheJob], path: &Path, options: &CacheOptions) -> Result<CacheReport> {
+    let target = CacheTarget {
+        path,
+        jobs,
+        size: options.size,
+    };
+    let mut reports = build_caches(&[target], options)?;
+    Ok(reports.remove(0))
+}
+
+/// One of the caches [`build_caches`] builds together: its file, its images (each with its
+/// square) and its side S, which replaces `options.size`.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheTarget<'a> {
+    /// The cache file (`.npy`).
+    pub path: &'a Path,
+    /// Its images, in the order of the array; job `i` of every target is cut from the same
+    /// original.
+    pub jobs: &'a [CacheJob],
+    /// Side S of its images.
+    pub size: u32,
+}
+
+/// Builds (or completes, or confirms) several caches cut from the same originals, decoding each
+/// original once for all of them ([`prepare_cuts`]: at the DCT scale the most demanding of its
+/// squares needs) instead of once per cache. The preprocessing caches of two sizes, and the
+/// crop caches of every fold, are each one such call. Each cache resumes, fails and commits on
+/// its own, as the module describes; a cache already up to date is left alone (its squares
+/// still count in the choice of scale, so the others come out the same whether it is built in
+/// this call or was before).
 ///
 /// # Errors
 /// Images that cannot be decoded or a square outside its image (unless `skip_bad`): all the
-/// others are decoded and kept first, and one [`DataError::BadImages`] lists every bad image.
-/// An empty job list, or a cache file that cannot be written, names the file.
-// Over 80 lines on purpose: the order of its steps (check the request, resume the partial
-// array and its progress record, decode in chunks and sync each, then the index, the array and
-// the manifest) is the cache's crash safety, and it reads best in one place.
-pub fn build_cache(jobs: &[CacheJob], path: &Path, options: &CacheOptions) -> Result<CacheReport> {
-    check_request(jobs, path, options)?;
-    let progress_fingerprint = fingerprint(jobs, options, false);
-    let fingerprint = fingerprint(jobs, options, true);
-    let manifest_path = sidecar(path, ".manifest.json");
-    if path.is_file()
-        && let Ok(bytes) = std::fs::read(&manifest_path)
-        && let Ok(m) = serde_json::from_slice::<Manifest>(&bytes)
-        && m.fingerprint == fingerprint
-    {
-        return Ok(CacheReport {
-            up_to_date: true,
-            ..CacheReport::default()
-        });
+/// others are decoded and kept first, the caches without bad images are finished, and one
+/// [`DataError::BadImages`] lists every bad image of the first cache that has any. An empty job
+/// list, targets whose jobs name other originals, or a cache file that cannot be written, name
+/// the file.
+pub fn build_caches(
+    targets: &[CacheTarget<'_>],
+    options: &CacheOptions,
+) -> Result<Vec<CacheReport>> {
+    check_request(targets, options)?;
+    let mut reports = vec![CacheReport::default(); targets.len()];
+    let mut builds = Vec::new();
+    for (t, target) in targets.iter().enumerate() {
+        match Build::start(t, target, options)? {
+            Some(build) => builds.push(build),
+            None => reports[t].up_to_date = true,
+        }
     }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
+    if builds.is_empty() {
+        return Ok(reports);
     }
-
-    let partial_exists = partial_path(path).is_file();
-    let progress_path = sidecar(path, ".progress.json");
-    // Whatever ends this call early, the partial array is removed unless it holds an image.
-    let mut discard = Discard {
-        files: [partial_path(path), progress_path.clone()],
-        keep: false,
-    };
-    let partial = PartialCache::open(path, jobs.len(), options.size as usize)?;
-    let mut progress = Progress::resume(&progress_path, partial_exists, progress_fingerprint);
-    discard.keep = progress.kept() > 0;
-    partial.prepare(!progress.done.is_empty())?;
-
-    let mut report = CacheReport {
-        resumed: progress.done.len(),
-        ..CacheReport::default()
-    };
+    let names: Vec<String> = builds
+        .iter()
+        .map(|b| b.path.display().to_string())
+        .collect();
+    let jobs = targets[0].jobs;
     let bar = options
         .progress
-        .start(&format!("caching {}", path.display()), jobs.len() as u64);
-    bar.advance(progress.done.len() as u64);
+        .start(&format!("caching {}", names.join(", ")), jobs.len() as u64);
     let todo: Vec<usize> = (0..jobs.len())
-        .filter(|i| !progress.done.contains_key(i))
+        .filter(|&i| builds.iter().any(|b| !b.progress.done.contains_key(&i)))
         .collect();
-    let mut bad = Vec::new();
+    bar.advance((jobs.len() - todo.len()) as u64);
     for chunk in todo.chunks(options.chunk) {
         let results: Vec<_> = chunk
             .par_iter()
-            .map(|&i| (i, cache_one(&jobs[i], options)))
+            .map(|&i| (i, cut_for(targets, &builds, i, options.min_decode_factor)))
             .collect();
-        for (i, result) in results {
-            let entry = match result {
-                Ok((pixels, entry)) => {
-                    partial.write(i, &pixels)?;
-                    report.upscaled += usize::from(entry.crop_side < options.size);
-                    report.written += 1;
-                    entry
+        for (i, cuts) in results {
+            for (build, cut) in builds.iter_mut().zip(cuts) {
+                if let Some(cut) = cut {
+                    build.record(i, cut, options.skip_bad)?;
                 }
-                Err(e) if options.skip_bad => {
-                    tracing::warn!("skipping {}: {e}", jobs[i].path.display());
-                    report.skipped.push((jobs[i].name.clone(), e.to_string()));
-                    partial.write(i, &vec![0u8; partial.item])?;
-                    IndexEntry::skipped(&jobs[i].name, e.to_string())
-                }
-                Err(e) => {
-                    tracing::warn!("{}: {e}", jobs[i].name);
-                    bad.push((i, e.to_string()));
-                    bar.advance(1);
-                    continue;
-                }
-            };
-            progress.done.insert(i, entry);
+            }
             bar.advance(1);
         }
-        partial.sync()?;
-        write_json(&progress_path, &progress)?;
-        discard.keep = progress.kept() > 0;
+        for build in &mut builds {
+            build.checkpoint()?;
+        }
     }
     drop(bar);
-    if !bad.is_empty() {
-        // Chunks finish in job order, but keep the list in job order whatever the schedule.
-        bad.sort_by_key(|(i, _)| *i);
-        return Err(DataError::BadImages {
-            cache: path.to_path_buf(),
-            kept: progress.kept(),
-            images: bad
-                .into_iter()
-                .map(|(i, why)| (jobs[i].name.clone(), why))
-                .collect(),
-        });
+    let mut first_error = None;
+    for build in builds {
+        let t = build.target;
+        match build.finish() {
+            Ok(report) => reports[t] = report,
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
     }
-
-    // Index, then the array, then the manifest that marks the cache complete.
-    write_index(&index_path(path), progress.done.values())?;
-    partial.commit(path)?;
-    write_json(
-        &manifest_path,
-        &Manifest {
-            fingerprint,
-            count: jobs.len(),
-            size: options.size,
-        },
-    )?;
-    std::fs::remove_file(&progress_path).ok();
-    Ok(report)
+    first_error.map_or(Ok(reports), Err)
 }
 
-/// Refuses an empty job list, and a zero size or chunk.
-fn check_request(jobs: &[CacheJob], path: &Path, options: &CacheOptions) -> Result<()> {
-    if jobs.is_empty() {
+/// What became of one image in one cache: its pixels and index row, or why it has none.
+type CutResult = std::result::Result<Prepared, String>;
+
+/// Image `i` cut for every build that still needs it (`None` for the others), from one decode
+/// whose scale every target's square decides.
+fn cut_for(
+    targets: &[CacheTarget<'_>],
+    builds: &[Build<'_>],
+    i: usize,
+    min_decode_factor: f64,
+) -> Vec<Option<CutResult>> {
+    let job = &targets[0].jobs[i];
+    let cuts: Vec<Cut> = targets
+        .iter()
+        .map(|t| Cut {
+            square: t.jobs[i].square,
+            size: t.size,
+        })
+        .collect();
+    let needs = |b: &Build<'_>| !b.progress.done.contains_key(&i);
+    match prepare_cuts(&job.name, &job.path, &cuts, min_decode_factor) {
+        Ok(all) => {
+            let mut all: Vec<Option<Result<_>>> = all.into_iter().map(Some).collect();
+            builds
+                .iter()
+                .map(|b| {
+                    let cut = all[b.target].take().filter(|_| needs(b));
+                    cut.map(|c| c.map_err(|e| e.to_string()))
+                })
+                .collect()
+        }
+        Err(e) => builds
+            .iter()
+            .map(|b| needs(b).then(|| Err(e.to_string())))
+            .collect(),
+    }
+}
+
+/// One cache being built by [`build_caches`]: its partial array, its progress record and what
+/// has gone wrong so far.
+struct Build<'a> {
+    target: usize,
+    path: &'a Path,
+    jobs: &'a [CacheJob],
+    size: u32,
+    fingerprint: String,
+    partial: PartialCache,
+    progress: Progress,
+    progress_path: PathBuf,
+    discard: Discard,
+    report: CacheReport,
+    bad: Vec<(usize, String)>,
+}
+
+impl<'a> Build<'a> {
+    /// The build of `target`, resumed where an earlier call left it; `None` when the cache is
+    /// already complete with the same inputs.
+    fn start(t: usize, target: &CacheTarget<'a>, options: &CacheOptions) -> Result<Option<Self>> {
+        let path = target.path;
+        let options = CacheOptions {
+            size: target.size,
+            ..options.clone()
+        };
+        let complete = fingerprint(target.jobs, &options, true);
+        let manifest_path = sidecar(path, ".manifest.json");
+        if path.is_file()
+            && let Ok(bytes) = std::fs::read(&manifest_path)
+            && let Ok(m) = serde_json::from_slice::<Manifest>(&bytes)
+            && m.fingerprint == complete
+        {
+            return Ok(None);
+        }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+        }
+        let partial_exists = partial_path(path).is_file();
+        let progress_path = sidecar(path, ".progress.json");
+        // Whatever ends the build early, the partial array is removed unless it holds an image.
+        let mut discard = Discard {
+            files: [partial_path(path), progress_path.clone()],
+            keep: false,
+        };
+        let partial = PartialCache::open(path, target.jobs.len(), target.size as usize)?;
+        let progress_fingerprint = fingerprint(target.jobs, &options, false);
+        let progress = Progress::resume(&progress_path, partial_exists, progress_fingerprint);
+        discard.keep = progress.kept() > 0;
+        partial.prepare(!progress.done.is_empty())?;
+        let report = CacheReport {
+            resumed: progress.done.len(),
+            ..CacheReport::default()
+        };
+        Ok(Some(Self {
+            target: t,
+            path,
+            jobs: target.jobs,
+            size: target.size,
+            fingerprint: complete,
+            partial,
+            progress,
+            progress_path,
+            discard,
+            report,
+            bad: Vec::new(),
+        }))
+    }
+
+    /// Writes image `i`'s cut (or notes why there is none).
+    fn record(&mut self, i: usize, cut: CutResult, skip_bad: bool) -> Result<()> {
+        let entry = match cut {
+            Ok((pixels, entry)) => {
+                self.partial.write(i, &pixels)?;
+                self.report.upscaled += usize::from(entry.crop_side < self.size);
+                self.report.written += 1;
+                entry
+            }
+            Err(e) if skip_bad => {
+                tracing::warn!("skipping {}: {e}", self.jobs[i].path.display());
+                self.report
+                    .skipped
+                    .push((self.jobs[i].name.clone(), e.clone()));
+                self.partial.write(i, &vec![0u8; self.partial.item])?;
+                IndexEntry::skipped(&self.jobs[i].name, e)
+            }
+            Err(e) => {
+                tracing::warn!("{}: {e}", self.jobs[i].name);
+                self.bad.push((i, e));
+                return Ok(());
+            }
+        };
+        self.progress.done.insert(i, entry);
+        Ok(())
+    }
+
+    /// Syncs the array and records the progress: a kill after this loses nothing before it.
+    fn checkpoint(&mut self) -> Result<()> {
+        self.partial.sync()?;
+        write_json(&self.progress_path, &self.progress)?;
+        self.discard.keep = self.progress.kept() > 0;
+        Ok(())
+    }
+
+    /// The index, then the array, then the manifest that marks the cache complete; or the
+    /// bad images, listed in job order.
+    fn finish(mut self) -> Result<CacheReport> {
+        if !self.bad.is_empty() {
+            self.bad.sort_by_key(|(i, _)| *i);
+            return Err(DataError::BadImages {
+                cache: self.path.to_path_buf(),
+                kept: self.progress.kept(),
+                images: self
+                    .bad
+                    .into_iter()
+                    .map(|(i, why)| (self.jobs[i].name.clone(), why))
+                    .collect(),
+            });
+        }
+        write_index(&index_path(self.path), self.progress.done.values())?;
+        self.partial.commit(self.path)?;
+        write_json(
+            &sidecar(self.path, ".manifest.json"),
+            &Manifest {
+                fingerprint: self.fingerprint,
+                count: self.jobs.len(),
+                size: self.size,
+            },
+        )?;
+        std::fs::remove_file(&self.progress_path).ok();
+        self.discard.keep = true;
+        Ok(self.report)
+    }
+}
+
+/// Refuses an empty job list, a zero size or chunk, and targets whose job `i` is not the same
+/// original.
+fn check_request(targets: &[CacheTarget<'_>], options: &CacheOptions) -> Result<()> {
+    let Some(first) = targets.first() else {
         return Err(DataError::Invalid {
             name: "cache",
-            message: format!("{}: no images to cache", path.display()),
+            message: "no cache to build".into(),
         });
-    }
-    if options.size == 0 || options.chunk == 0 {
+    };
+    if options.chunk == 0 || targets.iter().any(|t| t.size == 0) {
         return Err(DataError::Invalid {
             name: "cache",
             message: "size and chunk must be positive".into(),
         });
+    }
+    for target in targets {
+        if target.jobs.is_empty() {
+            return Err(DataError::Invalid {
+                name: "cache",
+                message: format!("{}: no images to cache", target.path.display()),
+            });
+        }
+        let same = |(a, b): (&CacheJob, &CacheJob)| a.name == b.name && a.path == b.path;
+        if target.jobs.len() != first.jobs.len() || !target.jobs.iter().zip(first.jobs).all(same) {
+            return Err(DataError::Invalid {
+                name: "cache",
+                message: format!(
+                    "{} is built with {} from other originals",
+                    target.path.display(),
+                    first.path.display()
+                ),
+            });
+        }
     }
     Ok(())
 }
@@ -409,34 +590,79 @@ impl PartialCache {
 ///
 /// # Errors
 /// An unreadable image, or a square outside it (the error names the file).
-pub fn prepare_image(job: &CacheJob, options: &CacheOptions) -> Result<(Vec<u8>, IndexEntry)> {
-    cache_one(job, options)
+pub fn prepare_image(job: &CacheJob, options: &CacheOptions) -> Result<Prepared> {
+    let cut = Cut {
+        square: job.square,
+        size: options.size,
+    };
+    prepare_cuts(&job.name, &job.path, &[cut], options.min_decode_factor)?.remove(0)
 }
 
-fn cache_one(job: &CacheJob, options: &CacheOptions) -> Result<(Vec<u8>, IndexEntry)> {
-    // Decode at the smallest DCT scale that keeps the square at min_decode_factor × S.
+/// An image prepared for a cache: its `S·S·3` RGB bytes and its index row.
+pub type Prepared = (Vec<u8>, IndexEntry);
+
+/// One image cut from an original: a square (the centre square when `None`), resized to `size`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cut {
+    /// The square in original pixels (after EXIF orientation), or the centre square.
+    pub square: Option<Rect>,
+    /// Side of the resized image.
+    pub size: u32,
+}
+
+/// Decodes the original `path` once, at the smallest DCT scale that keeps every cut's square at
+/// `min_decode_factor` times its `size` (0: full size), and cuts each of `cuts` from it, as
+/// [`build_caches`] does for the caches it builds together (and `agc predict` for an image's
+/// inputs). Returns each cut's RGB bytes and index row, or why that cut failed.
+///
+/// # Errors
+/// An image that cannot be read (the error names the file): no cut can be made. A square that
+/// is not square, or outside the image, fails its own cut only.
+pub fn prepare_cuts(
+    name: &str,
+    path: &Path,
+    cuts: &[Cut],
+    min_decode_factor: f64,
+) -> Result<Vec<Result<Prepared>>> {
+    let bad = |message: String| DataError::Image {
+        path: path.to_path_buf(),
+        message,
+    };
+    let not_square = |cut: &Cut| cut.square.filter(|s| s.width() != s.height());
+    // Decode at the smallest DCT scale that keeps each square at min_decode_factor × S.
     let min_short = |w: u32, h: u32| {
         let short = w.min(h);
-        let side = job.square.map_or(short, |s| {
-            u32::try_from(s.width()).unwrap_or(u32::MAX).max(1)
-        });
-        let want = f64::from(options.size) * options.min_decode_factor * f64::from(short)
-            / f64::from(side);
-        (options.min_decode_factor > 0.0).then(|| want.ceil() as u32)
+        let want = |cut: &Cut| {
+            let side = cut.square.map_or(short, |s| {
+                u32::try_from(s.width()).unwrap_or(u32::MAX).max(1)
+            });
+            let want = f64::from(cut.size) * min_decode_factor * f64::from(short) / f64::from(side);
+            want.ceil() as u32
+        };
+        let wanted = cuts
+            .iter()
+            .filter(|c| not_square(c).is_none())
+            .map(want)
+            .max();
+        wanted.filter(|_| min_decode_factor > 0.0)
     };
-    if let Some(square) = job.square.filter(|s| s.width() != s.height()) {
-        return Err(DataError::Image {
-            path: job.path.clone(),
-            message: format!("the crop {square:?} is not a square"),
-        });
+    let refused = |square: Rect| Err(bad(format!("the crop {square:?} is not a square")));
+    if cuts.iter().all(|c| not_square(c).is_some()) {
+        return Ok(cuts.iter().filter_map(not_square).map(refused).collect());
     }
-    let decoded = decode_with(&job.path, min_short)?;
-    let geometry = square_in(&decoded, job.square);
-    let pixels = crop_resize(&decoded, &geometry, options.size).map_err(|e| DataError::Image {
-        path: job.path.clone(),
-        message: e.to_string(),
-    })?;
-    Ok((pixels, IndexEntry::new(&job.name, &geometry)))
+    let decoded = decode_with(path, min_short)?;
+    Ok(cuts
+        .iter()
+        .map(|cut| {
+            if let Some(square) = not_square(cut) {
+                return refused(square);
+            }
+            let geometry = square_in(&decoded, cut.square);
+            let pixels =
+                crop_resize(&decoded, &geometry, cut.size).map_err(|e| bad(e.to_string()))?;
+            Ok((pixels, IndexEntry::new(name, &geometry)))
+        })
+        .collect())
 }
 
 fn write_index<'a>(path: &Path, entries: impl Iterator<Item = &'a IndexEntry>) -> Result<()> {
@@ -934,5 +1160,124 @@ mod tests {
             err.to_string().contains("orig.png") && err.to_string().contains("not a square"),
             "{err}"
         );
+    }
+
+    /// A textured 512×384 JPEG, whose centre square at 16 px decodes at 1/4 and whose 40-px
+    /// squares need the full size: the scale of its decode shows in the pixels.
+    fn textured_jpeg(dir: &Path, name: &str) -> CacheJob {
+        let path = dir.join(format!("{name}.jpg"));
+        RgbImage::from_fn(512, 384, |x, y| {
+            let hash = (x.wrapping_mul(73_856_093) ^ y.wrapping_mul(19_349_663)) % 200;
+            let v = (hash as u8).wrapping_add((x / 3) as u8);
+            image::Rgb([v, v / 2 + 40, 255 - v])
+        })
+        .save(&path)
+        .expect("save jpeg");
+        CacheJob {
+            name: name.into(),
+            path,
+            square: None,
+        }
+    }
+
+    #[test]
+    fn caches_built_together_decode_each_original_once_at_the_most_demanding_scale() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let centre: Vec<CacheJob> = (0..3)
+            .map(|i| textured_jpeg(dir.path(), &format!("img{i}")))
+            .collect();
+        let crops: Vec<CacheJob> = centre
+            .iter()
+            .map(|job| CacheJob {
+                square: Some(Rect::square(100, 120, 40)),
+                ..job.clone()
+            })
+            .collect();
+        let (a, b) = (dir.path().join("a.npy"), dir.path().join("b.npy"));
+        let targets = [
+            CacheTarget {
+                path: &a,
+                jobs: &centre,
+                size: 16,
+            },
+            CacheTarget {
+                path: &b,
+                jobs: &crops,
+                size: 24,
+            },
+        ];
+        let reports = build_caches(&targets, &options()).expect("builds");
+        assert_eq!((reports[0].written, reports[1].written), (3, 3));
+        // The centre squares come from the full-size decode the crops needed, not from the
+        // 1/4-scale decode they would get alone (which does differ here).
+        let together = ImageCache::open(&a).expect("opens");
+        let full = CacheOptions {
+            min_decode_factor: 0.0,
+            ..options()
+        };
+        for (i, job) in centre.iter().enumerate() {
+            let (at_full, _) = prepare_image(job, &full).expect("full size");
+            let (alone, _) = prepare_image(job, &options()).expect("alone");
+            assert_eq!(together.image(i), at_full.as_slice(), "image {i}");
+            assert_ne!(alone, at_full, "the fixture tells the scales apart");
+        }
+        // A cache rebuilt beside an up-to-date sibling comes out as it did with it.
+        let before = std::fs::read(&b).expect("read");
+        std::fs::remove_file(&b).expect("remove");
+        let reports = build_caches(&targets, &options()).expect("rebuilds");
+        assert!(reports[0].up_to_date && reports[1].written == 3);
+        assert_eq!(std::fs::read(&b).expect("read"), before);
+    }
+
+    #[test]
+    fn a_bad_square_fails_its_own_cache_and_the_others_are_finished() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let jobs = originals(dir.path(), 3);
+        let mut crops = jobs.clone();
+        crops[1].square = Some(Rect::square(1000, 0, 20));
+        let (a, b) = (dir.path().join("a.npy"), dir.path().join("b.npy"));
+        let targets = [
+            CacheTarget {
+                path: &a,
+                jobs: &jobs,
+                size: 16,
+            },
+            CacheTarget {
+                path: &b,
+                jobs: &crops,
+                size: 16,
+            },
+        ];
+        let err = build_caches(&targets, &options()).expect_err("a square outside img1");
+        match &err {
+            DataError::BadImages { cache, images, .. } => {
+                assert_eq!(cache, &b);
+                assert_eq!(images.len(), 1, "{images:?}");
+                assert_eq!(images[0].0, "img1");
+            }
+            other => panic!("{other}"),
+        }
+        assert_eq!(ImageCache::open(&a).expect("a is finished").len(), 3);
+        assert!(!b.exists(), "b is not finished");
+
+        // Targets that name other originals are refused before anything is decoded.
+        let mut other = jobs.clone();
+        other.swap(0, 1);
+        let c = dir.path().join("c.npy");
+        let mismatched = [
+            CacheTarget {
+                path: &c,
+                jobs: &jobs,
+                size: 16,
+            },
+            CacheTarget {
+                path: &b,
+                jobs: &other,
+                size: 16,
+            },
+        ];
+        let err = build_caches(&mismatched, &options()).expect_err("other originals");
+        assert!(err.to_string().contains("other originals"), "{err}");
+        assert!(!c.exists());
     }
 }

@@ -24,7 +24,8 @@ pub use augment::{
 };
 pub use batch::{CacheDataset, ImageBatch, ImageBatcher, ImageItem};
 pub use cache::{
-    CacheJob, CacheOptions, CacheReport, ImageCache, IndexEntry, build_cache, prepare_image,
+    CacheJob, CacheOptions, CacheReport, CacheTarget, Cut, ImageCache, IndexEntry, Prepared,
+    build_cache, build_caches, prepare_cuts, prepare_image,
 };
 pub use data_dir::{DataDir, DataDirOptions};
 pub use error::{DataError, Result};

@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use agc_core::{AttentionBox, CentreCrop, Rect, box_in_original};
 use agc_data::{
-    CacheJob, CacheOptions, DataDir, Decoded, ImageCache, IndexEntry, MetadataEncoder, Record,
-    Reporter, crop_resize, decode, prepare_image, read_score_inputs, square_in,
+    CacheOptions, Cut, DataDir, Decoded, ImageCache, IndexEntry, MetadataEncoder, Prepared, Record,
+    Reporter, crop_resize, decode, prepare_cuts, read_score_inputs, square_in,
 };
 use burn::prelude::Device;
 use rayon::prelude::*;
@@ -187,36 +187,29 @@ impl Predictor {
         &self.ensemble
     }
 
-    /// The `square` of an input (its centre square when `None`), resized to `size` pixels, as
-    /// the run's caches resize it.
-    fn prepare(input: &Input, square: Option<Rect>, size: u32) -> Result<(Vec<u8>, IndexEntry)> {
+    /// The `cuts` of an input (each a square, or the centre square, resized), from one decode
+    /// of its file, as the run's caches of several sizes or folds are cut
+    /// ([`agc_data::prepare_cuts`]).
+    fn prepare(input: &Input, cuts: &[Cut]) -> Result<Vec<Prepared>> {
         match &input.source {
             Source::File(path) => {
-                let job = CacheJob {
-                    name: input.name.clone(),
-                    path: path.clone(),
-                    square,
-                };
-                let options = CacheOptions {
-                    size,
-                    ..CacheOptions::default()
-                };
-                Ok(prepare_image(&job, &options)?)
+                let factor = CacheOptions::default().min_decode_factor;
+                let cut = prepare_cuts(&input.name, path, cuts, factor)?;
+                Ok(cut.into_iter().collect::<agc_data::Result<_>>()?)
             }
-            Source::Pixels(decoded) => {
-                let crop = square_in(decoded, square);
-                let pixels = crop_resize(decoded, &crop, size)?;
-                Ok((pixels, IndexEntry::new(&input.name, &crop)))
-            }
+            Source::Pixels(decoded) => cuts
+                .iter()
+                .map(|cut| {
+                    let crop = square_in(decoded, cut.square);
+                    let pixels = crop_resize(decoded, &crop, cut.size)?;
+                    Ok((pixels, IndexEntry::new(&input.name, &crop)))
+                })
+                .collect(),
         }
     }
 
     /// Images of `pixels` (one `size·size·3` buffer per image) with their metadata vectors.
-    fn images(
-        prepared: Vec<(Vec<u8>, IndexEntry)>,
-        size: u32,
-        meta: &[Vec<f32>],
-    ) -> Result<Images> {
+    fn images(prepared: Vec<Prepared>, size: u32, meta: &[Vec<f32>]) -> Result<Images> {
         let size = size as usize;
         let (pixels, index): (Vec<Vec<u8>>, Vec<IndexEntry>) = prepared.into_iter().unzip();
         let n = index.len();
@@ -306,9 +299,17 @@ impl Predictor {
     fn score_timed(&self, inputs: &[Input], first: usize) -> Result<Vec<ScoredImage>> {
         let started = std::time::Instant::now();
         let size = self.config.image_size;
-        let prepared: Vec<Result<(Vec<u8>, IndexEntry)>> = inputs
+        // ChipNet's own size, when it sees another one than the other models, from the same
+        // decode.
+        let chip_size = Some(self.config.image_size_of(ModelKind::Chipnet))
+            .filter(|&s| s != size && self.nets.iter().any(|n| n.0 == ModelKind::Chipnet));
+        let cuts: Vec<Cut> = std::iter::once(size)
+            .chain(chip_size)
+            .map(|size| Cut { square: None, size })
+            .collect();
+        let prepared: Vec<Result<Vec<Prepared>>> = inputs
             .par_iter()
-            .map(|input| Self::prepare(input, None, size))
+            .map(|input| Self::prepare(input, &cuts))
             .collect();
         self.time(|t| t.decoding += started.elapsed().as_secs_f64());
         let mut out: Vec<ScoredImage> = inputs
@@ -326,13 +327,20 @@ impl Predictor {
         if ok.is_empty() {
             return Ok(out);
         }
-        let good: Vec<(Vec<u8>, IndexEntry)> =
-            prepared.into_iter().filter_map(Result::ok).collect();
+        let mut good: Vec<Prepared> = Vec::new();
+        let mut chip_good: Vec<Prepared> = Vec::new();
+        for cut in prepared.into_iter().filter_map(Result::ok) {
+            let mut cut = cut.into_iter();
+            good.extend(cut.next());
+            chip_good.extend(cut.next());
+        }
         let readable: Vec<&Input> = ok.iter().map(|&i| &inputs[i]).collect();
         let meta = self.metadata(&readable);
         let centres: Vec<CentreCrop> = good.iter().map(|(_, e)| e.geometry()).collect();
         let images = Self::images(good, size, &meta)?;
-        let chip_images = self.chipnet_images(&readable, &meta)?;
+        let chip_images = chip_size
+            .map(|chip_size| Self::images(chip_good, chip_size, &meta))
+            .transpose()?;
         let mut scores: HashMap<ModelKind, Vec<f32>> = HashMap::new();
         let mut attention = FoldMaps::default();
         for (kind, nets) in &self.nets {
@@ -380,24 +388,6 @@ impl Predictor {
         Ok(out)
     }
 
-    /// The images at ChipNet's own size, when it sees another one than the other models:
-    /// decoded again, as its cache was.
-    fn chipnet_images(&self, inputs: &[&Input], meta: &[Vec<f32>]) -> Result<Option<Images>> {
-        let chip_size = self.config.image_size_of(ModelKind::Chipnet);
-        if chip_size == self.config.image_size
-            || !self.nets.iter().any(|n| n.0 == ModelKind::Chipnet)
-        {
-            return Ok(None);
-        }
-        let started = std::time::Instant::now();
-        let prepared = inputs
-            .par_iter()
-            .map(|input| Self::prepare(input, None, chip_size))
-            .collect::<Result<Vec<_>>>()?;
-        self.time(|t| t.decoding += started.elapsed().as_secs_f64());
-        Ok(Some(Self::images(prepared, chip_size, meta)?))
-    }
-
     /// The mean over CropNet's folds of their probabilities, each fold on the crops its own
     /// fold's ChipNet chose, as in the run.
     fn cropnet_means(
@@ -408,19 +398,34 @@ impl Predictor {
     ) -> Result<Vec<f32>> {
         let size = self.config.image_size;
         let mut mean = vec![0f32; crops.inputs.len()];
-        for (f, net) in nets.iter().enumerate() {
-            let started = std::time::Instant::now();
-            let cut: Vec<(Vec<u8>, IndexEntry)> = crops
-                .inputs
-                .par_iter()
-                .enumerate()
-                .map(|(j, input)| {
-                    let map = crops.attention.map(f, j);
-                    let (_, orig) = self.square(map, &crops.centres[j], crops.attention.grid);
-                    Self::prepare(input, Some(orig), size)
-                })
-                .collect::<Result<_>>()?;
-            self.time(|t| t.decoding += started.elapsed().as_secs_f64());
+        // Every fold's crop of an image from one decode, as the crop step cuts them.
+        let started = std::time::Instant::now();
+        let cut: Vec<Vec<Prepared>> = crops
+            .inputs
+            .par_iter()
+            .enumerate()
+            .map(|(j, input)| {
+                let cuts: Vec<Cut> = (0..nets.len())
+                    .map(|f| {
+                        let map = crops.attention.map(f, j);
+                        let (_, orig) = self.square(map, &crops.centres[j], crops.attention.grid);
+                        Cut {
+                            square: Some(orig),
+                            size,
+                        }
+                    })
+                    .collect();
+                Self::prepare(input, &cuts)
+            })
+            .collect::<Result<_>>()?;
+        self.time(|t| t.decoding += started.elapsed().as_secs_f64());
+        let mut by_fold: Vec<Vec<Prepared>> = vec![Vec::new(); nets.len()];
+        for image in cut {
+            for (fold, c) in by_fold.iter_mut().zip(image) {
+                fold.push(c);
+            }
+        }
+        for ((f, net), cut) in nets.iter().enumerate().zip(by_fold) {
             let crop_images = Self::images(cut, size, crops.meta)?;
             let p = self.fold_prediction(ModelKind::Cropnet, f, net, &crop_images, first);
             for (m, v) in mean.iter_mut().zip(&p.probabilities) {

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use agc_core::{BoxConfig, CentreCrop, Rect, box_in_original};
-use agc_data::{CacheJob, DataDir, Record, Split, build_cache};
+use agc_data::{CacheJob, CacheTarget, DataDir, Record, Split, build_cache, build_caches};
 use burn::prelude::Device;
 
 use super::prepare::cache_options;
@@ -64,6 +64,9 @@ pub(crate) fn box_row(
     }
 }
 
+/// A fold's rows of `boxes.csv`, and the jobs of its crop cache of each split.
+type FoldBoxes = (Vec<BoxRow>, Vec<(Split, Vec<CacheJob>)>);
+
 /// A split, ChipNet's images of it (none for a run without test images), its readable records
 /// and their cache rows.
 pub(crate) type SplitInputs<'a> = (Split, Option<&'a Images>, &'a [Record], &'a [usize]);
@@ -102,19 +105,47 @@ impl Run {
         }
         let started = Instant::now();
         let mut boxes = Vec::new();
+        let mut jobs = Vec::new();
         for f in 0..self.folds.k {
-            boxes.extend(self.crop_fold(f, device)?);
+            let (rows, fold_jobs) = self.fold_boxes(f, device)?;
+            boxes.extend(rows);
+            jobs.push(fold_jobs);
+        }
+        // Each original decoded once for every fold's crop (agc_data::build_caches).
+        for split in [Split::Train, Split::Test] {
+            let paths: Vec<_> = (0..self.folds.k)
+                .map(|f| self.layout.crop_cache(Crops::Fold(f), split))
+                .collect();
+            let targets: Vec<CacheTarget<'_>> = jobs
+                .iter()
+                .zip(&paths)
+                .filter_map(|(fold_jobs, path)| {
+                    let (_, jobs) = fold_jobs.iter().find(|(s, _)| *s == split)?;
+                    Some(CacheTarget {
+                        path,
+                        jobs,
+                        size: self.config.image_size,
+                    })
+                })
+                .collect();
+            if !targets.is_empty() {
+                build_caches(&targets, &cache_options(&self.config, &self.progress))?;
+            }
         }
         write_rows(&boxes_path, &boxes)?;
         self.record_step("crop", started.elapsed().as_secs_f64())
     }
 
-    /// Fold `f` of the crop step: its attention maps, its rows of `boxes.csv`, its crop cache.
-    fn crop_fold(&self, f: usize, device: &Device) -> Result<Vec<BoxRow>> {
+    /// Fold `f`'s part of the crop step: its attention maps (written to `attention/fold<f>.csv`),
+    /// its rows of `boxes.csv`, and for each split the jobs of its crop cache, one per cache row
+    /// of the images (a row whose original could not be read gets the centre square and is
+    /// skipped again).
+    fn fold_boxes(&self, f: usize, device: &Device) -> Result<FoldBoxes> {
         let size = self.config.image_size_of(ModelKind::Chipnet) as usize;
         let net = self.checkpoints().load(ModelKind::Chipnet, f, device)?;
         let mut attention = Vec::new();
         let mut boxes = Vec::new();
+        let mut jobs_of = Vec::new();
         for (split, images, records, rows) in self.chipnet_splits() {
             let Some(images) = images else { continue };
             let bar = self.progress.start(
@@ -126,8 +157,6 @@ impl Run {
             drop(bar);
             let g = maps.grid;
             let index = images.cache.index();
-            // One job per cache row, so the crop cache lines up with the image cache; a row
-            // whose original could not be read gets the centre square and is skipped again.
             let mut jobs: Vec<CacheJob> = index
                 .iter()
                 .map(|e| CacheJob {
@@ -152,14 +181,10 @@ impl Run {
                 attention.push(map);
                 boxes.push(b);
             }
-            build_cache(
-                &jobs,
-                &self.layout.crop_cache(Crops::Fold(f), split),
-                &cache_options(&self.config, &self.progress),
-            )?;
+            jobs_of.push((split, jobs));
         }
         write_attention(&self.layout.attention(f), &attention)?;
-        Ok(boxes)
+        Ok((boxes, jobs_of))
     }
 
     /// Crops every image by its true lesion box (squared, kept inside the image) into

@@ -2,11 +2,12 @@
 //! the metadata encoder, and only then write `config.json`, so that a failed first try (a typo
 //! in `--data`, a read-only folder) never locks the run to its settings.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use agc_data::fsutil::sidecar;
 use agc_data::{
-    CacheOptions, DataDir, Folds, ImageCache, MetadataEncoder, Record, Reporter, Split, build_cache,
+    CacheOptions, CacheTarget, DataDir, Folds, ImageCache, MetadataEncoder, Record, Reporter, Split,
 };
 
 use super::config::PipelineConfig;
@@ -270,24 +271,42 @@ fn build_caches(
     progress: &Reporter,
 ) -> Result<Vec<SkippedRow>> {
     let mut skipped = Vec::new();
-    for (i, size) in config.cache_sizes().into_iter().enumerate() {
-        let dir = config.cache_dir_of(size);
+    let sizes = config.cache_sizes();
+    for size in &sizes {
+        let dir = config.cache_dir_of(*size);
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let options = CacheOptions {
-            size,
-            ..cache_options(config, progress)
-        };
-        for (split, records) in [(Split::Train, &data.train), (Split::Test, &data.test)] {
-            let name = split.name();
-            if records.is_empty() {
-                continue;
-            }
-            let path = dir.join(format!("{name}.npy"));
-            let _claim = lock::claim(
-                &dir.join(format!("{name}.npy.lock")),
-                &format!("building {}", path.display()),
-            )?;
-            let report = build_cache(&data.jobs(split), &path, &options)?;
+    }
+    for (split, records) in [(Split::Train, &data.train), (Split::Test, &data.test)] {
+        let name = split.name();
+        if records.is_empty() {
+            continue;
+        }
+        // Every size from one decode of each original (agc_data::build_caches).
+        let paths: Vec<PathBuf> = sizes
+            .iter()
+            .map(|&size| config.cache_dir_of(size).join(format!("{name}.npy")))
+            .collect();
+        let _claims = paths
+            .iter()
+            .map(|path| {
+                lock::claim(
+                    &sidecar(path, ".lock"),
+                    &format!("building {}", path.display()),
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let jobs = data.jobs(split);
+        let targets: Vec<CacheTarget<'_>> = paths
+            .iter()
+            .zip(&sizes)
+            .map(|(path, &size)| CacheTarget {
+                path,
+                jobs: &jobs,
+                size,
+            })
+            .collect();
+        let reports = agc_data::build_caches(&targets, &cache_options(config, progress))?;
+        for (path, report) in paths.iter().zip(&reports) {
             if !report.up_to_date {
                 tracing::info!(
                     "{}: {} images cached",
@@ -295,17 +314,15 @@ fn build_caches(
                     report.written + report.resumed
                 );
             }
-            // Every size decodes the same originals, so the first lists the unreadable ones.
-            if i == 0 {
-                let cache = ImageCache::open(&path)?;
-                for entry in cache.index().iter().filter(|e| !e.is_ok()) {
-                    skipped.push(SkippedRow {
-                        split,
-                        image_name: entry.image_name.clone(),
-                        reason: entry.skipped.clone(),
-                    });
-                }
-            }
+        }
+        // Every size is cut from the same decode, so the first lists the unreadable ones.
+        let cache = ImageCache::open(&paths[0])?;
+        for entry in cache.index().iter().filter(|e| !e.is_ok()) {
+            skipped.push(SkippedRow {
+                split,
+                image_name: entry.image_name.clone(),
+                reason: entry.skipped.clone(),
+            });
         }
     }
     if !skipped.is_empty() {
