@@ -29,13 +29,15 @@ fn zune(bytes: &[u8]) -> anyhow::Result<usize> {
     Ok(decoder.decode()?.len())
 }
 
+/// One decoder: bytes in, the length of its output.
+type Decode = fn(&[u8]) -> anyhow::Result<usize>;
+
 fn main() -> anyhow::Result<()> {
     let files: Vec<Vec<u8>> = std::env::args()
         .skip(1)
         .map(std::fs::read)
         .collect::<Result<_, _>>()?;
     anyhow::ensure!(!files.is_empty(), "give JPEG files to decode");
-    type Decode = fn(&[u8]) -> anyhow::Result<usize>;
     let decoders: [(&str, Decode); 4] = [
         ("jpeg-decoder-full", |b| jpeg_decoder(b, 1)),
         ("jpeg-decoder-1/2", |b| jpeg_decoder(b, 2)),
