@@ -257,7 +257,7 @@ pub fn build_caches(
     }
     let names: Vec<String> = builds
         .iter()
-        .map(|b| b.path.display().to_string())
+        .map(|b| b.target.path.display().to_string())
         .collect();
     let jobs = targets[0].jobs;
     let bar = options
@@ -287,7 +287,7 @@ pub fn build_caches(
     drop(bar);
     let mut first_error = None;
     for build in builds {
-        let t = build.target;
+        let t = build.index;
         match build.finish() {
             Ok(report) => reports[t] = report,
             Err(e) => {
@@ -324,7 +324,7 @@ fn cut_for(
             builds
                 .iter()
                 .map(|b| {
-                    let cut = all[b.target].take().filter(|_| needs(b));
+                    let cut = all[b.index].take().filter(|_| needs(b));
                     cut.map(|c| c.map_err(|e| e.to_string()))
                 })
                 .collect()
@@ -339,10 +339,9 @@ fn cut_for(
 /// One cache being built by [`build_caches`]: its partial array, its progress record and what
 /// has gone wrong so far.
 struct Build<'a> {
-    target: usize,
-    path: &'a Path,
-    jobs: &'a [CacheJob],
-    size: u32,
+    /// Its place among the targets, and the target.
+    index: usize,
+    target: CacheTarget<'a>,
     fingerprint: String,
     partial: PartialCache,
     progress: Progress,
@@ -390,10 +389,8 @@ impl<'a> Build<'a> {
             ..CacheReport::default()
         };
         Ok(Some(Self {
-            target: t,
-            path,
-            jobs: target.jobs,
-            size: target.size,
+            index: t,
+            target: *target,
             fingerprint: complete,
             partial,
             progress,
@@ -409,20 +406,19 @@ impl<'a> Build<'a> {
         let entry = match cut {
             Ok((pixels, entry)) => {
                 self.partial.write(i, &pixels)?;
-                self.report.upscaled += usize::from(entry.crop_side < self.size);
+                self.report.upscaled += usize::from(entry.crop_side < self.target.size);
                 self.report.written += 1;
                 entry
             }
             Err(e) if skip_bad => {
-                tracing::warn!("skipping {}: {e}", self.jobs[i].path.display());
-                self.report
-                    .skipped
-                    .push((self.jobs[i].name.clone(), e.clone()));
+                let job = &self.target.jobs[i];
+                tracing::warn!("skipping {}: {e}", job.path.display());
+                self.report.skipped.push((job.name.clone(), e.clone()));
                 self.partial.write(i, &vec![0u8; self.partial.item])?;
-                IndexEntry::skipped(&self.jobs[i].name, e)
+                IndexEntry::skipped(&job.name, e)
             }
             Err(e) => {
-                tracing::warn!("{}: {e}", self.jobs[i].name);
+                tracing::warn!("{}: {e}", self.target.jobs[i].name);
                 self.bad.push((i, e));
                 return Ok(());
             }
@@ -445,23 +441,24 @@ impl<'a> Build<'a> {
         if !self.bad.is_empty() {
             self.bad.sort_by_key(|(i, _)| *i);
             return Err(DataError::BadImages {
-                cache: self.path.to_path_buf(),
+                cache: self.target.path.to_path_buf(),
                 kept: self.progress.kept(),
                 images: self
                     .bad
                     .into_iter()
-                    .map(|(i, why)| (self.jobs[i].name.clone(), why))
+                    .map(|(i, why)| (self.target.jobs[i].name.clone(), why))
                     .collect(),
             });
         }
-        write_index(&index_path(self.path), self.progress.done.values())?;
-        self.partial.commit(self.path)?;
+        let path = self.target.path;
+        write_index(&index_path(path), self.progress.done.values())?;
+        self.partial.commit(path)?;
         write_json(
-            &sidecar(self.path, ".manifest.json"),
+            &sidecar(path, ".manifest.json"),
             &Manifest {
                 fingerprint: self.fingerprint,
-                count: self.jobs.len(),
-                size: self.size,
+                count: self.target.jobs.len(),
+                size: self.target.size,
             },
         )?;
         std::fs::remove_file(&self.progress_path).ok();
