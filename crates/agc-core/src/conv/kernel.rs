@@ -10,6 +10,10 @@
 //! the blocks, the input's gradient is `Wᵀ × dY` added back through the columns (col2im). Each
 //! thread works on its own contiguous range of images, so the col2im never races and every
 //! thread owns its partial weight gradient.
+//!
+//! Images of a few pixels a side (ChipNet's chips after a stride or two: 2×2, 1×1) skip im2col
+//! altogether: the convolution of such an image is a dense matrix of the weights (see
+//! [`Dense`]), and the batch's convolution one product with the input and output as they lie.
 
 use crate::parallel::{split_runs, thread_ranges};
 use gemm::{Parallelism, gemm};
@@ -140,6 +144,93 @@ impl Block {
             Block::Tile { len, .. } => len,
             Block::Images { count, .. } => count * g.out_pixels(),
         }
+    }
+}
+
+/// The convolution of small images as one dense matrix, `[O · Ho · Wo, C · H · W]`: output pixel
+/// `(o, p)` takes input pixel `(c, q)` times the weight of the kernel tap that joins `p` to `q`,
+/// and zero where none does. Over a batch the convolution is then `Y = X · Dᵀ` with the input
+/// and output as they lie in memory (`[N, C · H · W]`, `[N, O · Ho · Wo]`), with no im2col,
+/// col2im, gather or scatter: the packing that costs more than the products when ChipNet's
+/// chips are down to a few pixels a side. It is chosen for images small enough to be grouped
+/// whose input pixels number at most [`DENSE_PIXELS_PER_TAP`] times the kernel's taps: the dense
+/// matrix then multiplies no more than 1.5 times what im2col would (less where taps fall in the
+/// padding, as most do over a 1×1 or 2×2 image).
+struct Dense {
+    /// `(p, q, tap)`: output pixel `p` reads input pixel `q` through kernel tap `tap`
+    /// (`ky · kw + kx`), for every pair a tap joins, in order.
+    links: Vec<[usize; 3]>,
+}
+
+/// [`Dense`] is used for images of at most this many input pixels per kernel tap (3 / 2).
+const DENSE_PIXELS_PER_TAP: [usize; 2] = [3, 2];
+
+/// The largest dense matrix [`Dense`] builds, in entries (16 MiB of `f32`).
+const DENSE_MAX_ENTRIES: usize = 1 << 22;
+
+impl Dense {
+    /// The dense form of `g`'s convolution, when `blocking` would group its images and the dense
+    /// matrix is not much larger than the work of im2col.
+    fn of(g: &ConvGeometry, blocking: Blocking) -> Option<Self> {
+        let (p_in, p_out) = (g.in_pixels(), g.out_pixels());
+        let taps = g.kernel[0] * g.kernel[1];
+        let [num, den] = DENSE_PIXELS_PER_TAP;
+        let small = p_out < g.block_rows(blocking) && p_in * den <= taps * num;
+        let entries = g.out_channels * p_out * g.in_channels * p_in;
+        if !small || entries > DENSE_MAX_ENTRIES {
+            return None;
+        }
+        let ([h, w], [kh, kw], [sy, sx], [py, px]) = (g.input, g.kernel, g.stride, g.padding);
+        let [oh, ow] = g.output();
+        let mut links = Vec::new();
+        for oy in 0..oh {
+            for ox in 0..ow {
+                for ky in 0..kh {
+                    let Some(iy) = tap(oy, ky, sy, py, h) else {
+                        continue;
+                    };
+                    for kx in 0..kw {
+                        if let Some(ix) = tap(ox, kx, sx, px, w) {
+                            links.push([oy * ow + ox, iy * w + ix, ky * kw + kx]);
+                        }
+                    }
+                }
+            }
+        }
+        Some(Self { links })
+    }
+
+    /// The dense matrix `D`, `[O · Ho · Wo, C · H · W]`, of the weight `w` (`[O, C, kh, kw]`).
+    fn matrix(&self, g: &ConvGeometry, w: &[f32]) -> Vec<f32> {
+        let (c_n, p_in, p_out) = (g.in_channels, g.in_pixels(), g.out_pixels());
+        let (taps, cols) = (g.kernel[0] * g.kernel[1], c_n * p_in);
+        let mut d = vec![0.0f32; g.out_channels * p_out * cols];
+        for (o, rows) in d.chunks_exact_mut(p_out * cols).enumerate() {
+            for c in 0..c_n {
+                let kernel = &w[(o * c_n + c) * taps..][..taps];
+                for &[p, q, t] in &self.links {
+                    rows[p * cols + c * p_in + q] = kernel[t];
+                }
+            }
+        }
+        d
+    }
+
+    /// The weight's gradient `[O, C, kh, kw]` from the dense matrix's, `dd`: each weight is the
+    /// sum of its entries in `D`.
+    fn weight_gradient(&self, g: &ConvGeometry, dd: &[f32]) -> Vec<f32> {
+        let (c_n, p_in, p_out) = (g.in_channels, g.in_pixels(), g.out_pixels());
+        let (taps, cols) = (g.kernel[0] * g.kernel[1], c_n * p_in);
+        let mut dw = vec![0.0f32; g.weight_len()];
+        for (o, rows) in dd.chunks_exact(p_out * cols).enumerate() {
+            for c in 0..c_n {
+                let kernel = &mut dw[(o * c_n + c) * taps..][..taps];
+                for &[p, q, t] in &self.links {
+                    kernel[t] += rows[p * cols + c * p_in + q];
+                }
+            }
+        }
+        dw
     }
 }
 
@@ -426,6 +517,26 @@ fn product(
     }
 }
 
+/// `dst.copy_from_slice(src)` for the planes of [`scatter_images`] and [`gather_images`], which
+/// can be a few pixels each: a call to `memmove` per plane took a tenth of the CPU preset's
+/// ChipNet training (8-pixel chips, profiled before [`Dense`]), so small planes are copied in
+/// place, four values at a time.
+#[inline]
+fn copy_plane(dst: &mut [f32], src: &[f32]) {
+    if dst.len() >= 32 {
+        dst.copy_from_slice(src);
+        return;
+    }
+    let (mut d, mut s) = (dst.chunks_exact_mut(4), src.chunks_exact(4));
+    for (d, s) in (&mut d).zip(&mut s) {
+        let d: &mut [f32; 4] = d.try_into().expect("chunks of 4");
+        *d = s.try_into().expect("chunks of 4");
+    }
+    for (d, s) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *d = *s;
+    }
+}
+
 /// Copies `src` (`[channels, count · pixels]`, the images side by side) into images
 /// `first..first + count` of an NCHW tensor of `channels` planes of `pixels` pixels that starts
 /// at image `start`.
@@ -439,7 +550,7 @@ fn scatter_images(
     for (ch, line) in src.chunks(count * pixels).take(channels).enumerate() {
         for (i, image) in line.chunks(pixels).enumerate() {
             let plane = (first + i - start) * channels + ch;
-            nchw[plane * pixels..][..pixels].copy_from_slice(image);
+            copy_plane(&mut nchw[plane * pixels..][..pixels], image);
         }
     }
 }
@@ -455,7 +566,7 @@ fn gather_images(
     for (ch, line) in dst.chunks_mut(count * pixels).take(channels).enumerate() {
         for (i, image) in line.chunks_mut(pixels).enumerate() {
             let plane = (first + i) * channels + ch;
-            image.copy_from_slice(&nchw[plane * pixels..][..pixels]);
+            copy_plane(image, &nchw[plane * pixels..][..pixels]);
         }
     }
 }
@@ -472,6 +583,28 @@ fn forward_in_blocks(x: &[f32], w: &[f32], g: &ConvGeometry, blocking: Blocking)
     let mut out = vec![0.0f32; g.batch * o_n * p_out];
     let (ranges, parallelism) = split(g.batch);
     let parts = split_runs(&mut out, &ranges, o_n * p_out);
+    if let Some(dense) = Dense::of(g, blocking) {
+        // Y[n, :] = X[n, :] · Dᵀ
+        let (matrix, x_len, y_len) = (
+            dense.matrix(g, w),
+            g.in_channels * g.in_pixels(),
+            o_n * p_out,
+        );
+        ranges.into_par_iter().zip(parts).for_each(|(range, out)| {
+            let x = Matrix::rows(&x[range.start * x_len..range.end * x_len], x_len);
+            let matrix = Matrix::transposed(&matrix, x_len);
+            product(
+                out,
+                (y_len, 1),
+                [range.len(), y_len, x_len],
+                x,
+                matrix,
+                false,
+                parallelism,
+            );
+        });
+        return out;
+    }
     let table = g.table_for(blocking);
     ranges.into_par_iter().zip(parts).for_each(|(range, out)| {
         let (mut cols, mut tmp) = (Vec::new(), Vec::new());
@@ -540,6 +673,10 @@ fn backward_in_blocks(
     };
     let (ranges, parallelism) = split(g.batch);
     let table = g.table_for(blocking);
+    let dense = Dense::of(g, blocking).map(|dense| {
+        let matrix = dense.matrix(g, w);
+        (dense, matrix)
+    });
     let parts: Vec<Option<&mut [f32]>> = if want_x {
         split_runs(&mut dx, &ranges, c_n * p_in)
             .into_iter()
@@ -552,6 +689,9 @@ fn backward_in_blocks(
         .into_par_iter()
         .zip(parts)
         .map(|(range, mut dx)| {
+            if let Some((_, matrix)) = &dense {
+                return backward_dense(x, dy, g, matrix, (range, dx), want_w, parallelism);
+            }
             let mut dw = want_w.then(|| vec![0.0f32; o_n * k]);
             let (mut cols, mut dys, mut dcols) = (Vec::new(), Vec::new(), Vec::new());
             let start = range.start;
@@ -603,15 +743,71 @@ fn backward_in_blocks(
         .collect();
     let dw = want_w.then(|| {
         let mut parts = partials.into_iter().flatten();
-        let mut sum = parts.next().unwrap_or_else(|| vec![0.0f32; o_n * k]);
+        let len = if dense.is_some() {
+            o_n * p_out * c_n * p_in
+        } else {
+            o_n * k
+        };
+        let mut sum = parts.next().unwrap_or_else(|| vec![0.0f32; len]);
         for part in parts {
             for (s, p) in sum.iter_mut().zip(&part) {
                 *s += p;
             }
         }
-        sum
+        match &dense {
+            Some((dense, _)) => dense.weight_gradient(g, &sum),
+            None => sum,
+        }
     });
     (want_x.then_some(dx), dw)
+}
+
+/// [`backward_in_blocks`] for images of a [`Dense`] geometry, over the images `range` (their
+/// part of the input's gradient `dx` when asked for): returns `dD = dYᵀ · X`, which the caller
+/// folds into the weight's gradient after the threads' sum, when `want_w`.
+fn backward_dense(
+    x: &[f32],
+    dy: &[f32],
+    g: &ConvGeometry,
+    matrix: &[f32],
+    (range, dx): (std::ops::Range<usize>, Option<&mut [f32]>),
+    want_w: bool,
+    parallelism: Parallelism,
+) -> Option<Vec<f32>> {
+    let (x_len, y_len) = (
+        g.in_channels * g.in_pixels(),
+        g.out_channels * g.out_pixels(),
+    );
+    let images = range.len();
+    let x = &x[range.start * x_len..range.end * x_len];
+    let dy = &dy[range.start * y_len..range.end * y_len];
+    if let Some(dx) = dx {
+        // dX[n, :] = dY[n, :] · D
+        let (dy, matrix) = (Matrix::rows(dy, y_len), Matrix::rows(matrix, x_len));
+        product(
+            dx,
+            (x_len, 1),
+            [images, x_len, y_len],
+            dy,
+            matrix,
+            false,
+            parallelism,
+        );
+    }
+    want_w.then(|| {
+        let mut dd = vec![0.0f32; y_len * x_len];
+        let (dy, x) = (Matrix::transposed(dy, y_len), Matrix::rows(x, x_len));
+        product(
+            &mut dd,
+            (x_len, 1),
+            [y_len, x_len, images],
+            dy,
+            x,
+            false,
+            parallelism,
+        );
+        dd
+    })
 }
 
 #[cfg(test)]
@@ -696,7 +892,65 @@ mod tests {
             g(3, 6, [6, 5], 7, 1, 2, 0),
             g(7, 5, [1, 1], 4, 3, 1, 1),
             g(1, 2, [4, 6], 3, 3, 1, 0),
+            // Small images that are convolved as a dense matrix: 2×2 (one output pixel under a
+            // stride of 2), an 8×8 stem under a 7×7 kernel like ChipNet's 8-pixel chips, and
+            // one output pixel from all of a 3×3 image.
+            g(5, 3, [2, 2], 4, 3, 1, 1),
+            g(6, 3, [2, 2], 5, 3, 2, 1),
+            g(4, 2, [8, 8], 3, 7, 2, 3),
+            g(3, 2, [3, 3], 3, 3, 1, 0),
         ]
+    }
+
+    /// Small grouped images are convolved as a dense matrix, large ones and tiles through im2col;
+    /// the dense matrix holds each weight where its tap joins an output pixel to an input pixel.
+    #[test]
+    fn small_images_are_convolved_as_a_dense_matrix() {
+        let dense = |g: &ConvGeometry| Dense::of(g, BLOCKING).is_some();
+        let chips: Vec<ConvGeometry> = geometries().into_iter().skip(7).collect();
+        assert_eq!(chips.len(), 4);
+        assert!(chips.iter().all(dense), "the small images above");
+        let one_pixel = geometries()[5];
+        assert!(dense(&one_pixel), "1x1 images under a 3x3 kernel");
+        // More input pixels than 1.5 per tap: im2col, as in tiles of one image.
+        assert!(!dense(&geometries()[0]), "7x5 images under a 3x3 kernel");
+        assert!(
+            Dense::of(
+                &chips[0],
+                Blocking {
+                    columns: 1,
+                    min_rows: 1
+                }
+            )
+            .is_none()
+        );
+        // One 2×2 image, one channel in and out, a 3×3 kernel numbered 0..9 with padding 1:
+        // output pixel (0, 0) reads input (0, 0) through the kernel's centre (tap 4), (0, 1)
+        // through tap 5, (1, 0) through tap 7 and (1, 1) through tap 8.
+        let g = ConvGeometry {
+            batch: 1,
+            in_channels: 1,
+            input: [2, 2],
+            out_channels: 1,
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: [1, 1],
+        };
+        let w: Vec<f32> = (0..9u8).map(f32::from).collect();
+        let d = Dense::of(&g, BLOCKING).expect("dense").matrix(&g, &w);
+        #[rustfmt::skip]
+        let expected = [
+            4.0, 5.0, 7.0, 8.0,
+            3.0, 4.0, 6.0, 7.0,
+            1.0, 2.0, 4.0, 5.0,
+            0.0, 1.0, 3.0, 4.0,
+        ];
+        assert_eq!(d, expected);
+        // Each weight's gradient is the sum of its entries: tap 4 appears four times.
+        let dw = Dense::of(&g, BLOCKING)
+            .expect("dense")
+            .weight_gradient(&g, &[1.0; 16]);
+        assert_eq!(dw, [1.0, 2.0, 1.0, 2.0, 4.0, 2.0, 1.0, 2.0, 1.0]);
     }
 
     /// Blocks of one output pixel, of tiles of an image and of groups of whole images.
