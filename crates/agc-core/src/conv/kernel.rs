@@ -18,6 +18,7 @@
 use crate::parallel::{split_runs, thread_ranges};
 use gemm::{Parallelism, gemm};
 use rayon::prelude::*;
+use std::borrow::Cow;
 
 /// How large the blocks of output pixels are.
 #[derive(Clone, Copy, Debug)]
@@ -153,9 +154,12 @@ impl Block {
 /// and output as they lie in memory (`[N, C · H · W]`, `[N, O · Ho · Wo]`), with no im2col,
 /// col2im, gather or scatter: the packing that costs more than the products when ChipNet's
 /// chips are down to a few pixels a side. It is chosen for images small enough to be grouped
-/// whose input pixels number at most [`DENSE_PIXELS_PER_TAP`] times the kernel's taps: the dense
-/// matrix then multiplies no more than 1.5 times what im2col would (less where taps fall in the
-/// padding, as most do over a 1×1 or 2×2 image).
+/// whose input pixels number at most [`DENSE_PIXELS_PER_TAP`] times the kernel's taps, so that
+/// the dense matrix multiplies no more than 1.5 times what im2col would (less where taps fall in
+/// the padding, as most do over a 1×1 or 2×2 image), and only where building `D` (once per call,
+/// from the weights) costs no more than twice the im2col and scatter it replaces, which a small
+/// batch may not repay (a ResNet-50's 1×1 convolutions of 2 048 channels over 98 chips). A 1×1
+/// kernel over 1×1 images needs no `D`: it is the weight.
 struct Dense {
     /// `(p, q, tap)`: output pixel `p` reads input pixel `q` through kernel tap `tap`
     /// (`ky · kw + kx`), for every pair a tap joins, in order.
@@ -176,8 +180,11 @@ impl Dense {
         let taps = g.kernel[0] * g.kernel[1];
         let [num, den] = DENSE_PIXELS_PER_TAP;
         let small = p_out < g.block_rows(blocking) && p_in * den <= taps * num;
-        let entries = g.out_channels * p_out * g.in_channels * p_in;
-        if !small || entries > DENSE_MAX_ENTRIES {
+        let (c_n, o_n) = (g.in_channels, g.out_channels);
+        let entries = o_n * p_out * c_n * p_in;
+        let packing = g.batch * (c_n * taps + o_n) * p_out;
+        let weight = g.kernel == [1, 1] && p_in == 1 && p_out == 1;
+        if !small || entries > DENSE_MAX_ENTRIES || (!weight && entries > 2 * packing) {
             return None;
         }
         let ([h, w], [kh, kw], [sy, sx], [py, px]) = (g.input, g.kernel, g.stride, g.padding);
@@ -200,8 +207,16 @@ impl Dense {
         Some(Self { links })
     }
 
+    /// Whether `D` is the weight itself (a 1×1 kernel over 1×1 images).
+    fn is_weight(&self, g: &ConvGeometry) -> bool {
+        g.kernel == [1, 1] && self.links == [[0, 0, 0]]
+    }
+
     /// The dense matrix `D`, `[O · Ho · Wo, C · H · W]`, of the weight `w` (`[O, C, kh, kw]`).
-    fn matrix(&self, g: &ConvGeometry, w: &[f32]) -> Vec<f32> {
+    fn matrix<'a>(&self, g: &ConvGeometry, w: &'a [f32]) -> Cow<'a, [f32]> {
+        if self.is_weight(g) {
+            return Cow::Borrowed(w);
+        }
         let (c_n, p_in, p_out) = (g.in_channels, g.in_pixels(), g.out_pixels());
         let (taps, cols) = (g.kernel[0] * g.kernel[1], c_n * p_in);
         let mut d = vec![0.0f32; g.out_channels * p_out * cols];
@@ -213,12 +228,15 @@ impl Dense {
                 }
             }
         }
-        d
+        Cow::Owned(d)
     }
 
     /// The weight's gradient `[O, C, kh, kw]` from the dense matrix's, `dd`: each weight is the
     /// sum of its entries in `D`.
-    fn weight_gradient(&self, g: &ConvGeometry, dd: &[f32]) -> Vec<f32> {
+    fn weight_gradient(&self, g: &ConvGeometry, dd: Vec<f32>) -> Vec<f32> {
+        if self.is_weight(g) {
+            return dd;
+        }
         let (c_n, p_in, p_out) = (g.in_channels, g.in_pixels(), g.out_pixels());
         let (taps, cols) = (g.kernel[0] * g.kernel[1], c_n * p_in);
         let mut dw = vec![0.0f32; g.weight_len()];
@@ -456,10 +474,45 @@ impl<'a> Matrix<'a> {
         }
     }
 
+    /// The same entries read as the transpose.
+    fn t(self) -> Self {
+        Self {
+            data: self.data,
+            strides: (self.strides.1, self.strides.0),
+        }
+    }
+
     fn covers(&self, rows: usize, cols: usize) -> bool {
         rows == 0
             || cols == 0
             || (rows - 1) * self.strides.0 + (cols - 1) * self.strides.1 < self.data.len()
+    }
+}
+
+/// [`product`] with `dst = lhs × rhs` (no accumulation) computed as `dstᵀ = rhsᵀ × lhsᵀ` when that
+/// puts the longer side in the rows: gemm multiplies a few rows by a large matrix poorly (it
+/// packs the whole large matrix for them), as in [`Dense`] products over a small batch.
+fn product_long_rows(
+    dst: &mut [f32],
+    dst_strides: (usize, usize),
+    [m, n, k]: [usize; 3],
+    lhs: Matrix<'_>,
+    rhs: Matrix<'_>,
+    parallelism: Parallelism,
+) {
+    if m >= n {
+        product(dst, dst_strides, [m, n, k], lhs, rhs, false, parallelism);
+    } else {
+        let strides = (dst_strides.1, dst_strides.0);
+        product(
+            dst,
+            strides,
+            [n, m, k],
+            rhs.t(),
+            lhs.t(),
+            false,
+            parallelism,
+        );
     }
 }
 
@@ -593,15 +646,8 @@ fn forward_in_blocks(x: &[f32], w: &[f32], g: &ConvGeometry, blocking: Blocking)
         ranges.into_par_iter().zip(parts).for_each(|(range, out)| {
             let x = Matrix::rows(&x[range.start * x_len..range.end * x_len], x_len);
             let matrix = Matrix::transposed(&matrix, x_len);
-            product(
-                out,
-                (y_len, 1),
-                [range.len(), y_len, x_len],
-                x,
-                matrix,
-                false,
-                parallelism,
-            );
+            let size = [range.len(), y_len, x_len];
+            product_long_rows(out, (y_len, 1), size, x, matrix, parallelism);
         });
         return out;
     }
@@ -755,7 +801,7 @@ fn backward_in_blocks(
             }
         }
         match &dense {
-            Some((dense, _)) => dense.weight_gradient(g, &sum),
+            Some((dense, _)) => dense.weight_gradient(g, sum),
             None => sum,
         }
     });
@@ -784,15 +830,8 @@ fn backward_dense(
     if let Some(dx) = dx {
         // dX[n, :] = dY[n, :] · D
         let (dy, matrix) = (Matrix::rows(dy, y_len), Matrix::rows(matrix, x_len));
-        product(
-            dx,
-            (x_len, 1),
-            [images, x_len, y_len],
-            dy,
-            matrix,
-            false,
-            parallelism,
-        );
+        let size = [images, x_len, y_len];
+        product_long_rows(dx, (x_len, 1), size, dy, matrix, parallelism);
     }
     want_w.then(|| {
         let mut dd = vec![0.0f32; y_len * x_len];
@@ -899,6 +938,8 @@ mod tests {
             g(6, 3, [2, 2], 5, 3, 2, 1),
             g(4, 2, [8, 8], 3, 7, 2, 3),
             g(3, 2, [3, 3], 3, 3, 1, 0),
+            // A 1×1 kernel over 1×1 images: the weight itself.
+            g(4, 5, [1, 1], 3, 1, 1, 0),
         ]
     }
 
@@ -907,7 +948,7 @@ mod tests {
     #[test]
     fn small_images_are_convolved_as_a_dense_matrix() {
         let dense = |g: &ConvGeometry| Dense::of(g, BLOCKING).is_some();
-        let chips: Vec<ConvGeometry> = geometries().into_iter().skip(7).collect();
+        let chips: Vec<ConvGeometry> = geometries()[7..11].to_vec();
         assert_eq!(chips.len(), 4);
         assert!(chips.iter().all(dense), "the small images above");
         let one_pixel = geometries()[5];
@@ -924,6 +965,17 @@ mod tests {
             )
             .is_none()
         );
+        // A small batch does not repay building D from many channels: 64 to 64 over one 1×1
+        // image (D has 4 096 entries, im2col and the scatter move 640 values); a 1×1 kernel
+        // needs no D and is dense at any batch.
+        let mut wide = geometries()[5];
+        (wide.batch, wide.in_channels, wide.out_channels) = (1, 64, 64);
+        assert!(!dense(&wide));
+        wide.batch = 64;
+        assert!(dense(&wide));
+        (wide.batch, wide.kernel, wide.padding) = (1, [1, 1], [0, 0]);
+        assert!(dense(&wide));
+        assert!(Dense::of(&wide, BLOCKING).expect("dense").is_weight(&wide));
         // One 2×2 image, one channel in and out, a 3×3 kernel numbered 0..9 with padding 1:
         // output pixel (0, 0) reads input (0, 0) through the kernel's centre (tap 4), (0, 1)
         // through tap 5, (1, 0) through tap 7 and (1, 1) through tap 8.
@@ -945,11 +997,11 @@ mod tests {
             1.0, 2.0, 4.0, 5.0,
             0.0, 1.0, 3.0, 4.0,
         ];
-        assert_eq!(d, expected);
+        assert_eq!(*d, expected);
         // Each weight's gradient is the sum of its entries: tap 4 appears four times.
         let dw = Dense::of(&g, BLOCKING)
             .expect("dense")
-            .weight_gradient(&g, &[1.0; 16]);
+            .weight_gradient(&g, vec![1.0; 16]);
         assert_eq!(dw, [1.0, 2.0, 1.0, 2.0, 4.0, 2.0, 1.0, 2.0, 1.0]);
     }
 
