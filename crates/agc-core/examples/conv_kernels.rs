@@ -13,89 +13,103 @@
 use agc_core::conv::kernel::{ConvGeometry, conv2d_backward, conv2d_forward};
 use std::time::Instant;
 
-/// `(name, geometry, how many times the model has it)` for a ResNet of `blocks` basic blocks per
-/// stage and `width` channels in its first stage, over `batch` images of `side` pixels.
-fn resnet(
+/// A square convolution of `batch` images: `[c_in, side, side]` to `c_out` channels, a `k`×`k`
+/// kernel, `stride`, `pad`.
+fn conv(
     batch: usize,
-    side: usize,
-    width: usize,
-    blocks: usize,
-) -> Vec<(String, ConvGeometry, usize)> {
-    let g = |c, s, o, k, stride, pad| ConvGeometry {
+    [c_in, side, c_out]: [usize; 3],
+    k: usize,
+    [stride, pad]: [usize; 2],
+) -> ConvGeometry {
+    ConvGeometry {
         batch,
-        in_channels: c,
-        input: [s, s],
-        out_channels: o,
+        in_channels: c_in,
+        input: [side, side],
+        out_channels: c_out,
         kernel: [k, k],
         stride: [stride, stride],
         padding: [pad, pad],
-    };
-    let mut out = vec![(format!("stem {side}"), g(3, side, width, 7, 2, 3), 1)];
+    }
+}
+
+/// A named geometry and how many times the model has it.
+type Layer = (String, ConvGeometry, usize);
+
+/// The layers of a ResNet of `blocks` basic blocks per stage and `width` channels in its first
+/// stage, over `batch` images of `side` pixels.
+fn resnet(batch: usize, side: usize, width: usize, blocks: usize) -> Vec<Layer> {
+    let mut out = vec![(
+        format!("stem {side}"),
+        conv(batch, [3, side, width], 7, [2, 3]),
+        1,
+    )];
     // The stem's stride and the max pooling's.
-    let mut s = side.div_ceil(2).div_ceil(2);
-    out.push((
-        format!("{width}@{s} 3x3"),
-        g(width, s, width, 3, 1, 1),
-        2 * blocks,
-    ));
-    let mut c = width;
-    for o in [2 * width, 4 * width, 8 * width] {
-        out.push((format!("{c}->{o}@{s} 3x3/2"), g(c, s, o, 3, 2, 1), 1));
-        out.push((format!("{c}->{o}@{s} 1x1/2"), g(c, s, o, 1, 2, 0), 1));
-        s = s.div_ceil(2);
-        out.push((format!("{o}@{s} 3x3"), g(o, s, o, 3, 1, 1), 2 * blocks - 1));
-        c = o;
+    let mut at = side.div_ceil(2).div_ceil(2);
+    let first = conv(batch, [width, at, width], 3, [1, 1]);
+    out.push((format!("{width}@{at} 3x3"), first, 2 * blocks));
+    let mut c_in = width;
+    for c_out in [2 * width, 4 * width, 8 * width] {
+        let entry = conv(batch, [c_in, at, c_out], 3, [2, 1]);
+        out.push((format!("{c_in}->{c_out}@{at} 3x3/2"), entry, 1));
+        let shortcut = conv(batch, [c_in, at, c_out], 1, [2, 0]);
+        out.push((format!("{c_in}->{c_out}@{at} 1x1/2"), shortcut, 1));
+        at = at.div_ceil(2);
+        let rest = conv(batch, [c_out, at, c_out], 3, [1, 1]);
+        out.push((format!("{c_out}@{at} 3x3"), rest, 2 * blocks - 1));
+        c_in = c_out;
     }
     out
 }
 
-/// The same for a ResNet-50 (bottleneck blocks, the stride on the 3×3 as in torchvision) over
+/// The layers of a ResNet-50 (bottleneck blocks, the stride on the 3×3 as in torchvision) over
 /// `batch` images of `side` pixels.
-fn resnet50(batch: usize, side: usize) -> Vec<(String, ConvGeometry, usize)> {
-    let g = |c, s, o, k, stride, pad| ConvGeometry {
-        batch,
-        in_channels: c,
-        input: [s, s],
-        out_channels: o,
-        kernel: [k, k],
-        stride: [stride, stride],
-        padding: [pad, pad],
-    };
-    let mut out = vec![(format!("stem {side}"), g(3, side, 64, 7, 2, 3), 1)];
-    let (mut s, mut c) = (side.div_ceil(2).div_ceil(2), 64);
+fn resnet50(batch: usize, side: usize) -> Vec<Layer> {
+    let mut out = vec![(
+        format!("stem {side}"),
+        conv(batch, [3, side, 64], 7, [2, 3]),
+        1,
+    )];
+    let (mut at, mut c_in) = (side.div_ceil(2).div_ceil(2), 64);
     for (stage, (width, blocks)) in [(64, 3), (128, 4), (256, 6), (512, 3)]
         .into_iter()
         .enumerate()
     {
-        let (o, stride) = (4 * width, if stage == 0 { 1 } else { 2 });
-        let t = s.div_ceil(stride);
-        out.push((format!("{c}->{width}@{s} 1x1"), g(c, s, width, 1, 1, 0), 1));
-        out.push((
-            format!("{width}@{s} 3x3/{stride}"),
-            g(width, s, width, 3, stride, 1),
-            1,
-        ));
-        out.push((
-            format!("{c}->{o}@{s} 1x1/{stride}"),
-            g(c, s, o, 1, stride, 0),
-            1,
-        ));
-        out.push((
-            format!("{width}->{o}@{t} 1x1"),
-            g(width, t, o, 1, 1, 0),
-            blocks,
-        ));
-        out.push((
-            format!("{o}->{width}@{t} 1x1"),
-            g(o, t, width, 1, 1, 0),
-            blocks - 1,
-        ));
-        out.push((
-            format!("{width}@{t} 3x3"),
-            g(width, t, width, 3, 1, 1),
-            blocks - 1,
-        ));
-        (s, c) = (t, o);
+        let (c_out, stride) = (4 * width, if stage == 0 { 1 } else { 2 });
+        let next = at.div_ceil(stride);
+        let layers = [
+            (
+                format!("{c_in}->{width}@{at} 1x1"),
+                conv(batch, [c_in, at, width], 1, [1, 0]),
+                1,
+            ),
+            (
+                format!("{width}@{at} 3x3/{stride}"),
+                conv(batch, [width, at, width], 3, [stride, 1]),
+                1,
+            ),
+            (
+                format!("{c_in}->{c_out}@{at} 1x1/{stride}"),
+                conv(batch, [c_in, at, c_out], 1, [stride, 0]),
+                1,
+            ),
+            (
+                format!("{width}->{c_out}@{next} 1x1"),
+                conv(batch, [width, next, c_out], 1, [1, 0]),
+                blocks,
+            ),
+            (
+                format!("{c_out}->{width}@{next} 1x1"),
+                conv(batch, [c_out, next, width], 1, [1, 0]),
+                blocks - 1,
+            ),
+            (
+                format!("{width}@{next} 3x3"),
+                conv(batch, [width, next, width], 3, [1, 1]),
+                blocks - 1,
+            ),
+        ];
+        out.extend(layers);
+        (at, c_in) = (next, c_out);
     }
     out
 }
