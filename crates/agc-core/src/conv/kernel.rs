@@ -156,10 +156,12 @@ impl Block {
 /// chips are down to a few pixels a side. It is chosen for images small enough to be grouped
 /// whose input pixels number at most [`DENSE_PIXELS_PER_TAP`] times the kernel's taps, so that
 /// the dense matrix multiplies no more than 1.5 times what im2col would (less where taps fall in
-/// the padding, as most do over a 1×1 or 2×2 image), and only where building `D` (once per call,
-/// from the weights) costs no more than twice the im2col and scatter it replaces, which a small
-/// batch may not repay (a ResNet-50's 1×1 convolutions of 2 048 channels over 98 chips). A 1×1
-/// kernel over 1×1 images needs no `D`: it is the weight.
+/// the padding, as most do over a 1×1 or 2×2 image), and only where `D` has at most 2/3 as many
+/// entries as im2col and the scatter move values over the batch ([`DENSE_ENTRIES_PER_VALUE`]):
+/// `D` is built and packed for every call, which a small batch does not repay (measured in
+/// `r50_98chips_32`: a ResNet-50's 1×1 convolutions of 2 048 channels and its 3×3 ones over
+/// 2×2 chips, batch 98, took 1.7–2.5 times as long dense). A 1×1 kernel over 1×1 images needs no
+/// `D`: it is the weight.
 struct Dense {
     /// `(p, q, tap)`: output pixel `p` reads input pixel `q` through kernel tap `tap`
     /// (`ky · kw + kx`), for every pair a tap joins, in order.
@@ -168,6 +170,10 @@ struct Dense {
 
 /// [`Dense`] is used for images of at most this many input pixels per kernel tap (3 / 2).
 const DENSE_PIXELS_PER_TAP: [usize; 2] = [3, 2];
+
+/// [`Dense`] is used where `D` has at most this many entries per value that im2col and the
+/// scatter would move over the batch (2 / 3).
+const DENSE_ENTRIES_PER_VALUE: [usize; 2] = [2, 3];
 
 /// The largest dense matrix [`Dense`] builds, in entries (16 MiB of `f32`).
 const DENSE_MAX_ENTRIES: usize = 1 << 22;
@@ -183,8 +189,8 @@ impl Dense {
         let (c_n, o_n) = (g.in_channels, g.out_channels);
         let entries = o_n * p_out * c_n * p_in;
         let packing = g.batch * (c_n * taps + o_n) * p_out;
-        let weight = g.kernel == [1, 1] && p_in == 1 && p_out == 1;
-        if !small || entries > DENSE_MAX_ENTRIES || (!weight && entries > 2 * packing) {
+        let [per, values] = DENSE_ENTRIES_PER_VALUE;
+        if !small || entries > DENSE_MAX_ENTRIES || entries * values > packing * per {
             return None;
         }
         let ([h, w], [kh, kw], [sy, sx], [py, px]) = (g.input, g.kernel, g.stride, g.padding);
@@ -936,8 +942,8 @@ mod tests {
             // one output pixel from all of a 3×3 image.
             g(5, 3, [2, 2], 4, 3, 1, 1),
             g(6, 3, [2, 2], 5, 3, 2, 1),
-            g(4, 2, [8, 8], 3, 7, 2, 3),
-            g(3, 2, [3, 3], 3, 3, 1, 0),
+            g(8, 2, [8, 8], 3, 7, 2, 3),
+            g(5, 2, [3, 3], 3, 3, 1, 0),
             // A 1×1 kernel over 1×1 images: the weight itself.
             g(4, 5, [1, 1], 3, 1, 1, 0),
         ]
@@ -965,16 +971,18 @@ mod tests {
             )
             .is_none()
         );
-        // A small batch does not repay building D from many channels: 64 to 64 over one 1×1
-        // image (D has 4 096 entries, im2col and the scatter move 640 values); a 1×1 kernel
-        // needs no D and is dense at any batch.
+        // A small batch does not repay building D from many channels: 64 to 64 over 1×1
+        // images, where D has 4 096 entries and im2col and the scatter move 640 values per
+        // image: im2col for 9 images, dense from 10 (4 096 ≤ 2/3 · 6 400).
         let mut wide = geometries()[5];
-        (wide.batch, wide.in_channels, wide.out_channels) = (1, 64, 64);
+        (wide.batch, wide.in_channels, wide.out_channels) = (9, 64, 64);
         assert!(!dense(&wide));
-        wide.batch = 64;
+        wide.batch = 10;
         assert!(dense(&wide));
-        (wide.batch, wide.kernel, wide.padding) = (1, [1, 1], [0, 0]);
-        assert!(dense(&wide));
+        // A 1×1 kernel: D is the weight, 4 096 entries against 128 values per image.
+        (wide.batch, wide.kernel, wide.padding) = (47, [1, 1], [0, 0]);
+        assert!(!dense(&wide));
+        wide.batch = 48;
         assert!(Dense::of(&wide, BLOCKING).expect("dense").is_weight(&wide));
         // One 2×2 image, one channel in and out, a 3×3 kernel numbered 0..9 with padding 1:
         // output pixel (0, 0) reads input (0, 0) through the kernel's centre (tap 4), (0, 1)
