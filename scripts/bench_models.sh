@@ -5,9 +5,10 @@
 #
 #     scripts/bench_models.sh [--rounds N] [--reps N] [--parts]     # on an idle machine
 #
-# --rounds N runs the two benches N times, alternating, and keeps each workload's lowest median
-# of the N on each side: on a shared machine whose speed drifts over minutes (other tenants of a
-# virtual machine's host), what is left of the drift then weighs on both sides alike.
+# --rounds N runs the two benches N times, alternating, and keeps, per workload and side, the
+# round with the lowest median (and that round's parts): on a shared machine whose speed drifts
+# over minutes (other tenants of a virtual machine's host), the drift then weighs on both sides
+# alike.
 # PYTHON names the interpreter with torch and torchvision (default python3); THREADS the
 # threads each side uses (default: every core). Extra arguments go to both benches. The agc
 # bench is built with `cargo build --release --example model_bench` (honours
@@ -34,27 +35,36 @@ for r in $(seq 1 "$rounds"); do
   RAYON_NUM_THREADS=$threads "$target/release/examples/model_bench" "${args[@]}" | tee "$out/agc.$r"
   "$python" scripts/torch_model_bench.py --threads "$threads" "${args[@]}" | tee "$out/torch.$r"
 done
-cat "$out"/agc.* >"$out/agc"
-cat "$out"/torch.* >"$out/torch"
-
 echo
-[[ $rounds == 1 ]] || echo "(the lowest median of $rounds alternating rounds on each side)"
+[[ $rounds == 1 ]] || echo "(each side's round with the lowest median step; its parts are that round's)"
 printf '%-34s %12s %12s %10s\n' workload "agc ms" "torch ms" "agc/torch"
 awk '
-  function keep(table, key, ms) { if (!(key in table) || ms < table[key]) table[key] = ms }
+  # Per side and workload, the round with the lowest RESULT; PART rows come from that round, so
+  # that forward, backward and optimizer still add up to the step they split.
   /^(RESULT|PART) / {
+    side = (FILENAME ~ /\/agc\.[0-9]+$/) ? "agc" : "torch"
+    round = FILENAME; sub(/.*\./, "", round)
     key = ($1 == "PART") ? $2 "." $3 : $2
     ms = $NF; sub(/^median_ms=/, "", ms); ms += 0
-    if (FILENAME ~ /agc$/) { if (!(key in agc)) order[++n] = key; keep(agc, key, ms) }
-    else { keep(torch, key, ms) }
+    value[side, round, key] = ms
+    workload[key] = $2
+    if (side == "agc" && !(key in seen)) { seen[key] = 1; order[++n] = key }
+    if ($1 == "RESULT" && (!((side, key) in best) || ms < best[side, key])) {
+      best[side, key] = ms; chosen[side, key] = round
+    }
+  }
+  function pick(side, key,   w) {
+    w = workload[key]
+    if (!((side, w) in chosen) || !((side, chosen[side, w], key) in value)) return ""
+    return value[side, chosen[side, w], key]
   }
   END {
     for (i = 1; i <= n; i++) {
-      k = order[i]
-      if (k in torch && torch[k] > 0) {
-        printf "%-34s %12.1f %12.1f %9.2fx\n", k, agc[k], torch[k], agc[k] / torch[k]
+      k = order[i]; a = pick("agc", k); t = pick("torch", k)
+      if (t != "" && t > 0) {
+        printf "%-34s %12.1f %12.1f %9.2fx\n", k, a, t, a / t
       } else {
-        printf "%-34s %12.1f %12s %10s\n", k, agc[k], "-", "-"
+        printf "%-34s %12.1f %12s %10s\n", k, a, "-", "-"
       }
     }
-  }' "$out/agc" "$out/torch"
+  }' "$out"/agc.* "$out"/torch.*
