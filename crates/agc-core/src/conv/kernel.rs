@@ -13,7 +13,7 @@
 //!
 //! Images of a few pixels a side (ChipNet's chips after a stride or two: 2×2, 1×1) skip im2col
 //! altogether: the convolution of such an image is a dense matrix of the weights (see
-//! [`Dense`]), and the batch's convolution one product with the input and output as they lie.
+//! `Dense`), and the batch's convolution one product with the input and output as they lie.
 
 use crate::parallel::{split_runs, thread_ranges};
 use gemm::{Parallelism, gemm};
@@ -480,45 +480,10 @@ impl<'a> Matrix<'a> {
         }
     }
 
-    /// The same entries read as the transpose.
-    fn t(self) -> Self {
-        Self {
-            data: self.data,
-            strides: (self.strides.1, self.strides.0),
-        }
-    }
-
     fn covers(&self, rows: usize, cols: usize) -> bool {
         rows == 0
             || cols == 0
             || (rows - 1) * self.strides.0 + (cols - 1) * self.strides.1 < self.data.len()
-    }
-}
-
-/// [`product`] with `dst = lhs × rhs` (no accumulation) computed as `dstᵀ = rhsᵀ × lhsᵀ` when that
-/// puts the longer side in the rows: gemm multiplies a few rows by a large matrix poorly (it
-/// packs the whole large matrix for them), as in [`Dense`] products over a small batch.
-fn product_long_rows(
-    dst: &mut [f32],
-    dst_strides: (usize, usize),
-    [m, n, k]: [usize; 3],
-    lhs: Matrix<'_>,
-    rhs: Matrix<'_>,
-    parallelism: Parallelism,
-) {
-    if m >= n {
-        product(dst, dst_strides, [m, n, k], lhs, rhs, false, parallelism);
-    } else {
-        let strides = (dst_strides.1, dst_strides.0);
-        product(
-            dst,
-            strides,
-            [n, m, k],
-            rhs.t(),
-            lhs.t(),
-            false,
-            parallelism,
-        );
     }
 }
 
@@ -653,7 +618,7 @@ fn forward_in_blocks(x: &[f32], w: &[f32], g: &ConvGeometry, blocking: Blocking)
             let x = Matrix::rows(&x[range.start * x_len..range.end * x_len], x_len);
             let matrix = Matrix::transposed(&matrix, x_len);
             let size = [range.len(), y_len, x_len];
-            product_long_rows(out, (y_len, 1), size, x, matrix, parallelism);
+            product(out, (y_len, 1), size, x, matrix, false, parallelism);
         });
         return out;
     }
@@ -837,7 +802,7 @@ fn backward_dense(
         // dX[n, :] = dY[n, :] · D
         let (dy, matrix) = (Matrix::rows(dy, y_len), Matrix::rows(matrix, x_len));
         let size = [images, x_len, y_len];
-        product_long_rows(dx, (x_len, 1), size, dy, matrix, parallelism);
+        product(dx, (x_len, 1), size, dy, matrix, false, parallelism);
     }
     want_w.then(|| {
         let mut dd = vec![0.0f32; y_len * x_len];
