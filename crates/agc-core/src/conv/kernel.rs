@@ -156,12 +156,14 @@ impl Block {
 /// chips are down to a few pixels a side. It is chosen for images small enough to be grouped
 /// whose input pixels number at most [`DENSE_PIXELS_PER_TAP`] times the kernel's taps, so that
 /// the dense matrix multiplies no more than 1.5 times what im2col would (less where taps fall in
-/// the padding, as most do over a 1×1 or 2×2 image), and only where `D` has at most 2/3 as many
-/// entries as im2col and the scatter move values over the batch ([`DENSE_ENTRIES_PER_VALUE`]):
-/// `D` is built and packed for every call, which a small batch does not repay (measured in
-/// `r50_98chips_32`: a ResNet-50's 1×1 convolutions of 2 048 channels and its 3×3 ones over
-/// 2×2 chips, batch 98, took 1.7–2.5 times as long dense). A 1×1 kernel over 1×1 images needs no
-/// `D`: it is the weight.
+/// the padding, as most do over a 1×1 or 2×2 image), and only where `D` has at most
+/// [`DENSE_ENTRIES_PER_VALUE`] entries per value that im2col and the scatter move for one image:
+/// `D` is built and packed for every call, which a batch of fewer images than that does not
+/// repay (measured in `r50_98chips_32`: a ResNet-50's 1×1 convolutions of 2 048 channels and its
+/// 3×3 ones over 2×2 chips, batch 98, took 1.7–2.5 times as long dense). The choice depends on
+/// the geometry alone, never on the batch, so that an image's output does not depend on the
+/// images beside it (`agc predict` gives the same probabilities at any batch size). A 1×1 kernel
+/// over 1×1 images needs no `D`: it is the weight.
 struct Dense {
     /// `(p, q, tap)`: output pixel `p` reads input pixel `q` through kernel tap `tap`
     /// (`ky · kw + kx`), for every pair a tap joins, in order.
@@ -172,8 +174,8 @@ struct Dense {
 const DENSE_PIXELS_PER_TAP: [usize; 2] = [3, 2];
 
 /// [`Dense`] is used where `D` has at most this many entries per value that im2col and the
-/// scatter would move over the batch (2 / 3).
-const DENSE_ENTRIES_PER_VALUE: [usize; 2] = [2, 3];
+/// scatter would move for one image: it pays where batches are about a hundred images or more.
+const DENSE_ENTRIES_PER_VALUE: usize = 64;
 
 /// The largest dense matrix [`Dense`] builds, in entries (16 MiB of `f32`).
 const DENSE_MAX_ENTRIES: usize = 1 << 22;
@@ -188,9 +190,8 @@ impl Dense {
         let small = p_out < g.block_rows(blocking) && p_in * den <= taps * num;
         let (c_n, o_n) = (g.in_channels, g.out_channels);
         let entries = o_n * p_out * c_n * p_in;
-        let packing = g.batch * (c_n * taps + o_n) * p_out;
-        let [per, values] = DENSE_ENTRIES_PER_VALUE;
-        if !small || entries > DENSE_MAX_ENTRIES || entries * values > packing * per {
+        let packing = (c_n * taps + o_n) * p_out;
+        if !small || entries > DENSE_MAX_ENTRIES || entries > packing * DENSE_ENTRIES_PER_VALUE {
             return None;
         }
         let ([h, w], [kh, kw], [sy, sx], [py, px]) = (g.input, g.kernel, g.stride, g.padding);
@@ -487,6 +488,57 @@ impl<'a> Matrix<'a> {
     }
 }
 
+/// Images per product of [`per_image_rows`].
+const ROWS_PER_PRODUCT: usize = 64;
+
+/// `dst = lhs × rhs` for `lhs` of one image per row (`[images, k]`, row-major) and `dst` likewise
+/// (`[images, n]`), in products of exactly [`ROWS_PER_PRODUCT`] rows, the last one padded with
+/// zero rows. gemm's order of summation depends on the product's shape (a single row goes down
+/// its matrix-vector path, and its blocking of `k` follows `m` and `n`), so with the number of
+/// rows fixed an image's output does not depend on how many images share its batch or thread
+/// (`agc predict` gives the same probabilities at any batch size).
+fn per_image_rows(
+    dst: &mut [f32],
+    lhs: &[f32],
+    [n, k]: [usize; 2],
+    rhs: Matrix<'_>,
+    parallelism: Parallelism,
+) {
+    let size = [ROWS_PER_PRODUCT, n, k];
+    let (mut rows, mut out) = (Vec::new(), Vec::new());
+    for (dst, lhs) in dst
+        .chunks_mut(ROWS_PER_PRODUCT * n)
+        .zip(lhs.chunks(ROWS_PER_PRODUCT * k))
+    {
+        if dst.len() == ROWS_PER_PRODUCT * n {
+            product(
+                dst,
+                (n, 1),
+                size,
+                Matrix::rows(lhs, k),
+                rhs,
+                false,
+                parallelism,
+            );
+            continue;
+        }
+        rows.clear();
+        rows.extend_from_slice(lhs);
+        rows.resize(ROWS_PER_PRODUCT * k, 0.0);
+        out.resize(ROWS_PER_PRODUCT * n, 0.0);
+        product(
+            &mut out,
+            (n, 1),
+            size,
+            Matrix::rows(&rows, k),
+            rhs,
+            false,
+            parallelism,
+        );
+        dst.copy_from_slice(&out[..dst.len()]);
+    }
+}
+
 /// `dst (+)= lhs[m, k] × rhs[k, n]`, `dst` with (row, column) strides `dst_strides`;
 /// `accumulate` adds onto `dst`. The one call into `gemm`, which takes raw pointers.
 #[allow(unsafe_code)]
@@ -615,10 +667,9 @@ fn forward_in_blocks(x: &[f32], w: &[f32], g: &ConvGeometry, blocking: Blocking)
             o_n * p_out,
         );
         ranges.into_par_iter().zip(parts).for_each(|(range, out)| {
-            let x = Matrix::rows(&x[range.start * x_len..range.end * x_len], x_len);
+            let x = &x[range.start * x_len..range.end * x_len];
             let matrix = Matrix::transposed(&matrix, x_len);
-            let size = [range.len(), y_len, x_len];
-            product(out, (y_len, 1), size, x, matrix, false, parallelism);
+            per_image_rows(out, x, [y_len, x_len], matrix, parallelism);
         });
         return out;
     }
@@ -800,9 +851,13 @@ fn backward_dense(
     let dy = &dy[range.start * y_len..range.end * y_len];
     if let Some(dx) = dx {
         // dX[n, :] = dY[n, :] · D
-        let (dy, matrix) = (Matrix::rows(dy, y_len), Matrix::rows(matrix, x_len));
-        let size = [images, x_len, y_len];
-        product(dx, (x_len, 1), size, dy, matrix, false, parallelism);
+        per_image_rows(
+            dx,
+            dy,
+            [x_len, y_len],
+            Matrix::rows(matrix, x_len),
+            parallelism,
+        );
     }
     want_w.then(|| {
         let mut dd = vec![0.0f32; y_len * x_len];
@@ -936,18 +991,23 @@ mod tests {
             )
             .is_none()
         );
-        // A small batch does not repay building D from many channels: 64 to 64 over 1×1
-        // images, where D has 4 096 entries and im2col and the scatter move 640 values per
-        // image: im2col for 9 images, dense from 10 (4 096 ≤ 2/3 · 6 400).
+        // D against what im2col moves per image, whatever the batch: 512 to 512 channels over
+        // 1×1 images, 262 144 entries against 5 120 values (51 per value): dense; 1 024 to
+        // 1 024, 1 048 576 against 10 240 (102): im2col.
         let mut wide = geometries()[5];
-        (wide.batch, wide.in_channels, wide.out_channels) = (9, 64, 64);
-        assert!(!dense(&wide));
-        wide.batch = 10;
-        assert!(dense(&wide));
-        // A 1×1 kernel: D is the weight, 4 096 entries against 128 values per image.
-        (wide.batch, wide.kernel, wide.padding) = (47, [1, 1], [0, 0]);
-        assert!(!dense(&wide));
-        wide.batch = 48;
+        for batch in [1, 7, 98, 4096] {
+            (wide.batch, wide.in_channels, wide.out_channels) = (batch, 512, 512);
+            assert!(dense(&wide), "batch {batch}");
+            (wide.in_channels, wide.out_channels) = (1024, 1024);
+            assert!(!dense(&wide), "batch {batch}");
+        }
+        // A 1×1 kernel: D is the weight, 64 · 64 entries against 128 values per image.
+        (
+            wide.in_channels,
+            wide.out_channels,
+            wide.kernel,
+            wide.padding,
+        ) = (64, 64, [1, 1], [0, 0]);
         assert!(Dense::of(&wide, BLOCKING).expect("dense").is_weight(&wide));
         // One 2×2 image, one channel in and out, a 3×3 kernel numbered 0..9 with padding 1:
         // output pixel (0, 0) reads input (0, 0) through the kernel's centre (tap 4), (0, 1)
