@@ -214,14 +214,14 @@ impl Dense {
         Some(Self { links })
     }
 
-    /// Whether `D` is the weight itself (a 1×1 kernel over 1×1 images).
-    fn is_weight(&self, g: &ConvGeometry) -> bool {
-        g.kernel == [1, 1] && self.links == [[0, 0, 0]]
+    /// Whether `D` is the weight itself: a 1×1 kernel from one input pixel to one output pixel.
+    fn is_weight(g: &ConvGeometry) -> bool {
+        g.kernel == [1, 1] && g.in_pixels() == 1 && g.out_pixels() == 1
     }
 
     /// The dense matrix `D`, `[O · Ho · Wo, C · H · W]`, of the weight `w` (`[O, C, kh, kw]`).
     fn matrix<'a>(&self, g: &ConvGeometry, w: &'a [f32]) -> Cow<'a, [f32]> {
-        if self.is_weight(g) {
+        if Self::is_weight(g) {
             return Cow::Borrowed(w);
         }
         let (c_n, p_in, p_out) = (g.in_channels, g.in_pixels(), g.out_pixels());
@@ -241,7 +241,7 @@ impl Dense {
     /// The weight's gradient `[O, C, kh, kw]` from the dense matrix's, `dd`: each weight is the
     /// sum of its entries in `D`.
     fn weight_gradient(&self, g: &ConvGeometry, dd: Vec<f32>) -> Vec<f32> {
-        if self.is_weight(g) {
+        if Self::is_weight(g) {
             return dd;
         }
         let (c_n, p_in, p_out) = (g.in_channels, g.in_pixels(), g.out_pixels());
@@ -504,38 +504,33 @@ fn per_image_rows(
     rhs: Matrix<'_>,
     parallelism: Parallelism,
 ) {
-    let size = [ROWS_PER_PRODUCT, n, k];
+    let multiply = |dst: &mut [f32], lhs: &[f32]| {
+        let size = [ROWS_PER_PRODUCT, n, k];
+        product(
+            dst,
+            (n, 1),
+            size,
+            Matrix::rows(lhs, k),
+            rhs,
+            false,
+            parallelism,
+        );
+    };
     let (mut rows, mut out) = (Vec::new(), Vec::new());
     for (dst, lhs) in dst
         .chunks_mut(ROWS_PER_PRODUCT * n)
         .zip(lhs.chunks(ROWS_PER_PRODUCT * k))
     {
         if dst.len() == ROWS_PER_PRODUCT * n {
-            product(
-                dst,
-                (n, 1),
-                size,
-                Matrix::rows(lhs, k),
-                rhs,
-                false,
-                parallelism,
-            );
-            continue;
+            multiply(dst, lhs);
+        } else {
+            rows.clear();
+            rows.extend_from_slice(lhs);
+            rows.resize(ROWS_PER_PRODUCT * k, 0.0);
+            out.resize(ROWS_PER_PRODUCT * n, 0.0);
+            multiply(&mut out, &rows);
+            dst.copy_from_slice(&out[..dst.len()]);
         }
-        rows.clear();
-        rows.extend_from_slice(lhs);
-        rows.resize(ROWS_PER_PRODUCT * k, 0.0);
-        out.resize(ROWS_PER_PRODUCT * n, 0.0);
-        product(
-            &mut out,
-            (n, 1),
-            size,
-            Matrix::rows(&rows, k),
-            rhs,
-            false,
-            parallelism,
-        );
-        dst.copy_from_slice(&out[..dst.len()]);
     }
 }
 
@@ -810,13 +805,9 @@ fn backward_in_blocks(
         })
         .collect();
     let dw = want_w.then(|| {
+        // thread_ranges gives one range at least, and each returns its part when want_w.
         let mut parts = partials.into_iter().flatten();
-        let len = if dense.is_some() {
-            o_n * p_out * c_n * p_in
-        } else {
-            o_n * k
-        };
-        let mut sum = parts.next().unwrap_or_else(|| vec![0.0f32; len]);
+        let mut sum = parts.next().expect("one range at least");
         for part in parts {
             for (s, p) in sum.iter_mut().zip(&part) {
                 *s += p;
@@ -966,6 +957,9 @@ mod tests {
             g(5, 2, [3, 3], 3, 3, 1, 0),
             // A 1×1 kernel over 1×1 images: the weight itself.
             g(4, 5, [1, 1], 3, 1, 1, 0),
+            // More images per thread than one product's ROWS_PER_PRODUCT: whole products and
+            // a padded last one.
+            g(150, 2, [2, 2], 3, 3, 1, 1),
         ]
     }
 
@@ -1008,7 +1002,7 @@ mod tests {
             wide.kernel,
             wide.padding,
         ) = (64, 64, [1, 1], [0, 0]);
-        assert!(Dense::of(&wide, BLOCKING).expect("dense").is_weight(&wide));
+        assert!(dense(&wide) && Dense::is_weight(&wide));
         // One 2×2 image, one channel in and out, a 3×3 kernel numbered 0..9 with padding 1:
         // output pixel (0, 0) reads input (0, 0) through the kernel's centre (tap 4), (0, 1)
         // through tap 5, (1, 0) through tap 7 and (1, 1) through tap 8.
