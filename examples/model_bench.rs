@@ -6,7 +6,7 @@
 //! `scripts/bench_models.sh` runs both and prints the ratios. On its own:
 //!
 //!     cargo run --release --example model_bench -- [--reps 5] [--only WORKLOAD] [--parts]
-//!         [--batch 8] [--device cpu]
+//!         [--batch 8] [--device cpu] [--burn-adam] [--system-malloc]
 //!
 //! `--device` takes the names of `agc --device` (`cuda:0` and `wgpu` with their features);
 //! `scripts/gpu-check.sh` runs it on GPUs with `--batch 32`, which names the workloads `..._b32_...`.
@@ -24,7 +24,13 @@
 //! `--parts` also prints `PART <workload> <part> median_ms=<x>` for the parts of the training
 //! steps: `forward` (forward and loss, timed up to the loss's value; an untimed backward pass
 //! follows each, to consume the autodiff graph), `backward` (forward + backward, less the
-//! forward) and `optimizer` (the whole step, less forward + backward).
+//! forward) and `optimizer` (the optimizer's step alone, timed after an untimed forward and
+//! backward pass in each run).
+//!
+//! The steps take agc's Adam (`agc::core::adam::Adam`, fused on Flex), as training does;
+//! `--burn-adam` takes Burn's own (`burn::optim::Adam`) instead, to time one against the other.
+//! glibc's malloc is set as the `agc` binary sets it (`agc::malloc::keep_freed_memory`);
+//! `--system-malloc` leaves it as the system (and any `MALLOC_*_` variables) set it.
 //!
 //! Each timing is the median of `--reps` runs after two warm-up runs; every run ends by reading
 //! its result back (Flex computes eagerly, so nothing is left pending).
@@ -57,6 +63,7 @@ struct Options {
     parts: bool,
     batch: usize,
     device: String,
+    burn_adam: bool,
 }
 
 fn number(args: &mut impl Iterator<Item = String>, flag: &str) -> anyhow::Result<usize> {
@@ -78,6 +85,7 @@ fn parse_args() -> anyhow::Result<Options> {
         parts: false,
         batch: 8,
         device: "cpu".into(),
+        burn_adam: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -92,9 +100,12 @@ fn parse_args() -> anyhow::Result<Options> {
             "--only" => options.only = Some(args.next().context("--only needs a workload")?),
             "--device" => options.device = args.next().context("--device needs a name")?,
             "--parts" => options.parts = true,
+            "--burn-adam" => options.burn_adam = true,
+            // Read by main before the options, as the allocator must be set first.
+            "--system-malloc" => {}
             other => bail!(
                 "unknown argument {other:?} (expected --reps N, --only NAME, --parts, --batch N, \
-                 --device NAME)"
+                 --device NAME, --burn-adam, --system-malloc)"
             ),
         }
     }
@@ -175,7 +186,12 @@ fn train_step<M: Classifier>(
 fn time_training<M: Classifier>(name: &str, model: M, options: &Options, device: &Device) {
     let x = images(options.batch, SIZE, device);
     let y = targets(options.batch, device);
-    let mut optim = AdamConfig::new().init();
+    // Burn's default epsilon in both, so that they take the same steps.
+    let mut optim = if options.burn_adam {
+        AdamConfig::new().init()
+    } else {
+        agc::core::adam::Adam::new(1e-5).init()
+    };
     let mut model = Some(model);
     let ms = median_ms(options.reps, || {
         let stepped = train_step(model.take().expect("a model"), &mut optim, &x, &y);
@@ -209,10 +225,21 @@ fn time_training<M: Classifier>(name: &str, model: M, options: &Options, device:
         "PART {name} backward median_ms={:.1}",
         forward_backward - forward
     );
-    println!(
-        "PART {name} optimizer median_ms={:.1}",
-        ms - forward_backward
-    );
+    // The optimizer's step alone: a difference of two medians would carry both their noise.
+    let mut model = Some(model);
+    let optimizer = median_of(options.reps, || {
+        let m = model.take().expect("a model");
+        let loss = Loss::Bce.forward(m.logit(x.clone()), y.clone());
+        let grads = GradientsParams::from_grads(loss.backward(), &m);
+        device.sync().expect("the device ran the backward pass");
+        let start = Instant::now();
+        let stepped = optim.step(1e-4, m, grads);
+        device.sync().expect("the device ran the optimizer");
+        let ms = start.elapsed().as_secs_f64() * 1e3;
+        model = Some(stepped);
+        ms
+    });
+    println!("PART {name} optimizer median_ms={optimizer:.1}");
 }
 
 /// The widest vector instruction set this CPU offers, as detected at run time: the CPU kernels'
@@ -241,6 +268,9 @@ fn instruction_set() -> &'static str {
 }
 
 fn main() -> anyhow::Result<()> {
+    // As the `agc` binary does, unless --system-malloc.
+    let system_malloc = std::env::args().any(|a| a == "--system-malloc");
+    let kept = !system_malloc && agc::malloc::keep_freed_memory();
     let options = parse_args()?;
     let (plain, name) = match agc::devices::parse_device(&options.device)? {
         agc::devices::DeviceArg::Cpu => (
@@ -256,10 +286,16 @@ fn main() -> anyhow::Result<()> {
     let train = plain.clone().autodiff();
     plain.seed(0);
     println!(
-        "# agc model bench: {name}, CPU {}, batch {}, median of {} runs",
+        "# agc model bench: {name}, CPU {}, batch {}, median of {} runs, {} Adam, malloc {}",
         instruction_set(),
         options.batch,
-        options.reps
+        options.reps,
+        if options.burn_adam { "Burn's" } else { "agc's" },
+        if kept {
+            "keeping freed memory"
+        } else {
+            "as the system set it"
+        }
     );
     let [fwd, step, chip_step, r50] = workloads(options.batch);
     let wanted = |name: &str| options.only.as_deref().is_none_or(|only| only == name);

@@ -14,3 +14,4 @@ pub use agc_train as train;
 pub use burn::prelude::Device;
 
 pub mod devices;
+pub mod malloc;

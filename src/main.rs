@@ -28,6 +28,8 @@ use clap::Parser;
 use crate::cli::{AttentionArgs, Cli, Command, EnsembleArgs, PredictArgs, RunArgs, SynthArgs};
 
 fn main() -> Result<()> {
+    // Before any thread allocates: memory freed by one training step is kept for the next.
+    agc::malloc::keep_freed_memory();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

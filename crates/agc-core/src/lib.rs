@@ -16,6 +16,7 @@
 //!
 //! This crate does no file I/O beyond reading weight files.
 
+pub mod adam;
 pub mod attention;
 pub mod boxes;
 pub mod chips;

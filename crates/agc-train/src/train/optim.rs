@@ -1,10 +1,12 @@
 //! The two Adam optimizers of a model: one for the backbone, one for everything else, each
-//! with its own learning rate, saved and loaded with the fold's checkpoints.
+//! with its own learning rate, saved and loaded with the fold's checkpoints. They are agc's
+//! [`Adam`] (Burn's arithmetic and records, one fused pass per parameter on the CPU).
 
 use std::path::{Path, PathBuf};
 
+use agc_core::adam::Adam;
 use agc_data::ImageBatch;
-use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsParams, ModuleOptimizer};
 
 use crate::checkpoint;
 use crate::error::Result;
@@ -21,9 +23,9 @@ pub(super) struct Optimizers {
 
 impl Optimizers {
     pub(super) fn new(config: &TrainConfig) -> Self {
-        let adam = AdamConfig::new().with_epsilon(config.adam_epsilon);
+        let adam = Adam::new(config.adam_epsilon);
         Self {
-            backbone: adam.init(),
+            backbone: adam.clone().init(),
             head: adam.init(),
         }
     }
