@@ -9,7 +9,9 @@
 //! MALLOC_TOP_PAD_=268435456` would. Measured on the ResNet-18 and ChipNet-R18 training steps
 //! (docs/performance.md): about a tenth less time. The process then keeps its peak heap until it
 //! exits rather than returning it between steps; blocks of 32 MiB and more are still mapped and
-//! unmapped each time.
+//! unmapped each time. (Setting any of these thresholds, by `mallopt` or by one of those
+//! variables, also stops glibc from raising its mmap threshold as blocks are freed: setting only
+//! `MALLOC_TOP_PAD_` leaves every block of 128 KiB and more mapped and unmapped each time.)
 
 /// Blocks below this many bytes come from the heap (glibc's default ceiling for its dynamic
 /// threshold on 64 bits).
@@ -26,11 +28,16 @@ pub const USER_VARIABLES: [&str; 3] = [
     "MALLOC_TOP_PAD_",
 ];
 
+/// Set to `system` (`AGC_MALLOC=system`), it leaves glibc's malloc as it is.
+pub const OPT_OUT: &str = "AGC_MALLOC";
+
 /// Sets glibc's malloc as the module's doc says, unless the user has set any of
-/// [`USER_VARIABLES`]. Call it at the start of `main`, before other threads allocate. Returns
-/// whether all three settings were taken; always `false` off glibc, where it does nothing.
+/// [`USER_VARIABLES`] or [`OPT_OUT`] to `system`. Call it at the start of `main`, before other
+/// threads allocate. Returns whether all three settings were taken; always `false` off glibc,
+/// where it does nothing.
 pub fn keep_freed_memory() -> bool {
-    if USER_VARIABLES.iter().any(|v| std::env::var_os(v).is_some()) {
+    let user_set = USER_VARIABLES.iter().any(|v| std::env::var_os(v).is_some());
+    if user_set || std::env::var(OPT_OUT).is_ok_and(|v| v == "system") {
         return false;
     }
     set_thresholds()
