@@ -28,9 +28,16 @@ use clap::Parser;
 use crate::cli::{AttentionArgs, Cli, Command, EnsembleArgs, PredictArgs, RunArgs, SynthArgs};
 
 fn main() -> Result<()> {
-    // Before any thread allocates: memory freed by one training step is kept for the next.
-    agc::malloc::keep_freed_memory();
     let cli = Cli::parse();
+    // Before any thread allocates, in the commands that train: memory freed by one training
+    // step is kept for the next. Not in the others, where it only raised the peak (the crop step
+    // and predict, which decode photographs on every thread: docs/performance.md).
+    if matches!(
+        cli.command,
+        Command::Train(_) | Command::Pipeline(_) | Command::Demo(_)
+    ) {
+        agc::malloc::keep_freed_memory();
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
