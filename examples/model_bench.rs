@@ -29,7 +29,7 @@
 //!
 //! The steps take agc's Adam (`agc::core::adam::Adam`, fused on Flex), as training does;
 //! `--burn-adam` takes Burn's own (`burn::optim::Adam`) instead, to time one against the other.
-//! glibc's malloc is set as the `agc` binary sets it (`agc::malloc::keep_freed_memory`);
+//! glibc's malloc is set as `agc train` sets it (`agc::malloc::keep_freed_memory`);
 //! `--system-malloc` leaves it as the system (and any `MALLOC_*_` variables) set it.
 //!
 //! Each timing is the median of `--reps` runs after two warm-up runs; every run ends by reading
@@ -268,7 +268,7 @@ fn instruction_set() -> &'static str {
 }
 
 fn main() -> anyhow::Result<()> {
-    // As the `agc` binary does, unless --system-malloc.
+    // As `agc train` does, unless --system-malloc.
     let system_malloc = std::env::args().any(|a| a == "--system-malloc");
     let kept = !system_malloc && agc::malloc::keep_freed_memory();
     let options = parse_args()?;

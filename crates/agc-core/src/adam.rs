@@ -2,8 +2,8 @@
 //!
 //! Burn 0.22's Adam (`burn::optim::Adam`) updates a parameter through about a dozen separate
 //! tensor operations (`m₁·β₁`, `g·(1 − β₁)`, their sum, `g²`, …, `θ − lr·u`), and Flex runs each
-//! as its own single-threaded pass over memory: on a ResNet-18 that is several times PyTorch's
-//! fused optimizer (docs/performance.md). [`Adam`] is an [`Optimizer`] whose state *is* Burn's
+//! as its own single-threaded pass over memory: on a ResNet-18 that took two to nine times as
+//! long as PyTorch's multi-tensor Adam (docs/performance.md). [`Adam`] is an [`Optimizer`] whose state *is* Burn's
 //! [`AdamState`], so its records are Burn's (a run saved by either loads into the other), and
 //! which on Flex, for `f32` parameters, computes the same operations in the same order, element
 //! by element, in one parallel pass that updates the parameter and both moments in place
@@ -101,9 +101,9 @@ const CHUNK: usize = 1 << 14;
 
 /// One Adam step of `param` in place, element by element with Burn's operations in Burn's order
 /// (`m₁ ← m₁·β₁ + g·(1 − β₁)`, `m₂ ← m₂·β₂ + g²·(1 − β₂)`, `θ ← θ − (m₁·c / (√m₂ + ε'))·lr`),
-/// so that it gives Burn's results bit for bit. `moments` is `None` at the first step, where
-/// Burn starts them at `g·(1 − β₁)` and `g²·(1 − β₂)` (not from zeros, which would differ in
-/// the sign of a zero); they are written on the first step either way.
+/// so that it gives Burn's results bit for bit. `first` marks the first step, where Burn starts
+/// the moments at `g·(1 − β₁)` and `g²·(1 − β₂)` (not from zeros, which would differ in the sign
+/// of a zero): their old values are then not read, only written.
 ///
 /// # Panics
 /// If the slices' lengths differ.
@@ -309,7 +309,8 @@ mod tests {
         out
     }
 
-    /// `steps` steps of `optim` on `model`, each with a fresh random batch at a decaying rate.
+    /// `steps` steps of `optim` on `model`, each on a new batch (from a formula of `seed` and
+    /// the step) at a decaying rate.
     fn train(mut model: Linear, optim: &mut ModuleOptimizer, steps: usize, seed: u64) -> Linear {
         let device = autodiff_device();
         for s in 0..steps {
