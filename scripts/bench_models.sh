@@ -40,7 +40,7 @@ echo
 printf '%-34s %12s %12s %10s\n' workload "agc ms" "torch ms" "agc/torch"
 awk '
   # Per side and workload, the round with the lowest RESULT; PART rows come from that round, so
-  # that forward, backward and optimizer still add up to the step they split.
+  # that a step and its parts were measured together.
   /^(RESULT|PART) / {
     side = (FILENAME ~ /\/agc\.[0-9]+$/) ? "agc" : "torch"
     round = FILENAME; sub(/.*\./, "", round)

@@ -6,8 +6,8 @@
 //! freed, and free memory at the top of the heap is given back beyond the trim threshold; so each
 //! step page-faults its memory in and the kernel zeroes it again. [`keep_freed_memory`] raises
 //! both thresholds, as `MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=2147483647
-//! MALLOC_TOP_PAD_=268435456` would. Measured on the ResNet-18 and ChipNet-R18 training steps
-//! (docs/performance.md): about a tenth less time. The process then keeps its peak heap until it
+//! MALLOC_TOP_PAD_=268435456` would. Measured (docs/performance.md): 5–6 % less time on the
+//! ResNet-18 and ChipNet-R18 training steps, 10–20 % on the CPU preset's epochs. The process then keeps its peak heap until it
 //! exits rather than returning it between steps; blocks of 32 MiB and more are still mapped and
 //! unmapped each time. The `agc` command sets it for the commands that train only: in the crop
 //! step and `agc predict`, which decode photographs on every thread, it raised the peak by

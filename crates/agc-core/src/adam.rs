@@ -331,13 +331,20 @@ mod tests {
         LinearConfig::new(300, 200).init(&autodiff_device())
     }
 
+    /// `start` trained `steps` steps by Burn's Adam and by the fused one (both with ε 1e-8):
+    /// the two models and the two optimizers, Burn's first.
+    fn train_both(start: &Linear, steps: usize, seed: u64) -> ([Linear; 2], [ModuleOptimizer; 2]) {
+        let mut burns = AdamConfig::new().with_epsilon(1e-8).init();
+        let mut ours = Adam::new(1e-8).init();
+        let a = train(start.clone(), &mut burns, steps, seed);
+        let b = train(start.clone(), &mut ours, steps, seed);
+        ([a, b], [burns, ours])
+    }
+
     #[test]
     fn fused_adam_gives_burns_parameters_and_record_bit_for_bit() {
         let start = linear();
-        let mut burns = AdamConfig::new().with_epsilon(1e-8).init();
-        let mut ours = Adam::new(1e-8).init();
-        let a = train(start.clone(), &mut burns, 4, 7);
-        let b = train(start.clone(), &mut ours, 4, 7);
+        let ([a, b], _) = train_both(&start, 4, 7);
         assert_ne!(values(&a), values(&start), "the steps moved nothing");
         assert_eq!(values(&a), values(&b));
         // The records, byte for byte, of a model with one parameter: a record lists its
@@ -345,10 +352,7 @@ mod tests {
         let start = LinearConfig::new(300, 200)
             .with_bias(false)
             .init(&autodiff_device());
-        let mut burns = AdamConfig::new().with_epsilon(1e-8).init();
-        let mut ours = Adam::new(1e-8).init();
-        let _ = train(start.clone(), &mut burns, 4, 7);
-        let _ = train(start, &mut ours, 4, 7);
+        let (_, [burns, ours]) = train_both(&start, 4, 7);
         assert_eq!(
             burns.into_bytes().unwrap().to_vec(),
             ours.into_bytes().unwrap().to_vec()
@@ -357,11 +361,7 @@ mod tests {
 
     #[test]
     fn records_load_across_burns_adam_and_the_fused_one() {
-        let start = linear();
-        let mut burns = AdamConfig::new().with_epsilon(1e-8).init();
-        let mut ours = Adam::new(1e-8).init();
-        let a = train(start.clone(), &mut burns, 2, 3);
-        let b = train(start, &mut ours, 2, 3);
+        let ([a, b], [burns, ours]) = train_both(&linear(), 2, 3);
         // Each resumes from the other's record and takes two more steps.
         let mut ours_from_burns = Adam::new(1e-8)
             .init()
