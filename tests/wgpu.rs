@@ -276,4 +276,13 @@ fn wgpu_train_out_of_memory_names_the_device_and_the_batch_size() {
         "{err}"
     );
     assert!(!err.contains("panicked"), "{err}");
+    // The step that ran out of memory was announced first, as the first on this GPU.
+    let notice = err
+        .find("the first training step on")
+        .unwrap_or_else(|| panic!("no first-step notice before the step: {err}"));
+    assert!(
+        err[notice..].contains("compiling and autotuning")
+            && notice < err.find("ran out of memory").expect("checked above"),
+        "{err}"
+    );
 }

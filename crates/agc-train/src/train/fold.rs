@@ -17,6 +17,7 @@ use crate::layout::FoldLayout;
 use crate::metrics::roc_auc;
 use crate::model::Net;
 
+use super::first_use::FirstUse;
 use super::optim::Optimizers;
 use super::parallel::{Shards, data_parallel_steps};
 use super::predict::{batch_of, batches, predict};
@@ -259,10 +260,11 @@ impl<'r, 'a> FoldRun<'r, 'a> {
             .net
             .take()
             .expect("the model is in place between epochs");
+        let first = FirstUse::begin("the first training step", self.devices);
         let (net, losses) = if self.devices.len() > 1 {
-            self.data_parallel_epoch(&net, &dataset, steps, lrs, &*bar)?
+            self.data_parallel_epoch(&net, &dataset, steps, lrs, (&*bar, &first))?
         } else {
-            self.one_device_epoch(net, &dataset, lrs, &*bar)
+            self.one_device_epoch(net, &dataset, lrs, (&*bar, &first))
         };
         self.net = Some(net);
         drop(bar);
@@ -307,7 +309,7 @@ impl<'r, 'a> FoldRun<'r, 'a> {
         mut net: Net,
         dataset: &CacheDataset,
         lrs: [f64; 2],
-        bar: &dyn Task,
+        (bar, first): (&dyn Task, &FirstUse),
     ) -> (Net, LossSum) {
         let (loss, batch_size) = (&self.task.config.loss, self.task.config.batch_size);
         let mut losses = LossSum::default();
@@ -320,6 +322,7 @@ impl<'r, 'a> FoldRun<'r, 'a> {
             net = stepped;
             losses.total += value * n as f64;
             losses.images += n;
+            first.end();
             if !value.is_finite() {
                 break;
             }
@@ -340,7 +343,7 @@ impl<'r, 'a> FoldRun<'r, 'a> {
         dataset: &CacheDataset,
         steps: usize,
         lrs: [f64; 2],
-        bar: &dyn Task,
+        (bar, first): (&dyn Task, &FirstUse),
     ) -> Result<(Net, LossSum)> {
         let config = self.task.config;
         let per_device = config.batch_size / self.devices.len();
@@ -348,7 +351,10 @@ impl<'r, 'a> FoldRun<'r, 'a> {
             let start = step * config.batch_size + peer * per_device;
             batch_of(dataset, start..start + per_device, device)
         };
-        let on_step = || bar.advance(1);
+        let on_step = || {
+            first.end();
+            bar.advance(1);
+        };
         let shards = Shards {
             steps,
             batch: &shard,

@@ -18,6 +18,7 @@
 //! (data-parallel steps and the gradient exchange between devices), [`predict`](mod@predict) (inference
 //! with test-time augmentation).
 
+mod first_use;
 mod fold;
 mod optim;
 mod parallel;

@@ -14,6 +14,7 @@ use rayon::prelude::*;
 use crate::model::Net;
 
 use super::Images;
+use super::first_use::FirstUse;
 
 /// Predictions of one model for a list of cache rows.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -97,6 +98,7 @@ pub(crate) fn predict_reporting(
     let plain = images.dataset(rows.to_vec());
     let mut sums = vec![0f32; rows.len()];
     let mut k = 0;
+    let first_use = FirstUse::begin("the first prediction batch", std::slice::from_ref(device));
     for batch in batches(&plain, batch_size, device) {
         task.advance(batch.rows.len() as u64);
         let o = net.forward(batch.images, batch.meta);
@@ -111,6 +113,8 @@ pub(crate) fn predict_reporting(
                 sums[k] = p;
                 k += 1;
             }
+            // The probabilities were read back: the batch's kernels have run.
+            first_use.end();
         }
     }
     if tta > 0 {
@@ -132,6 +136,7 @@ pub(crate) fn predict_reporting(
                     sums[k] += p / tta as f32;
                     k += 1;
                 }
+                first_use.end();
             }
         }
     }
