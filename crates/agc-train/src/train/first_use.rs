@@ -77,7 +77,8 @@ impl FirstUse {
     }
 
     /// Whether [`FirstUse::begin`] announced anything.
-    pub(crate) fn announced(&self) -> bool {
+    #[cfg(test)]
+    fn announced(&self) -> bool {
         self.label.is_some()
     }
 
