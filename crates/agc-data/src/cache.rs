@@ -283,6 +283,7 @@ pub fn build_caches(
         for build in &mut builds {
             build.checkpoint()?;
         }
+        release_freed_memory();
     }
     drop(bar);
     let mut first_error = None;
@@ -297,6 +298,28 @@ pub fn build_caches(
     }
     first_error.map_or(Ok(reports), Err)
 }
+
+/// Gives the memory that malloc holds free back to the system: [`build_caches`] calls it
+/// between two chunks, when every photograph of the chunk has been decoded and dropped, and
+/// `agc predict` between its chunks. A photograph's decode allocates tens of megabytes in pieces
+/// (zune-jpeg's planes, the RGB image, the resized cuts) on every thread; glibc keeps what is
+/// freed in each thread's arena, where pieces freed in another order than they were allocated
+/// are not all reused, so the resident memory of a long run of decodes rose with the number of
+/// photographs (docs/performance.md, "Cost with the data"). `malloc_trim` returns every free
+/// page of every arena. Does nothing off glibc.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+pub fn release_freed_memory() {
+    // SAFETY: malloc_trim takes an integer and only gives free pages back (under each arena's
+    // lock); it never touches memory in use.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Gives the memory that malloc holds free back to the system (glibc only: nothing here).
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn release_freed_memory() {}
 
 /// What became of one image in one cache: its pixels and index row, or why it has none.
 type CutResult = std::result::Result<Prepared, String>;

@@ -25,7 +25,7 @@ pub use augment::{
 pub use batch::{CacheDataset, ImageBatch, ImageBatcher, ImageItem};
 pub use cache::{
     CacheJob, CacheOptions, CacheReport, CacheTarget, Cut, ImageCache, IndexEntry, Prepared,
-    build_cache, build_caches, prepare_cuts, prepare_image,
+    build_cache, build_caches, prepare_cuts, prepare_image, release_freed_memory,
 };
 pub use data_dir::{DataDir, DataDirOptions};
 pub use error::{DataError, Result};

@@ -714,6 +714,7 @@ impl Predictor {
                 }
             }
             let done = self.score_chunk(batch, first, out, options)?;
+            agc_data::release_freed_memory();
             write_rows(&part, &done)?;
             task.advance(done.len() as u64);
             rows.extend(done);
