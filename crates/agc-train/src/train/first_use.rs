@@ -4,7 +4,7 @@
 //! one of each kind on each GPU of the process is announced before it starts and timed when it
 //! ends. Flex compiles nothing and gets no notice.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -12,21 +12,7 @@ use burn::backend::DispatchDevice;
 use burn::prelude::*;
 
 /// What ran on which devices in this process (a step, a batch), by the devices' `Debug` names.
-static SEEN: Mutex<Seen> = Mutex::new(Seen::new());
-
-/// The (what, devices) pairs already announced.
-struct Seen(Option<HashSet<String>>);
-
-impl Seen {
-    const fn new() -> Self {
-        Self(None)
-    }
-
-    /// Whether `key` is new, remembering it.
-    fn first(&mut self, key: String) -> bool {
-        self.0.get_or_insert_with(HashSet::new).insert(key)
-    }
-}
+static SEEN: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
 
 /// Whether `device` compiles kernels on first use: any device but Flex.
 fn compiles_kernels(device: &Device) -> bool {
@@ -55,7 +41,7 @@ impl FirstUse {
             .map(|d| format!("{:?}", d.clone().without_autodiff()))
             .collect();
         let key = format!("{what} on {}", gpus.join(", "));
-        let label = (!gpus.is_empty() && SEEN.lock().expect("the first-use registry").first(key))
+        let label = (!gpus.is_empty() && SEEN.lock().expect("the first-use registry").insert(key))
             .then(|| {
                 let on = if gpus.len() == 1 {
                     "the GPU"
@@ -108,13 +94,5 @@ mod tests {
         let notice = FirstUse::begin("a test step", &[device.clone(), device]);
         assert!(!notice.announced());
         notice.end();
-    }
-
-    #[test]
-    fn each_use_is_new_once() {
-        let mut seen = Seen::new();
-        assert!(seen.first("the first training step on Device<Cube(Cpu)>".into()));
-        assert!(!seen.first("the first training step on Device<Cube(Cpu)>".into()));
-        assert!(seen.first("the first prediction batch on Device<Cube(Cpu)>".into()));
     }
 }
