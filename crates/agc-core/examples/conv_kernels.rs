@@ -8,7 +8,10 @@
 //!
 //!     cargo run --release -p agc-core --example conv_kernels [-- --reps 7 --only chipnet-cpu]
 //!
-//! Prints one line per geometry and a total per model; `RAYON_NUM_THREADS` sets the threads.
+//! Prints one line per geometry, with the forward pass's rate in GFLOP/s (two per multiply-add,
+//! taps in the padding included), and a total per model; `--layer TEXT` keeps the geometries
+//! whose name contains it (`--layer 512@7`), `--forward` skips the backward passes (for a
+//! profiler); `RAYON_NUM_THREADS` sets the threads.
 
 use agc_core::conv::kernel::{ConvGeometry, conv2d_backward, conv2d_forward};
 use std::time::Instant;
@@ -133,6 +136,8 @@ fn main() {
     };
     let reps: usize = value("--reps").map_or(7, |v| v.parse().expect("--reps N"));
     let only = value("--only").cloned();
+    let layer = value("--layer").cloned();
+    let forward_only = args.iter().any(|a| a == "--forward");
     println!(
         "# agc convolution kernels, {} rayon threads, best of {reps}",
         rayon::current_num_threads()
@@ -148,6 +153,9 @@ fn main() {
         }
         let (mut forward, mut backward) = (0.0, 0.0);
         for (name, g, times) in geometries {
+            if layer.as_deref().is_some_and(|l| !name.contains(l)) {
+                continue;
+            }
             let [oh, ow] = g.output();
             let x = vec![0.5f32; g.batch * g.in_channels * g.input[0] * g.input[1]];
             let w = vec![0.01f32; g.out_channels * g.in_channels * g.kernel[0] * g.kernel[1]];
@@ -157,10 +165,19 @@ fn main() {
             let f = best_ms(reps, || {
                 std::hint::black_box(conv2d_forward(&x, &w, &g));
             });
-            let b = best_ms(reps, || {
-                std::hint::black_box(conv2d_backward(&x, &w, &dy, &g, want_x, true));
-            });
-            println!("{model:<14} {name:<18} x{times}  forward {f:8.2} ms  backward {b:8.2} ms");
+            let b = if forward_only {
+                0.0
+            } else {
+                best_ms(reps, || {
+                    std::hint::black_box(conv2d_backward(&x, &w, &dy, &g, want_x, true));
+                })
+            };
+            let flops =
+                2.0 * (g.batch * oh * ow * g.out_channels * w.len() / g.out_channels) as f64;
+            let rate = flops / f / 1e6;
+            println!(
+                "{model:<14} {name:<18} x{times}  forward {f:8.2} ms ({rate:5.1} GFLOP/s)  backward {b:8.2} ms"
+            );
             forward += f * times as f64;
             backward += b * times as f64;
         }

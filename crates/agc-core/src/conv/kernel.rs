@@ -14,6 +14,9 @@
 //! Images of a few pixels a side (ChipNet's chips after a stride or two: 2×2, 1×1) skip im2col
 //! altogether: the convolution of such an image is a dense matrix of the weights (see
 //! `Dense`), and the batch's convolution one product with the input and output as they lie.
+//!
+//! Large images at stride 1 (a ResNet's first stages) skip it too: one product per kernel tap
+//! over a zero-padded copy of the image, shifted by the tap (see `Shifted`).
 
 use crate::parallel::{split_runs, thread_ranges};
 use gemm::{Parallelism, gemm};
@@ -256,6 +259,250 @@ impl Dense {
             }
         }
         dw
+    }
+}
+
+/// The convolution of a large image at stride 1 as one matrix product per kernel tap, without
+/// im2col. In the image zero-padded and flattened row by row (`[C, Hp · Wp]`), output pixel `(y,
+/// x)` reads through tap `(ky, kx)` the padded pixel `(y + ky) · Wp + x + kx`: over output pixels
+/// laid out `Wp` apart per row, what one tap reads is the padded image shifted by `ky · Wp + kx`,
+/// a plain `[C, n]` matrix whose rows lie `Hp · Wp` apart. So the image is copied once (im2col
+/// writes it once per tap, and gemm packs it again), the products `W_tap [O, C] × shifted [C,
+/// n]` are added up over the taps into `[O, n]`, and the `Wo` valid columns of each row copied
+/// into the output. The backward pass runs the same products transposed: the weight's gradient
+/// per tap is `dY [O, n] × shiftedᵀ`, and the padded input's gradient gets `W_tapᵀ × dY` added
+/// at the tap's shift, with `dY` laid out `Wp` apart per row and zero in between. The `Wp − Wo`
+/// columns per row past the image's right edge are computed and dropped, so it is chosen only
+/// where they add at most [`SHIFTED_WASTE`] of the work: large images, as ResNet's first stages
+/// have (its 3×3 convolutions over 56² and 28²: 7 % less time than im2col, measured with
+/// `examples/conv_kernels.rs`).
+struct Shifted {
+    /// Height and width of the padded image.
+    padded: [usize; 2],
+    /// Output rows per product.
+    band: usize,
+}
+
+/// [`Shifted`] is used where the columns it computes and drops are at most this fraction of the
+/// output's (1 / 8): 3×3 kernels over images of 16 pixels a side or more.
+const SHIFTED_WASTE: [usize; 2] = [1, 8];
+
+/// The buffers of one thread's [`Shifted`] pass: the padded image (zero in the padding, which no
+/// image writes) and a band of sums or output gradients, `Wp` apart per row.
+struct ShiftedBuffers {
+    padded: Vec<f32>,
+    band: Vec<f32>,
+    /// Entries per channel in `band`: the longest band's.
+    band_len: usize,
+}
+
+impl Shifted {
+    /// The shifted form of `g`'s convolution, for tiles of large images at stride 1.
+    fn of(g: &ConvGeometry, blocking: Blocking) -> Option<Self> {
+        let [_, ow] = g.output();
+        let padded = [0, 1].map(|d| g.input[d] + 2 * g.padding[d]);
+        let [num, den] = SHIFTED_WASTE;
+        let tiles = g.out_pixels() >= g.block_rows(blocking);
+        if g.stride != [1, 1] || !tiles || (padded[1] - ow) * den > ow * num {
+            return None;
+        }
+        // Whole rows, about `min_rows` output pixels per product: more lost time than
+        // gained in the 56² and 28² layers of a ResNet-18 when the bands were im2col's tiles
+        // (800-900 pixels) or whole images.
+        let band = blocking.min_rows.div_ceil(padded[1]).max(1);
+        Some(Self { padded, band })
+    }
+
+    fn plane(&self) -> usize {
+        self.padded[0] * self.padded[1]
+    }
+
+    fn buffers(&self, g: &ConvGeometry, band_channels: usize) -> ShiftedBuffers {
+        let band_len = (self.band - 1) * self.padded[1] + g.output()[1];
+        ShiftedBuffers {
+            padded: vec![0.0; g.in_channels * self.plane()],
+            band: vec![0.0; band_channels * band_len],
+            band_len,
+        }
+    }
+
+    /// The weight `[O, C, kh, kw]` as `[taps, O, C]`, or back with `back`.
+    fn per_tap(g: &ConvGeometry, w: &[f32], back: bool) -> Vec<f32> {
+        let (taps, oc) = (g.kernel[0] * g.kernel[1], g.out_channels * g.in_channels);
+        let mut out = vec![0.0f32; w.len()];
+        for i in 0..w.len() {
+            let (j, t) = (i / taps, i % taps);
+            if back {
+                out[i] = w[t * oc + j];
+            } else {
+                out[t * oc + j] = w[i];
+            }
+        }
+        out
+    }
+
+    /// The output rows of each product: `(y0, rows, n)`, `n` the columns it covers.
+    fn bands(&self, g: &ConvGeometry) -> impl Iterator<Item = (usize, usize, usize)> {
+        let ([oh, ow], wp, band) = (g.output(), self.padded[1], self.band);
+        (0..oh).step_by(band).map(move |y0| {
+            let rows = band.min(oh - y0);
+            (y0, rows, (rows - 1) * wp + ow)
+        })
+    }
+
+    /// Where tap `t`'s input for the band starting at output row `y0` begins in a padded plane.
+    fn shift(&self, g: &ConvGeometry, y0: usize, t: usize) -> usize {
+        let kw = g.kernel[1];
+        (y0 + t / kw) * self.padded[1] + t % kw
+    }
+
+    /// Where each row of an image `[C, H, W]` starts, and where it lies in the padded planes.
+    fn inside(&self, g: &ConvGeometry) -> impl Iterator<Item = [usize; 2]> {
+        let ([h, wd], [py, px], wp) = (g.input, g.padding, self.padded[1]);
+        let plane = self.plane();
+        (0..g.in_channels * h).map(move |row| {
+            let (c, y) = (row / h, row % h);
+            [row * wd, c * plane + (y + py) * wp + px]
+        })
+    }
+
+    /// The output of the images `range` of `x` into `out` (their part of the output).
+    fn forward(
+        &self,
+        (x, w): (&[f32], &[f32]),
+        g: &ConvGeometry,
+        range: std::ops::Range<usize>,
+        out: &mut [f32],
+        parallelism: Parallelism,
+    ) {
+        let (c_n, o_n, p_in, p_out) =
+            (g.in_channels, g.out_channels, g.in_pixels(), g.out_pixels());
+        let (ow, wp, plane) = (g.output()[1], self.padded[1], self.plane());
+        let taps = g.kernel[0] * g.kernel[1];
+        let per_tap = Self::per_tap(g, w, false);
+        let mut buffers = self.buffers(g, o_n);
+        let wd = g.input[1];
+        for (i, dst) in range.zip(out.chunks_exact_mut(o_n * p_out)) {
+            let image = &x[i * c_n * p_in..][..c_n * p_in];
+            for [from, to] in self.inside(g) {
+                buffers.padded[to..to + wd].copy_from_slice(&image[from..from + wd]);
+            }
+            for (y0, rows, n) in self.bands(g) {
+                let sums = &mut buffers.band[..o_n * n];
+                for t in 0..taps {
+                    let weight = Matrix::rows(&per_tap[t * o_n * c_n..][..o_n * c_n], c_n);
+                    let input = Matrix {
+                        data: &buffers.padded[self.shift(g, y0, t)..],
+                        strides: (plane, 1),
+                    };
+                    product(
+                        sums,
+                        (n, 1),
+                        [o_n, n, c_n],
+                        weight,
+                        input,
+                        t > 0,
+                        parallelism,
+                    );
+                }
+                for (sums, dst) in sums.chunks_exact(n).zip(dst.chunks_exact_mut(p_out)) {
+                    for (y, line) in (y0..y0 + rows).zip(sums.chunks(wp)) {
+                        dst[y * ow..][..ow].copy_from_slice(&line[..ow]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`backward_in_blocks`] for the images `range` (their part of the input's gradient `dx`
+    /// when asked for): returns this thread's part of the weight's gradient when `want_w`.
+    #[allow(clippy::too_many_arguments)]
+    fn backward(
+        &self,
+        (x, w, dy): (&[f32], &[f32], &[f32]),
+        g: &ConvGeometry,
+        (range, mut dx): (std::ops::Range<usize>, Option<&mut [f32]>),
+        want_w: bool,
+        parallelism: Parallelism,
+    ) -> Option<Vec<f32>> {
+        let (c_n, o_n, p_in, p_out) =
+            (g.in_channels, g.out_channels, g.in_pixels(), g.out_pixels());
+        let (ow, wp, plane) = (g.output()[1], self.padded[1], self.plane());
+        let (taps, start) = (g.kernel[0] * g.kernel[1], range.start);
+        let per_tap = Self::per_tap(g, w, false);
+        let mut dw = want_w.then(|| vec![0.0f32; w.len()]);
+        let mut buffers = self.buffers(g, o_n);
+        let mut dpadded = vec![0.0f32; if dx.is_some() { c_n * plane } else { 0 }];
+        let (len, wd) = (buffers.band_len, g.input[1]);
+        for i in range {
+            if want_w {
+                let image = &x[i * c_n * p_in..][..c_n * p_in];
+                for [from, to] in self.inside(g) {
+                    buffers.padded[to..to + wd].copy_from_slice(&image[from..from + wd]);
+                }
+            }
+            dpadded.fill(0.0);
+            let dy = &dy[i * o_n * p_out..][..o_n * p_out];
+            for (y0, rows, n) in self.bands(g) {
+                // dY of the band, `Wp` apart per row; the columns between rows are never
+                // written, so they stay zero and add nothing below.
+                for (line, dy) in buffers
+                    .band
+                    .chunks_exact_mut(len)
+                    .zip(dy.chunks_exact(p_out))
+                {
+                    for (y, row) in (y0..y0 + rows).zip(line.chunks_mut(wp)) {
+                        row[..ow].copy_from_slice(&dy[y * ow..][..ow]);
+                    }
+                }
+                let dy_band = Matrix {
+                    data: &buffers.band,
+                    strides: (len, 1),
+                };
+                for t in 0..taps {
+                    let shift = self.shift(g, y0, t);
+                    if let Some(dw) = dw.as_mut() {
+                        // dW_tap[o, c] += dY[o, :] · shifted[c, :]
+                        let input = Matrix {
+                            data: &buffers.padded[shift..],
+                            strides: (1, plane),
+                        };
+                        let dw = &mut dw[t * o_n * c_n..][..o_n * c_n];
+                        product(
+                            dw,
+                            (c_n, 1),
+                            [o_n, c_n, n],
+                            dy_band,
+                            input,
+                            true,
+                            parallelism,
+                        );
+                    }
+                    if dx.is_some() {
+                        // dshifted[c, :] += W_tap[:, c] · dY[:, :]
+                        let weight =
+                            Matrix::transposed(&per_tap[t * o_n * c_n..][..o_n * c_n], c_n);
+                        let dst = &mut dpadded[shift..];
+                        product(
+                            dst,
+                            (plane, 1),
+                            [c_n, n, o_n],
+                            weight,
+                            dy_band,
+                            true,
+                            parallelism,
+                        );
+                    }
+                }
+            }
+            if let Some(dx) = dx.as_deref_mut() {
+                let dx = &mut dx[(i - start) * c_n * p_in..][..c_n * p_in];
+                for [to, from] in self.inside(g) {
+                    dx[to..to + wd].copy_from_slice(&dpadded[from..from + wd]);
+                }
+            }
+        }
+        dw.map(|dw| Self::per_tap(g, &dw, true))
     }
 }
 
@@ -668,6 +915,12 @@ fn forward_in_blocks(x: &[f32], w: &[f32], g: &ConvGeometry, blocking: Blocking)
         });
         return out;
     }
+    if let Some(shifted) = Shifted::of(g, blocking) {
+        ranges.into_par_iter().zip(parts).for_each(|(range, out)| {
+            shifted.forward((x, w), g, range, out, parallelism);
+        });
+        return out;
+    }
     let table = g.table_for(blocking);
     ranges.into_par_iter().zip(parts).for_each(|(range, out)| {
         let (mut cols, mut tmp) = (Vec::new(), Vec::new());
@@ -736,6 +989,7 @@ fn backward_in_blocks(
     };
     let (ranges, parallelism) = split(g.batch);
     let table = g.table_for(blocking);
+    let shifted = Shifted::of(g, blocking);
     let dense = Dense::of(g, blocking).map(|dense| {
         let matrix = dense.matrix(g, w);
         (dense, matrix)
@@ -754,6 +1008,9 @@ fn backward_in_blocks(
         .map(|(range, mut dx)| {
             if let Some((_, matrix)) = &dense {
                 return backward_dense(x, dy, g, matrix, (range, dx), want_w, parallelism);
+            }
+            if let Some(shifted) = &shifted {
+                return shifted.backward((x, w, dy), g, (range, dx), want_w, parallelism);
             }
             let mut dw = want_w.then(|| vec![0.0f32; o_n * k]);
             let (mut cols, mut dys, mut dcols) = (Vec::new(), Vec::new(), Vec::new());
@@ -960,6 +1217,11 @@ mod tests {
             // More images per thread than one product's ROWS_PER_PRODUCT: whole products and
             // a padded last one.
             g(150, 2, [2, 2], 3, 3, 1, 1),
+            // Images whose tiles are convolved one kernel tap at a time (`Shifted`): a 3×3
+            // kernel over 16×16 images, a 5×5 one over 12×33, no padding over 10×20.
+            g(2, 3, [16, 16], 4, 3, 1, 1),
+            g(3, 2, [12, 33], 3, 5, 1, 2),
+            g(2, 3, [10, 20], 2, 3, 1, 0),
         ]
     }
 
@@ -1030,6 +1292,54 @@ mod tests {
             .expect("dense")
             .weight_gradient(&g, vec![1.0; 16]);
         assert_eq!(dw, [1.0, 2.0, 1.0, 2.0, 4.0, 2.0, 1.0, 2.0, 1.0]);
+    }
+
+    /// Tiles of large images at stride 1 are convolved tap by tap over a padded copy, unless the
+    /// columns past each row's end would add more than an eighth of the work.
+    #[test]
+    fn large_images_at_stride_1_are_convolved_tap_by_tap() {
+        let tiles = Blocking {
+            columns: 1,
+            min_rows: 1,
+        };
+        let shifted = |g: &ConvGeometry, blocking| Shifted::of(g, blocking).is_some();
+        let all = geometries();
+        let taps: Vec<ConvGeometry> = all[all.len() - 3..].to_vec();
+        assert!(taps.iter().all(|g| shifted(g, tiles)), "the three above");
+        assert!(shifted(&all[3], tiles), "a 1x1 kernel at stride 1");
+        assert!(
+            !shifted(&all[0], tiles),
+            "7x5 images: 2 of 7 columns dropped"
+        );
+        assert!(!shifted(&all[1], tiles), "stride 2");
+        // Grouped small images are never shifted.
+        assert!(!taps.iter().any(|g| shifted(g, BLOCKING)));
+        // ResNet-18's 3×3 convolutions over 56² and 28² at batch 8 are; over 14² and 7² (groups
+        // of images) and at stride 2, not.
+        let resnet = |channels, side, stride| ConvGeometry {
+            batch: 8,
+            in_channels: channels,
+            input: [side, side],
+            out_channels: channels,
+            kernel: [3, 3],
+            stride: [stride, stride],
+            padding: [1, 1],
+        };
+        assert!(shifted(&resnet(64, 56, 1), BLOCKING));
+        assert!(shifted(&resnet(128, 28, 1), BLOCKING));
+        assert!(!shifted(&resnet(256, 14, 1), BLOCKING));
+        assert!(!shifted(&resnet(512, 7, 1), BLOCKING));
+        assert!(!shifted(&resnet(64, 56, 2), BLOCKING));
+        // Bands of whole rows, about `min_rows` output pixels each, covering every row once.
+        let g = resnet(64, 56, 1);
+        let s = Shifted::of(&g, BLOCKING).expect("shifted");
+        assert_eq!((s.padded, s.band), ([58, 58], 5));
+        let bands: Vec<_> = s.bands(&g).collect();
+        assert_eq!(bands[0], (0, 5, 4 * 58 + 56));
+        assert_eq!(*bands.last().expect("bands"), (55, 1, 56));
+        assert_eq!(bands.iter().map(|b| b.1).sum::<usize>(), 56);
+        // Tap (1, 2) of the band from output row 5 starts at padded pixel (6, 2).
+        assert_eq!(s.shift(&g, 5, 5), 6 * 58 + 2);
     }
 
     /// Blocks of one output pixel, of tiles of an image and of groups of whole images.
