@@ -274,8 +274,8 @@ impl Dense {
 /// at the tap's shift, with `dY` laid out `Wp` apart per row and zero in between. The `Wp − Wo`
 /// columns per row past the image's right edge are computed and dropped, so it is chosen only
 /// where they add at most [`SHIFTED_WASTE`] of the work: large images, as ResNet's first stages
-/// have (its 3×3 convolutions over 56² and 28²: 7 % less time than im2col, measured with
-/// `examples/conv_kernels.rs`).
+/// have (its 3×3 convolutions over 56² and 28², on AVX2: the backward pass 15–17 % faster than
+/// through im2col, the forward pass about as fast; docs/performance.md).
 struct Shifted {
     /// Height and width of the padded image.
     padded: [usize; 2],
@@ -306,9 +306,9 @@ impl Shifted {
         if g.stride != [1, 1] || !tiles || (padded[1] - ow) * den > ow * num {
             return None;
         }
-        // Whole rows, about `min_rows` output pixels per product: more lost time than
-        // gained in the 56² and 28² layers of a ResNet-18 when the bands were im2col's tiles
-        // (800-900 pixels) or whole images.
+        // Whole rows, about `min_rows` output pixels per product: in a first try on the 56²
+        // and 28² layers of a ResNet-18 these were faster than im2col's tiles (800-900 pixels)
+        // or whole images.
         let band = blocking.min_rows.div_ceil(padded[1]).max(1);
         Some(Self { padded, band })
     }
