@@ -172,8 +172,8 @@ fn main() {
                     std::hint::black_box(conv2d_backward(&x, &w, &dy, &g, want_x, true));
                 })
             };
-            let flops =
-                2.0 * (g.batch * oh * ow * g.out_channels * w.len() / g.out_channels) as f64;
+            // Each output value takes one multiply-add per weight of its output channel.
+            let flops = 2.0 * (g.batch * oh * ow * w.len()) as f64;
             let rate = flops / f / 1e6;
             println!(
                 "{model:<14} {name:<18} x{times}  forward {f:8.2} ms ({rate:5.1} GFLOP/s)  backward {b:8.2} ms"

@@ -306,9 +306,9 @@ impl Shifted {
         if g.stride != [1, 1] || !tiles || (padded[1] - ow) * den > ow * num {
             return None;
         }
-        // Whole rows, about `min_rows` output pixels per product: in a first try on the 56²
-        // and 28² layers of a ResNet-18 these were faster than im2col's tiles (800-900 pixels)
-        // or whole images.
+        // Whole rows, about `min_rows` output pixels per product: in one noisy comparison on
+        // the 56² and 28² layers of a ResNet-18, no slower than im2col's tiles (800-900
+        // pixels) and faster than whole images.
         let band = blocking.min_rows.div_ceil(padded[1]).max(1);
         Some(Self { padded, band })
     }
@@ -317,12 +317,21 @@ impl Shifted {
         self.padded[0] * self.padded[1]
     }
 
-    fn buffers(&self, g: &ConvGeometry, band_channels: usize) -> ShiftedBuffers {
+    fn buffers(&self, g: &ConvGeometry) -> ShiftedBuffers {
         let band_len = (self.band - 1) * self.padded[1] + g.output()[1];
         ShiftedBuffers {
             padded: vec![0.0; g.in_channels * self.plane()],
-            band: vec![0.0; band_channels * band_len],
+            band: vec![0.0; g.out_channels * band_len],
             band_len,
+        }
+    }
+
+    /// Copies image `i` of `x` into the inside of the padded planes.
+    fn pad(&self, g: &ConvGeometry, x: &[f32], i: usize, padded: &mut [f32]) {
+        let (len, wd) = (g.in_channels * g.in_pixels(), g.input[1]);
+        let image = &x[i * len..][..len];
+        for [from, to] in self.inside(g) {
+            padded[to..to + wd].copy_from_slice(&image[from..from + wd]);
         }
     }
 
@@ -375,18 +384,13 @@ impl Shifted {
         out: &mut [f32],
         parallelism: Parallelism,
     ) {
-        let (c_n, o_n, p_in, p_out) =
-            (g.in_channels, g.out_channels, g.in_pixels(), g.out_pixels());
+        let (c_n, o_n, p_out) = (g.in_channels, g.out_channels, g.out_pixels());
         let (ow, wp, plane) = (g.output()[1], self.padded[1], self.plane());
         let taps = g.kernel[0] * g.kernel[1];
         let per_tap = Self::per_tap(g, w, false);
-        let mut buffers = self.buffers(g, o_n);
-        let wd = g.input[1];
+        let mut buffers = self.buffers(g);
         for (i, dst) in range.zip(out.chunks_exact_mut(o_n * p_out)) {
-            let image = &x[i * c_n * p_in..][..c_n * p_in];
-            for [from, to] in self.inside(g) {
-                buffers.padded[to..to + wd].copy_from_slice(&image[from..from + wd]);
-            }
+            self.pad(g, x, i, &mut buffers.padded);
             for (y0, rows, n) in self.bands(g) {
                 let sums = &mut buffers.band[..o_n * n];
                 for t in 0..taps {
@@ -431,15 +435,12 @@ impl Shifted {
         let (taps, start) = (g.kernel[0] * g.kernel[1], range.start);
         let per_tap = Self::per_tap(g, w, false);
         let mut dw = want_w.then(|| vec![0.0f32; w.len()]);
-        let mut buffers = self.buffers(g, o_n);
+        let mut buffers = self.buffers(g);
         let mut dpadded = vec![0.0f32; if dx.is_some() { c_n * plane } else { 0 }];
         let (len, wd) = (buffers.band_len, g.input[1]);
         for i in range {
             if want_w {
-                let image = &x[i * c_n * p_in..][..c_n * p_in];
-                for [from, to] in self.inside(g) {
-                    buffers.padded[to..to + wd].copy_from_slice(&image[from..from + wd]);
-                }
+                self.pad(g, x, i, &mut buffers.padded);
             }
             dpadded.fill(0.0);
             let dy = &dy[i * o_n * p_out..][..o_n * p_out];
